@@ -1,0 +1,1 @@
+"""Distributed analysis over a Dask cluster: per-symbol analysis, backtests, parameter search."""

@@ -1,0 +1,1 @@
+"""Vectorized backtests on Panels: signal and portfolio modes, costs, market rules, metrics, sweeps."""

@@ -1,0 +1,1 @@
+"""Factor operators, indicators, the expression language, Alpha158, calculation and evaluation."""

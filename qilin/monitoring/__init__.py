@@ -1,0 +1,1 @@
+"""Alerts, price monitoring, anomaly detection, system metrics and the Prometheus exporter."""
