@@ -307,7 +307,7 @@ class Panel:
         for col in ("name", "industry"):
             if col in df.columns:
                 info[col] = last[col].reindex(symbols)
-        if symbols.str.contains(r"\.(SH|SZ|BJ)$", regex=True).any():
+        if symbols.str.contains(r"\.(?:SH|SZ|BJ)$", regex=True).any():
             from qilin.data.boards import board_of
 
             info["board"] = [board_of(s) for s in symbols]
