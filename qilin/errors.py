@@ -19,6 +19,10 @@ class BackendError(QilinError, RuntimeError):
     """The requested array backend is not available (e.g. ``gpu`` without a GPU)."""
 
 
+class ParameterError(QilinError, ValueError):
+    """A function argument is out of range or of the wrong type (e.g. a window of 0)."""
+
+
 class ClusterError(QilinError, RuntimeError):
     """A Dask cluster could not be started, reached or is inconsistent."""
 
