@@ -1,0 +1,261 @@
+"""ClusterManager with real local clusters (processes and threads), config and version checks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+
+import qilin
+from qilin.cluster import (
+    CHECKED_PACKAGES,
+    ClusterManager,
+    VersionMismatch,
+    default_n_workers,
+    resolve_mode,
+    security_from_tls,
+    version_mismatches,
+)
+from qilin.config import ClusterConfig, TLSConfig, load_config
+from qilin.errors import ClusterError
+
+# Worker processes cannot import this test module by name: ship its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = REPO / ".venv" / "bin" / "python"
+
+
+def _block_sum(seed: int) -> float:
+    return float(np.random.default_rng(seed).standard_normal(1000).sum())
+
+
+def _versions(client_numpy: str = "2.1.0", **workers: str) -> dict:
+    def entry(numpy: str, python: str = "3.11.7.final.0") -> dict:
+        return {"packages": {"python": python, "dask": "2026.8.0", "distributed": "2026.8.0",
+                             "numpy": numpy, "pandas": "2.2.3", "qilin": "0.1.0"}}
+
+    return {
+        "client": entry(client_numpy),
+        "scheduler": entry(client_numpy),
+        "workers": {addr: entry(v) for addr, v in workers.items()},
+    }
+
+
+# -- pure logic -------------------------------------------------------------------------------
+
+
+def test_version_mismatches_none_when_equal():
+    assert version_mismatches(_versions("2.1.0", w1="2.1.0", w2="2.1.0")) == []
+
+
+def test_version_mismatches_names_package_and_worker():
+    (m,) = version_mismatches(_versions("2.1.0", w1="2.1.0", w2="1.26.4"))
+    assert m == VersionMismatch("numpy", "2.1.0", "2.1.0", {"w2": "1.26.4"})
+    assert str(m) == "numpy: client 2.1.0, scheduler 2.1.0, worker w2 1.26.4"
+
+
+def test_version_mismatches_python_compares_major_minor_and_missing_package():
+    versions = _versions("2.1.0", w1="2.1.0")
+    versions["scheduler"]["packages"]["python"] = "3.11.2.final.0"  # same 3.11: fine
+    versions["workers"]["w1"]["packages"]["python"] = "3.12.1.final.0"
+    versions["workers"]["w1"]["packages"]["qilin"] = None
+    found = {m.package: m for m in version_mismatches(versions)}
+    assert set(found) == {"python", "qilin"}
+    assert found["python"].workers == {"w1": "3.12.1.final.0"}
+    assert "worker w1 not installed" in str(found["qilin"])
+    assert CHECKED_PACKAGES == ("python", "dask", "distributed", "numpy", "pandas", "qilin")
+
+
+def test_resolve_mode_and_validation():
+    assert resolve_mode("auto") == "local"  # no GPU / dask-cuda on this machine
+    with pytest.raises(ClusterError, match="unknown cluster mode 'gpu'"):
+        ClusterManager("gpu")  # type: ignore[arg-type]
+    with pytest.raises(ClusterError, match="needs an address"):
+        ClusterManager("remote")
+    with pytest.raises(ClusterError, match="n_workers must be a positive integer, got 0"):
+        ClusterManager("local", n_workers=0)
+    with pytest.raises(ClusterError, match="timeout must be positive"):
+        ClusterManager("local", timeout=0)
+    with pytest.raises(ClusterError, match="not started"):
+        ClusterManager("threads").client  # noqa: B018
+
+
+def test_default_n_workers_is_bounded_by_cores():
+    assert default_n_workers() == max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+def test_from_config_maps_every_field(tmp_path):
+    cfg = load_config(
+        cluster="remote",
+        env={},
+        overrides={"cluster.address": "tcp://10.1.2.3:8786", "cluster.n_workers": 3,
+                   "cluster.timeout_s": 4.5, "cluster.strict_versions": True,
+                   "cluster.dashboard_address": ""},
+    )
+    cm = ClusterManager.from_config(cfg.cluster, verbose=False)
+    assert (cm.mode, cm.address, cm.n_workers, cm.timeout) == (
+        "remote", "tcp://10.1.2.3:8786", 3, 4.5)
+    assert cm.strict_versions and cm.check_versions and cm.security is None
+    assert cm.dashboard_address is None and cm.verbose is False
+
+
+def test_security_from_tls_files(tmp_path):
+    assert security_from_tls(TLSConfig()) is None
+    files = {}
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        files[name] = tmp_path / name
+        files[name].write_text("x")
+    sec = security_from_tls(TLSConfig(str(files["ca.pem"]), str(files["cert.pem"]),
+                                      str(files["key.pem"])))
+    assert sec.require_encryption
+    assert sec.tls_ca_file == str(files["ca.pem"])
+    assert sec.tls_client_cert == str(files["cert.pem"])
+    assert sec.tls_client_key == str(files["key.pem"])
+    with pytest.raises(ClusterError, match=r"cluster.tls.ca_file: file not found: .*nope.pem"):
+        security_from_tls(TLSConfig(str(tmp_path / "nope.pem"), str(files["cert.pem"])))
+
+
+def test_cuda_mode_without_dask_cuda_is_a_clear_error():
+    pytest.importorskip("distributed")
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        with pytest.raises(ClusterError, match="needs dask-cuda"):
+            ClusterManager("cuda", verbose=False).start()
+    else:  # pragma: no cover - GPU machines
+        pytest.skip("dask-cuda is installed here; the gpu test covers cuda mode")
+
+
+# -- real clusters ----------------------------------------------------------------------------
+
+
+def test_threads_cluster_computes_describes_and_closes(capsys):
+    cm = ClusterManager("threads", n_workers=1, threads_per_worker=2)
+    with cm as client:
+        assert client is cm.client and cm.start() is client  # start() is idempotent
+        futures = client.map(_block_sum, range(8))
+        assert client.gather(futures) == [_block_sum(s) for s in range(8)]
+        d = cm.describe()
+        assert d["mode"] == "threads" and d["n_workers"] == 1 and d["threads"] == 2
+        assert d["scheduler_address"].startswith("inproc://")
+        assert d["version_mismatches"] == []
+        link = cm.dashboard_link
+        assert link.startswith("http://127.0.0.1:") and link.endswith("/status")
+        with urllib.request.urlopen(link, timeout=10) as resp:  # the dashboard really serves
+            assert resp.status == 200
+    assert not cm.started
+    out = capsys.readouterr().out
+    assert "qilin cluster [threads]" in out and link in out
+    cm.close()  # closing twice is harmless
+
+
+def test_local_process_cluster_runs_tasks_in_worker_processes(caplog):
+    caplog.set_level(logging.INFO, logger="qilin.cluster")
+    with ClusterManager("local", n_workers=2, threads_per_worker=1, memory_limit="1GiB",
+                        verbose=False, timeout=30) as client:
+        cm_pids = client.run(os.getpid)
+        assert len(cm_pids) == 2 and os.getpid() not in cm_pids.values()
+        assert all(addr.startswith("tcp://127.0.0.1:") for addr in cm_pids)
+        # qilin itself is importable on the workers
+        assert set(client.run(lambda: __import__("qilin").__version__).values()) == {
+            qilin.__version__}
+        total = client.submit(sum, client.map(_block_sum, range(6))).result()
+        assert total == pytest.approx(sum(_block_sum(s) for s in range(6)), abs=1e-12)
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        assert {w["memory_limit"] for w in workers.values()} == {2**30}
+    assert "qilin cluster [local] tcp://127.0.0.1:" in caplog.text
+
+
+def test_local_without_dashboard_and_auto_resolves_to_local():
+    cm = ClusterManager("auto", n_workers=1, threads_per_worker=1, dashboard_address=None,
+                        verbose=False, timeout=30)
+    with cm:
+        assert cm.resolved_mode == "local"
+        assert cm.dashboard_link is None
+        assert cm.describe()["dashboard"] is None
+    assert "auto" in repr(cm) and "not started" in repr(cm)
+
+
+def test_strict_versions_raise_on_mismatch(monkeypatch):
+    import distributed
+
+    real = distributed.Client.get_versions
+
+    def fake(self, check=False, packages=None):
+        versions = real(self, check=check, packages=packages)
+        for entry in versions["workers"].values():
+            entry["packages"]["pandas"] = "0.25.0"
+        return versions
+
+    monkeypatch.setattr(distributed.Client, "get_versions", fake)
+    cm = ClusterManager("threads", n_workers=1, dashboard_address=None, verbose=False,
+                        strict_versions=True)
+    with pytest.raises(ClusterError, match=r"pandas: client .*, worker inproc://\S+ 0.25.0"):
+        cm.start()
+    assert not cm.started  # the cluster was closed on failure
+    warn = ClusterManager("threads", n_workers=1, dashboard_address=None, verbose=False)
+    with warn:
+        assert [m.package for m in warn.version_mismatches] == ["pandas"]
+
+
+def test_script_with_main_guard_runs_a_process_cluster(tmp_path):
+    script = tmp_path / "analysis.py"
+    script.write_text(textwrap.dedent("""
+        from qilin.cluster import ClusterManager
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            with ClusterManager("local", n_workers=1, threads_per_worker=1) as client:
+                print("RESULT", sum(client.gather(client.map(square, range(5)))))
+    """))
+    proc = subprocess.run([str(PYTHON), str(script)], capture_output=True, text=True,
+                          timeout=90, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "RESULT 30" in proc.stdout
+    assert "dashboard: http://127.0.0.1:" in proc.stdout
+
+
+def test_script_without_main_guard_gets_a_clear_error(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from qilin.cluster import ClusterManager\n"
+        "ClusterManager('local', n_workers=1, threads_per_worker=1, timeout=20).start()\n"
+    )
+    proc = subprocess.run([str(PYTHON), str(script)], capture_output=True, text=True,
+                          timeout=90, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "ClusterError" in proc.stderr and "__name__ == \"__main__\"" in proc.stderr
+
+
+def test_cluster_config_defaults_match_manager_defaults():
+    cfg = ClusterConfig()
+    cm = ClusterManager.from_config(cfg)
+    ref = ClusterManager()
+    for name in ("mode", "n_workers", "threads_per_worker", "memory_limit", "dashboard_address",
+                 "timeout", "check_versions", "strict_versions"):
+        assert getattr(cm, name) == getattr(ref, name), name
+
+
+def test_cuda_cluster_one_worker_per_gpu(gpu):
+    pytest.importorskip("dask_cuda")
+    from qilin.backend import gpu_count
+
+    cm = ClusterManager("cuda", verbose=False, timeout=60)
+    with cm as client:
+        assert cm.resolved_mode == "cuda" and cm.describe()["n_workers"] == gpu_count()
+        assert client.submit(lambda: __import__("cupy").arange(4).sum().item()).result() == 6
+
+
+if sys.platform != "linux":  # pragma: no cover
+    pytestmark = pytest.mark.skip("process clusters are tested on Linux")
