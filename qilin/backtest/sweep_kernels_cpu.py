@@ -1,0 +1,393 @@
+"""Fused CPU (numba) kernels for parameter sweeps: indicators, signal-mode simulation, metrics.
+
+The sweep never materialises a dates x symbols x parameters array. Indicator series are
+computed once per distinct window (``K`` series, each symbols x dates) and the fused kernel
+walks every (combination, symbol) column through time with its state in local variables,
+adding the column's daily return into one ``(combinations, dates)`` accumulator row (the
+equal-weight portfolio of the combination's symbols) and a few counters.
+
+Layout: every per-symbol array is ``(symbols, dates)`` C-contiguous so that a column's
+history is contiguous in memory. A combination's rule is 4 *sides* (entry lhs, entry rhs,
+exit lhs, exit rhs); a side's value at ``(symbol, t)`` is
+``S[base] + coef * S[scaled] + const`` where ``S`` is the indicator stack and an index of
+``-1`` means "absent" (0). Entry fires when ``entry_lhs > entry_rhs``, exit when
+``exit_lhs > exit_rhs``; a NaN side makes the comparison False.
+
+Examples
+--------
+>>> import numpy as np
+>>> x = np.array([[1.0, 2.0, np.nan, 3.0, 4.0]])
+>>> rolling_mean_nb(x, 2).round(2).tolist()
+[[nan, 1.5, nan, 2.5, 3.5]]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+#: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
+COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_days")
+#: Column order of :func:`returns_metrics_nb` output.
+METRIC_NAMES = (
+    "total_return", "annual_return", "annual_volatility", "sharpe_ratio",
+    "sortino_ratio", "max_drawdown", "calmar_ratio",
+)
+
+
+# --------------------------------------------------------------------------- indicators
+@nb.njit(cache=True)
+def _valid_positions_nb(row: np.ndarray) -> np.ndarray:
+    n = 0
+    for v in row:
+        if not math.isnan(v):
+            n += 1
+    out = np.empty(n, dtype=np.int64)
+    k = 0
+    for t in range(row.shape[0]):
+        if not math.isnan(row[t]):
+            out[k] = t
+            k += 1
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
+    """Simple moving average over the last ``window`` non-NaN observations of each row.
+
+    ``x`` is ``(symbols, dates)``; NaN where the bar is NaN or fewer than ``window`` valid
+    observations were seen.
+    """
+    out = np.full(x.shape, np.nan)
+    for i in nb.prange(x.shape[0]):
+        pos = _valid_positions_nb(x[i])
+        acc = 0.0
+        for k in range(pos.shape[0]):
+            acc += x[i, pos[k]]
+            if k >= window:
+                acc -= x[i, pos[k - window]]
+            if k >= window - 1:
+                if k % 256 == 0:  # re-sum now and then against drift
+                    acc = 0.0
+                    for m in range(k - window + 1, k + 1):
+                        acc += x[i, pos[m]]
+                out[i, pos[k]] = acc / window
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def rolling_std_nb(x: np.ndarray, window: int) -> np.ndarray:
+    """Population standard deviation over the last ``window`` non-NaN observations."""
+    out = np.full(x.shape, np.nan)
+    for i in nb.prange(x.shape[0]):
+        pos = _valid_positions_nb(x[i])
+        for k in range(window - 1, pos.shape[0]):
+            mean = 0.0
+            for m in range(k - window + 1, k + 1):
+                mean += x[i, pos[m]]
+            mean /= window
+            ss = 0.0
+            for m in range(k - window + 1, k + 1):
+                d = x[i, pos[m]] - mean
+                ss += d * d
+            out[i, pos[k]] = math.sqrt(ss / window)
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def ema_nb(x: np.ndarray, window: int) -> np.ndarray:
+    """TA-Lib EMA (seeded with the SMA of the first ``window`` values) over non-NaN values."""
+    out = np.full(x.shape, np.nan)
+    alpha = 2.0 / (window + 1.0)
+    for i in nb.prange(x.shape[0]):
+        pos = _valid_positions_nb(x[i])
+        if pos.shape[0] < window:
+            continue
+        acc = 0.0
+        for k in range(window):
+            acc += x[i, pos[k]]
+        ema = acc / window
+        out[i, pos[window - 1]] = ema
+        for k in range(window, pos.shape[0]):
+            ema = ema + alpha * (x[i, pos[k]] - ema)
+            out[i, pos[k]] = ema
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def rsi_nb(x: np.ndarray, window: int) -> np.ndarray:
+    """TA-Lib RSI (Wilder smoothing, seeded with simple averages) over non-NaN values."""
+    out = np.full(x.shape, np.nan)
+    for i in nb.prange(x.shape[0]):
+        pos = _valid_positions_nb(x[i])
+        if pos.shape[0] <= window:
+            continue
+        gain = 0.0
+        loss = 0.0
+        for k in range(1, window + 1):
+            d = x[i, pos[k]] - x[i, pos[k - 1]]
+            if d > 0:
+                gain += d
+            else:
+                loss -= d
+        gain /= window
+        loss /= window
+        out[i, pos[window]] = 100.0 * gain / (gain + loss) if gain + loss != 0 else 0.0
+        for k in range(window + 1, pos.shape[0]):
+            d = x[i, pos[k]] - x[i, pos[k - 1]]
+            g = d if d > 0 else 0.0
+            lo = -d if d < 0 else 0.0
+            gain = (gain * (window - 1) + g) / window
+            loss = (loss * (window - 1) + lo) / window
+            out[i, pos[k]] = 100.0 * gain / (gain + loss) if gain + loss != 0 else 0.0
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def momentum_nb(x: np.ndarray, lookback: int) -> np.ndarray:
+    """``x[t] / x[t - lookback] - 1`` over non-NaN observations (NaN on missing bars)."""
+    out = np.full(x.shape, np.nan)
+    for i in nb.prange(x.shape[0]):
+        pos = _valid_positions_nb(x[i])
+        for k in range(lookback, pos.shape[0]):
+            out[i, pos[k]] = x[i, pos[k]] / x[i, pos[k - lookback]] - 1.0
+    return out
+
+
+# --------------------------------------------------------------------------- simulation
+@nb.njit(cache=True, inline="always")
+def _side_nb(S, idx, coef, c, s, j, t):
+    v = coef[c, s, 1]
+    b = idx[c, s, 0]
+    if b >= 0:
+        v += S[b, j, t]
+    k = idx[c, s, 1]
+    if k >= 0:
+        v += coef[c, s, 0] * S[k, j, t]
+    return v
+
+
+@nb.njit(cache=True)
+def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, init_cash,
+               lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
+               port_row, counters_row, inv_cols):
+    T = close.shape[1]
+    cash = init_cash
+    qty = 0.0
+    desired = False
+    last_buy = -1
+    last_close = math.nan
+    prev_equity = init_cash
+    entry_cost = 0.0
+    for t in range(T):
+        if qty > 0.0:
+            qty *= adj_ratio[j, t]
+        s = t - lag
+        if s >= 0:
+            entry = _side_nb(S, idx, coef, c, 0, j, s) > _side_nb(S, idx, coef, c, 1, j, s)
+            exit_ = _side_nb(S, idx, coef, c, 2, j, s) > _side_nb(S, idx, coef, c, 3, j, s)
+            if entry and not exit_:
+                desired = True
+            elif exit_ and not entry:
+                desired = False
+        p = close[j, t]
+        if desired and qty == 0.0 and can_buy[j, t]:
+            equity = cash
+            fill = p * (1.0 + slip)
+            q = math.floor(equity / (fill * (1.0 + commission_rate)) / lot) * lot
+            while q > 0.0:
+                notional = q * fill
+                cost = notional + max(commission_rate * notional, min_commission)
+                if cost <= cash:
+                    break
+                q -= lot
+            if q > 0.0:
+                notional = q * fill
+                cost = notional + max(commission_rate * notional, min_commission)
+                cash -= cost
+                qty = q
+                last_buy = t
+                entry_cost = cost
+                counters_row[0] += 1.0
+                counters_row[3] += notional / equity
+        elif (not desired and qty > 0.0 and can_sell[j, t]
+              and not (t_plus_one and last_buy == t)):
+            equity = cash + qty * p
+            fill = p * (1.0 - slip)
+            notional = qty * fill
+            proceeds = notional - max(commission_rate * notional, min_commission)
+            proceeds -= stamp_duty * notional
+            cash += proceeds
+            qty = 0.0
+            counters_row[0] += 1.0
+            counters_row[2] += 1.0
+            if proceeds > entry_cost:
+                counters_row[1] += 1.0
+            counters_row[3] += notional / equity
+        if not math.isnan(p):
+            last_close = p
+        equity = cash + qty * last_close if qty > 0.0 else cash
+        if qty > 0.0:
+            counters_row[4] += 1.0
+        port_row[t] += (equity / prev_equity - 1.0) * inv_cols
+        prev_equity = equity
+
+
+@nb.njit(cache=True, parallel=True)
+def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, init_cash,
+                        lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
+                        inv_cols, port, counters):
+    """Run every (combination, symbol) column of one symbol tile, accumulating in place.
+
+    Parameters
+    ----------
+    S : float64 array (K, symbols, dates)
+        Indicator stack.
+    idx : int64 array (combinations, 4, 2)
+        Per side ``(base, scaled)`` indices into ``S`` (``-1`` = absent).
+    coef : float64 array (combinations, 4, 2)
+        Per side ``(coef, const)``.
+    close : float64 array (symbols, dates)
+        Raw (traded) close; NaN on missing bars.
+    can_buy, can_sell : bool arrays (symbols, dates)
+        Bar exists and is not at the up (down) price limit.
+    adj_ratio : float64 array (symbols, dates)
+        Held quantity multiplier at the start of each day (corporate actions).
+    inv_cols : float
+        ``1 / total symbols`` of the whole sweep (tiles add into the same rows).
+    port : float64 array (combinations, dates)
+        Receives ``sum_j return[c, j, t] * inv_cols``.
+    counters : float64 array (combinations, 5)
+        Receives the sums named in :data:`COUNTER_NAMES`.
+    """
+    C = idx.shape[0]
+    N = close.shape[0]
+    for c in nb.prange(C):
+        for j in range(N):
+            _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag,
+                       init_cash, lot, commission_rate, min_commission, slip, stamp_duty,
+                       t_plus_one, port[c], counters[c], inv_cols)
+
+
+# --------------------------------------------------------------------------- metrics
+@nb.njit(cache=True, parallel=True)
+def returns_metrics_nb(port: np.ndarray, periods_per_year: float) -> np.ndarray:
+    """Empyrical metrics of each row of daily returns, in one streaming pass per row.
+
+    Columns as :data:`METRIC_NAMES`. Same definitions as ``empyrical``: geometric CAGR,
+    sample std (ddof=1), sortino with downside deviation over all periods, drawdown
+    anchored at the starting value, calmar NaN without a drawdown.
+    """
+    C, T = port.shape
+    out = np.full((C, 7), np.nan)
+    for c in nb.prange(C):
+        wealth = 1.0
+        peak = 1.0
+        mdd = 0.0
+        s = 0.0
+        down = 0.0
+        for t in range(T):
+            r = port[c, t]
+            s += r
+            if r < 0:
+                down += r * r
+            wealth *= 1.0 + r
+            if wealth > peak:
+                peak = wealth
+            dd = (wealth - peak) / peak
+            if dd < mdd:
+                mdd = dd
+        mean = s / T
+        ss = 0.0
+        for t in range(T):
+            d = port[c, t] - mean
+            ss += d * d
+        total = wealth - 1.0
+        annual = wealth ** (periods_per_year / T) - 1.0 if wealth > 0 else -1.0
+        out[c, 0] = total
+        out[c, 1] = annual
+        if T > 1:
+            std = math.sqrt(ss / (T - 1))
+            out[c, 2] = std * math.sqrt(periods_per_year)
+            if std > 0:
+                out[c, 3] = mean / std * math.sqrt(periods_per_year)
+            dr = math.sqrt(down / T) * math.sqrt(periods_per_year)
+            if dr > 0:
+                out[c, 4] = mean * periods_per_year / dr
+            elif mean > 0:
+                out[c, 4] = math.inf
+        out[c, 5] = mdd
+        if mdd < 0:
+            out[c, 6] = annual / abs(mdd)
+    return out
+
+
+# --------------------------------------------------------------------------- top-k
+@nb.njit(cache=True, parallel=True)
+def topk_sweep_nb(scores, returns, tradable, lookback_idx, ks, rebalances, cost_buy,
+                  cost_sell, port, turnover):
+    """Momentum top-k portfolio sweep: one combination per ``(lookback, k, rebalance)``.
+
+    Weights are fractions of the portfolio value. Each day the held weights earn
+    ``returns[t]`` (close-to-close into ``t``, 0 on missing bars) and drift. On every
+    ``rebalance``-th date (``t % rebalance == 0``), at the close, the ``k`` tradable symbols
+    with the highest ``scores[lookback_idx[c], t]`` get equal weights of what is not stuck
+    in untradable holdings; untradable holdings are kept. Trading costs ``cost_buy`` /
+    ``cost_sell`` per unit of weight bought / sold come out of the portfolio value.
+    ``port[c, t]`` receives the daily return, ``turnover[c]`` the traded weight summed.
+    """
+    C = ks.shape[0]
+    T, N = returns.shape
+    for c in nb.prange(C):
+        sc = scores[lookback_idx[c]]
+        k = ks[c]
+        reb = rebalances[c]
+        w = np.zeros(N)
+        target = np.zeros(N)
+        cand = np.empty(N, dtype=np.int64)
+        vals = np.empty(N)
+        for t in range(T):
+            r = 0.0
+            for j in range(N):
+                if w[j] != 0.0:
+                    r += w[j] * returns[t, j]
+            if r != 0.0:
+                g = 1.0 + r
+                for j in range(N):
+                    if w[j] != 0.0:
+                        w[j] = w[j] * (1.0 + returns[t, j]) / g
+            day = r
+            if t % reb == 0:
+                m = 0
+                stuck = 0.0
+                for j in range(N):
+                    if tradable[t, j]:
+                        v = sc[t, j]
+                        if not math.isnan(v):
+                            cand[m] = j
+                            vals[m] = -v
+                            m += 1
+                    else:
+                        stuck += w[j]
+                if m > 0:
+                    order = np.argsort(vals[:m], kind="mergesort")
+                    kk = min(k, m)
+                    each = max(1.0 - stuck, 0.0) / kk
+                    for j in range(N):
+                        target[j] = w[j] if not tradable[t, j] else 0.0
+                    for q in range(kk):
+                        target[cand[order[q]]] = each
+                    cost = 0.0
+                    for j in range(N):
+                        d = target[j] - w[j]
+                        if d > 0:
+                            cost += d * cost_buy
+                            turnover[c] += d
+                        elif d < 0:
+                            cost -= d * cost_sell
+                            turnover[c] -= d
+                        w[j] = target[j]
+                    day = (1.0 + r) * (1.0 - cost) - 1.0
+            port[c, t] = day

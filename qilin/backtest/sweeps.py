@@ -1,0 +1,621 @@
+"""Mass parameter sweeps: grids, batched fused simulation on CPU/GPU/Dask, tidy results.
+
+A sweep runs every parameter combination of a strategy template over every symbol of a
+Panel in one batched computation. Indicators are computed once per distinct window; the
+fused kernel (:mod:`~qilin.backtest.sweep_kernels_cpu`, or the CuPy kernel on a GPU) walks
+each (combination, symbol) column through time under the pinned signal-mode semantics of
+:func:`qilin.backtest.engine.run_signals` (costs, lots, T+1, price limits, suspensions,
+corporate actions) and only writes, per combination, the daily return of the equal-weight
+portfolio of its symbols plus trade counters; metrics follow from those.
+
+**A combination's result** is the equal-weight, daily-rebalanced portfolio of its per-symbol
+strategies: each symbol is a sub-account with ``init_cash`` and the combination's daily
+return is the mean of the sub-accounts' daily returns (a symbol not yet listed or flat
+contributes 0). Metrics (empyrical definitions, as :mod:`qilin.backtest.metrics`):
+``total_return annual_return annual_volatility sharpe_ratio sortino_ratio max_drawdown
+calmar_ratio`` of that return series, plus ``n_trades`` (orders filled, all symbols),
+``win_rate`` (round trips whose net sale proceeds beat their total buy cost), ``turnover``
+(mean over symbols and days of traded notional / equity before the trade) and ``exposure``
+(share of symbol-days holding shares).
+
+Work is tiled: combinations in parameter tiles (one Dask task each with ``client``), symbols
+in blocks sized so the indicator stack of a tile fits ``memory_budget``.
+
+Examples
+--------
+>>> parse_grid("fast=5:20:5 slow=30,60 ma=sma")
+{'fast': [5, 10, 15, 20], 'slow': [30, 60], 'ma': ['sma']}
+>>> from qilin.data.synthetic import synthetic_market
+>>> res = run_sweep(synthetic_market(6, 120, seed=3), "ma_cross",
+...                 "fast=5,10 slow=20,40", market="cn", backend="cpu")
+>>> len(res.table), list(res.table.columns[:3])
+(4, ['fast', 'slow', 'ma'])
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from qilin.backend import BackendName, get_backend, to_host
+from qilin.backtest import sweep_kernels_cpu as kcpu
+from qilin.backtest.rules import MarketRules, limit_hits
+from qilin.backtest.strategies import (
+    MomentumTopK,
+    StrategyTemplate,
+    compute_series,
+    get_strategy,
+    signal_close,
+)
+from qilin.config import MarketConfig, load_market
+from qilin.data.panel import Panel
+from qilin.errors import BacktestError
+
+METRICS = (*kcpu.METRIC_NAMES, "n_trades", "win_rate", "turnover", "exposure")
+#: Metrics where smaller is better (``best`` sorts them ascending).
+LOWER_IS_BETTER = frozenset({"annual_volatility", "turnover"})
+DEFAULT_MEMORY_BUDGET = 1 << 30
+
+
+# ------------------------------------------------------------------------------- grids
+def _parse_value(text: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_range(name: str, spec: str) -> list[int | float]:
+    parts = spec.split(":")
+    if len(parts) != 3:
+        raise BacktestError(f"grid {name}={spec!r}: a range is start:stop:step")
+    vals = [_parse_value(p) for p in parts]
+    if any(isinstance(v, str) for v in vals):
+        raise BacktestError(f"grid {name}={spec!r}: range bounds must be numbers")
+    start, stop, step = vals
+    if step <= 0 or stop < start:
+        raise BacktestError(f"grid {name}={spec!r}: need step > 0 and stop >= start")
+    n = math.floor((stop - start) / step + 1e-9) + 1
+    if all(isinstance(v, int) for v in vals):
+        return [int(start + i * step) for i in range(n)]
+    return [round(start + i * step, 12) for i in range(n)]
+
+
+def parse_grid(text: str) -> dict[str, list[Any]]:
+    """Parse ``"fast=5:50:5 slow=60:250:10 ma=sma,ema"`` into lists of values.
+
+    ``start:stop:step`` includes ``stop`` when it lands on it; ``a,b,c`` lists values;
+    integers, floats and words are recognised per value.
+
+    Raises
+    ------
+    BacktestError
+        On a token without ``=``, a repeated name or a malformed range.
+
+    Examples
+    --------
+    >>> parse_grid("k=1.5:2.5:0.5 mode=reversion")
+    {'k': [1.5, 2.0, 2.5], 'mode': ['reversion']}
+    >>> parse_grid("fast=5:12:5")
+    {'fast': [5, 10]}
+    """
+    out: dict[str, list[Any]] = {}
+    for token in text.split():
+        name, eq, spec = token.partition("=")
+        if not eq or not name or not spec:
+            raise BacktestError(f"grid token {token!r}: expected name=values")
+        if name in out:
+            raise BacktestError(f"grid parameter {name!r} given twice")
+        if ":" in spec:
+            out[name] = _parse_range(name, spec)
+        else:
+            out[name] = [_parse_value(v) for v in spec.split(",") if v != ""]
+    if not out:
+        raise BacktestError("empty parameter grid")
+    return out
+
+
+@dataclass
+class ParameterGrid:
+    """Parameter values and how to combine them.
+
+    Parameters
+    ----------
+    params : mapping of name to list of values, or a grid string for :func:`parse_grid`
+    kind : {"product", "zip", "random"}
+        ``product``: every combination; ``zip``: the i-th values together (lists of equal
+        length, or length 1 broadcast); ``random``: ``n`` distinct combinations of the
+        product drawn with ``seed``.
+
+    Examples
+    --------
+    >>> g = ParameterGrid({"fast": [5, 10], "slow": [10, 20]})
+    >>> [tuple(c.values()) for c in g.combinations()]
+    [(5, 10), (5, 20), (10, 10), (10, 20)]
+    >>> [tuple(c.values()) for c in g.combinations(get_strategy("ma_cross"))]
+    [(5, 10, 'sma'), (5, 20, 'sma'), (10, 20, 'sma')]
+    >>> len(ParameterGrid("fast=1:10:1 slow=11:20:1", kind="random", n=7, seed=0))
+    7
+    """
+
+    params: Mapping[str, Sequence[Any]] | str
+    kind: Literal["product", "zip", "random"] = "product"
+    n: int | None = None
+    seed: int | None = None
+    values: dict[str, list[Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        raw = parse_grid(self.params) if isinstance(self.params, str) else self.params
+        self.values = {k: list(v) if isinstance(v, list | tuple | np.ndarray | range) else [v]
+                       for k, v in raw.items()}
+        if self.kind not in ("product", "zip", "random"):
+            raise BacktestError(f"grid kind={self.kind!r} must be product, zip or random")
+        for k, v in self.values.items():
+            if not v:
+                raise BacktestError(f"grid parameter {k!r} has no values")
+        if self.kind == "zip":
+            lengths = {len(v) for v in self.values.values() if len(v) != 1}
+            if len(lengths) > 1:
+                raise BacktestError(
+                    "zip grid needs lists of one length: "
+                    + ", ".join(f"{k}={len(v)}" for k, v in self.values.items()))
+        if self.kind == "random" and (self.n is None or self.n < 1):
+            raise BacktestError("random grid needs n >= 1")
+
+    def _raw(self) -> list[dict[str, Any]]:
+        names = list(self.values)
+        if self.kind == "zip":
+            n = max(len(v) for v in self.values.values())
+            return [{k: (v[i] if len(v) > 1 else v[0]) for k, v in self.values.items()}
+                    for i in range(n)]
+        combos = [dict(zip(names, vals, strict=True))
+                  for vals in itertools.product(*self.values.values())]
+        if self.kind == "random":
+            rng = np.random.default_rng(self.seed)
+            pick = rng.choice(len(combos), size=min(self.n or 0, len(combos)), replace=False)
+            combos = [combos[i] for i in sorted(pick)]
+        return combos
+
+    def combinations(self, template: Any = None) -> list[dict[str, Any]]:
+        """The combinations as dicts; with a template, completed and invalid ones dropped."""
+        combos = self._raw()
+        if template is None:
+            return combos
+        unknown = [k for k in self.values if k not in template.param_names]
+        if unknown:
+            raise BacktestError(
+                f"grid parameter(s) {', '.join(unknown)} unknown to strategy "
+                f"{template.name!r} (parameters: {', '.join(template.param_names)})")
+        return [template.check(c) for c in combos if template.is_valid(c)]
+
+    def __len__(self) -> int:
+        return len(self._raw())
+
+
+# ------------------------------------------------------------------------ market arrays
+@dataclass
+class SweepMarket:
+    """Host arrays a sweep tile needs, shipped once per worker (``(symbols, dates)``)."""
+
+    dates: pd.DatetimeIndex
+    symbols: pd.Index
+    close: np.ndarray
+    can_buy: np.ndarray
+    can_sell: np.ndarray
+    adj_ratio: np.ndarray
+    signal_px: np.ndarray
+    market: MarketConfig
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.close.shape
+
+
+def _resolve_market(market: str | MarketConfig) -> MarketConfig:
+    return load_market(market) if isinstance(market, str) else market
+
+
+def prepare_market(panel: Panel, market: str | MarketConfig = "cn") -> SweepMarket:
+    """Trading arrays of ``panel`` under ``market`` rules (see module docstring).
+
+    Examples
+    --------
+    >>> from qilin.data.synthetic import synthetic_market
+    >>> m = prepare_market(synthetic_market(3, 30, seed=1), "cn")
+    >>> m.shape
+    (3, 30)
+    """
+    mc = _resolve_market(market)
+    rules = MarketRules.from_market(mc)
+    close = to_host(panel["close"]).astype(np.float64)
+    valid = np.isfinite(close)
+    up_hit, down_hit = limit_hits(panel, rules)
+    can_buy = valid & ~up_hit
+    can_sell = valid & ~down_hit
+    ratio = np.ones_like(close)
+    if "adj_factor" in panel:
+        af = to_host(panel["adj_factor"]).astype(np.float64)
+        af = np.where(valid & np.isfinite(af) & (af > 0), af, np.nan)
+        prev = np.full_like(af, np.nan)
+        prev[1:] = pd.DataFrame(af).ffill().to_numpy()[:-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = af / prev
+        ratio = np.where(np.isfinite(r), r, 1.0)
+    return SweepMarket(
+        panel.dates, panel.symbols,
+        np.ascontiguousarray(close.T), np.ascontiguousarray(can_buy.T),
+        np.ascontiguousarray(can_sell.T), np.ascontiguousarray(ratio.T),
+        np.ascontiguousarray(signal_close(panel).T), mc,
+    )
+
+
+# ------------------------------------------------------------------------- tile runners
+def _rule_arrays(template: StrategyTemplate, combos: list[dict[str, Any]]
+                 ) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
+    keys: list[tuple[str, int]] = []
+    pos: dict[tuple[str, int], int] = {}
+    idx = np.full((len(combos), 4, 2), -1, dtype=np.int64)
+    coef = np.zeros((len(combos), 4, 2))
+    for c, params in enumerate(combos):
+        for s, (base, scaled, k, const) in enumerate(template.sides(params)):
+            for slot, key in ((0, base), (1, scaled)):
+                if key is None:
+                    continue
+                if key not in pos:
+                    pos[key] = len(keys)
+                    keys.append(key)
+                idx[c, s, slot] = pos[key]
+            coef[c, s] = (k, const)
+    return keys, idx, coef
+
+
+def symbol_block_size(n_series: int, n_symbols: int, n_dates: int,
+                      memory_budget: int | None) -> int:
+    """Symbols per block so that the indicator stack plus trading arrays fit the budget.
+
+    Examples
+    --------
+    >>> symbol_block_size(10, 500, 1000, 10 * 8 * 1000 * 100)
+    69
+    """
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    per_symbol = (n_series + 1) * n_dates * 8 + n_dates * 27
+    return int(max(1, min(n_symbols, budget // per_symbol)))
+
+
+def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[str, Any]],
+                 backend: str, memory_budget: int | None, lag: int, init_cash: float
+                 ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Daily equal-weight portfolio returns (C, T) and counters (C, 5) of a tile."""
+    be = get_backend(backend)
+    keys, idx, coef = _rule_arrays(template, combos)
+    N, T = m.shape
+    mc = m.market
+    args = (lag, float(init_cash), float(mc.lot_size), float(mc.commission_rate),
+            float(mc.min_commission), float(mc.slippage_bps) / 1e4, float(mc.stamp_duty_rate),
+            bool(mc.t_plus_one), 1.0 / N)
+    block = symbol_block_size(len(keys), N, T, memory_budget)
+    if be.is_gpu:
+        from qilin.backtest import sweep_kernels_gpu as kgpu
+
+        return (*kgpu.simulate_signals_gpu(m, keys, idx, coef, args, block), be.name)
+    port = np.zeros((len(combos), T))
+    counters = np.zeros((len(combos), len(kcpu.COUNTER_NAMES)))
+    for lo in range(0, N, block):
+        sl = slice(lo, min(N, lo + block))
+        px = np.ascontiguousarray(m.signal_px[sl])
+        S = np.empty((max(1, len(keys)), sl.stop - lo, T))
+        for k, key in enumerate(keys):
+            S[k] = compute_series(key, px)
+        kcpu.simulate_signals_nb(S, idx, coef, m.close[sl], m.can_buy[sl], m.can_sell[sl],
+                                 m.adj_ratio[sl], *args, port, counters)
+    return port, counters, be.name
+
+
+def _metrics_table(combos: list[dict[str, Any]], port: np.ndarray, counters: np.ndarray | None,
+                   n_cells: int, periods_per_year: float) -> pd.DataFrame:
+    met = kcpu.returns_metrics_nb(np.ascontiguousarray(port), float(periods_per_year))
+    table = pd.DataFrame(combos)
+    for i, name in enumerate(kcpu.METRIC_NAMES):
+        table[name] = met[:, i]
+    if counters is None:
+        for name in ("n_trades", "win_rate", "exposure"):
+            table[name] = np.nan
+        return table
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table["n_trades"] = counters[:, 0].astype(np.int64)
+        table["win_rate"] = np.where(counters[:, 2] > 0, counters[:, 1] / counters[:, 2], np.nan)
+    table["turnover"] = counters[:, 3] / n_cells
+    table["exposure"] = counters[:, 4] / n_cells
+    return table
+
+
+def _topk_port(m: SweepMarket, combos: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    mc = m.market
+    px = m.signal_px
+    lookbacks = sorted({c["lookback"] for c in combos})
+    scores = np.stack([kcpu.momentum_nb(px, lb).T for lb in lookbacks])
+    filled = pd.DataFrame(px.T).ffill().to_numpy()
+    rets = np.zeros_like(filled)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rets[1:] = filled[1:] / filled[:-1] - 1.0
+    rets = np.ascontiguousarray(np.where(np.isfinite(rets), rets, 0.0))
+    tradable = np.ascontiguousarray((m.can_buy & m.can_sell).T)
+    slip = mc.slippage_bps / 1e4
+    li = np.array([lookbacks.index(c["lookback"]) for c in combos], dtype=np.int64)
+    ks = np.array([c["k"] for c in combos], dtype=np.int64)
+    reb = np.array([c["rebalance"] for c in combos], dtype=np.int64)
+    port = np.zeros((len(combos), filled.shape[0]))
+    turnover = np.zeros(len(combos))
+    kcpu.topk_sweep_nb(scores, rets, tradable, li, ks, reb, slip + mc.commission_rate,
+                       slip + mc.commission_rate + mc.stamp_duty_rate, port, turnover)
+    return port, turnover
+
+
+def run_tile(m: SweepMarket, strategy: str | Any, combos: list[dict[str, Any]],
+             backend: str = "auto", memory_budget: int | None = None, lag: int = 0,
+             init_cash: float = 1e6) -> pd.DataFrame:
+    """Metrics table of one parameter tile (the unit of work of a distributed sweep).
+
+    The ``backend`` is resolved where the tile runs, so ``"auto"`` uses a worker's GPU.
+    """
+    template = get_strategy(strategy)
+    N, T = m.shape
+    if isinstance(template, MomentumTopK):
+        port, turnover = _topk_port(m, combos)
+        table = _metrics_table(combos, port, None, T, m.market.periods_per_year)
+        table["turnover"] = turnover / T
+        table["backend"] = "cpu"
+        return table
+    port, counters, used = _signal_port(m, template, combos, backend, memory_budget, lag,
+                                        init_cash)
+    table = _metrics_table(combos, port, counters, N * T, m.market.periods_per_year)
+    table["backend"] = used
+    return table
+
+
+# ------------------------------------------------------------------------------ results
+def _atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@dataclass
+class SweepResult:
+    """A sweep's tidy table (one row per combination: parameters then metrics).
+
+    Attributes
+    ----------
+    table : DataFrame
+    strategy : str
+    param_names : tuple of str
+    backend : str
+        Where the kernels ran (``cpu``, ``gpu``, or ``cpu,gpu`` on a mixed cluster).
+    elapsed_s : float
+    shape : (dates, symbols)
+    """
+
+    table: pd.DataFrame
+    strategy: str
+    param_names: tuple[str, ...]
+    backend: str
+    elapsed_s: float
+    shape: tuple[int, int]
+
+    @property
+    def cell_steps(self) -> int:
+        """``dates x symbols x combinations`` simulated."""
+        return self.shape[0] * self.shape[1] * len(self.table)
+
+    def _check_metric(self, metric: str) -> None:
+        if metric not in self.table.columns:
+            raise BacktestError(f"unknown metric {metric!r} (columns: {list(self.table.columns)})")
+
+    def best(self, metric: str = "sharpe_ratio", n: int = 10,
+             ascending: bool | None = None) -> pd.DataFrame:
+        """The ``n`` best combinations by ``metric`` (NaN last)."""
+        self._check_metric(metric)
+        asc = metric in LOWER_IS_BETTER if ascending is None else ascending
+        return self.table.sort_values(metric, ascending=asc, na_position="last",
+                                      kind="mergesort").head(n)
+
+    def best_params(self, metric: str = "sharpe_ratio") -> dict[str, Any]:
+        """Parameters of the best combination by ``metric``."""
+        row = self.best(metric, 1)
+        if row.empty:
+            raise BacktestError("the sweep has no combinations")
+        return {k: _py(row.iloc[0][k]) for k in self.param_names}
+
+    def summary(self, metric: str = "sharpe_ratio") -> str:
+        """One line: combinations run, speed and the best parameters with their metrics."""
+        row = self.best(metric, 1).iloc[0]
+        params = ", ".join(f"{k}={_py(row[k])}" for k in self.param_names)
+        figures = ", ".join(f"{k}={row[k]:.4g}" for k in
+                            ("sharpe_ratio", "annual_return", "max_drawdown") if k in row)
+        rate = self.cell_steps / self.elapsed_s if self.elapsed_s > 0 else float("nan")
+        return (f"{self.strategy}: {len(self.table)} combinations x {self.shape[1]} symbols x "
+                f"{self.shape[0]} dates on {self.backend} in {self.elapsed_s:.2f}s "
+                f"({rate:.3g} cell-steps/s); best by {metric}: {params} ({figures})")
+
+    def heatmap(self, x: str, y: str, metric: str = "sharpe_ratio",
+                path: str | Path | None = None, agg: str = "max") -> pd.DataFrame:
+        """Pivot ``metric`` over parameters ``x`` (columns) and ``y`` (rows); save a PNG.
+
+        Other parameters are aggregated with ``agg`` (best value by default). Returns the
+        pivot table; the PNG is written atomically when ``path`` is given.
+        """
+        self._check_metric(metric)
+        for p in (x, y):
+            if p not in self.param_names:
+                raise BacktestError(f"heatmap axis {p!r} is not a parameter {self.param_names}")
+        pivot = self.table.pivot_table(index=y, columns=x, values=metric, aggfunc=agg)
+        if path is not None:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(max(4, 0.4 * pivot.shape[1] + 2),
+                                            max(3, 0.3 * pivot.shape[0] + 2)))
+            im = ax.imshow(pivot.to_numpy(dtype=float), aspect="auto", origin="lower",
+                           cmap="viridis")
+            ax.set_xticks(range(pivot.shape[1]), [str(v) for v in pivot.columns], rotation=90)
+            ax.set_yticks(range(pivot.shape[0]), [str(v) for v in pivot.index])
+            ax.set_xlabel(x)
+            ax.set_ylabel(y)
+            ax.set_title(f"{self.strategy}: {metric} ({agg} over other parameters)")
+            fig.colorbar(im, ax=ax, label=metric)
+            fig.tight_layout()
+            _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+            plt.close(fig)
+        return pivot
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """Write the table to Parquet atomically; returns the path."""
+        return _atomic_write(path, lambda tmp: self.table.to_parquet(tmp, index=False))
+
+
+def _py(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+# -------------------------------------------------------------------------------- entry
+def _as_grid(grid: ParameterGrid | Mapping[str, Any] | str) -> ParameterGrid:
+    if isinstance(grid, ParameterGrid):
+        return grid
+    return ParameterGrid(grid)
+
+
+def _tiles(combos: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    return [combos[i:i + size] for i in range(0, len(combos), size)]
+
+
+def run_sweep(
+    panel: Panel,
+    strategy: str | Any,
+    grid: ParameterGrid | Mapping[str, Any] | str,
+    market: str | MarketConfig = "cn",
+    backend: BackendName = "auto",
+    client: Any = None,
+    tile_size: int | None = None,
+    memory_budget: int | None = None,
+    lag: int = 0,
+    init_cash: float = 1e6,
+    progress: bool = False,
+) -> SweepResult:
+    """Run every combination of ``grid`` for ``strategy`` over ``panel``.
+
+    Parameters
+    ----------
+    panel : Panel
+    strategy : str or template
+        ``ma_cross``, ``rsi``, ``bollinger`` (signal mode, fused kernel) or
+        ``momentum_topk`` (portfolio sweep kernel, CPU).
+    grid : ParameterGrid, mapping or grid string
+        Invalid combinations (e.g. ``fast >= slow``) are dropped.
+    market : "cn", "us" or MarketConfig
+    backend : {"auto", "cpu", "gpu"}
+        Where the fused kernel runs; with ``client`` it is resolved on each worker.
+    client : distributed.Client, optional
+        Spread parameter tiles over the cluster (market arrays are scattered once).
+    tile_size : int, optional
+        Combinations per tile (default: all locally; about 4 tiles per worker on a cluster).
+    memory_budget : int, optional
+        Bytes for a tile's indicator stack (default 1 GiB); sets the symbol block size.
+    lag : int
+        Execution lag in bars (signal at close t, trade at close t+lag).
+    init_cash : float
+        Capital of each (combination, symbol) sub-account.
+    progress : bool
+        Show a tqdm bar over completed tiles.
+
+    Raises
+    ------
+    BacktestError
+        No valid combination, unknown parameters, negative lag.
+    """
+    if lag < 0:
+        raise BacktestError(f"lag={lag} must be >= 0")
+    template = get_strategy(strategy)
+    combos = _as_grid(grid).combinations(template)
+    if not combos:
+        raise BacktestError(f"the grid has no valid combination for strategy {template.name!r}")
+    t0 = time.perf_counter()
+    m = prepare_market(panel, market)
+    if client is None:
+        size = tile_size or len(combos)
+        if not tile_size:  # keep the (combinations x dates) accumulator within budget
+            budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+            size = max(1, min(len(combos), int(budget // 4 // (8 * m.shape[1] + 1))))
+        tiles = _tiles(combos, size)
+        iterator: Any = tiles
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(tiles, desc=f"sweep {template.name}", unit="tile")
+        parts = [run_tile(m, template.name, t, backend, memory_budget, lag, init_cash)
+                 for t in iterator]
+    else:
+        from distributed import as_completed
+
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        size = tile_size or max(1, math.ceil(len(combos) / (4 * n_workers)))
+        tiles = _tiles(combos, size)
+        m_future = client.scatter(m, broadcast=True)
+        futures = client.map(run_tile, [m_future] * len(tiles), [template.name] * len(tiles),
+                             tiles, backend=backend, memory_budget=memory_budget, lag=lag,
+                             init_cash=init_cash, pure=False)
+        order = {f.key: i for i, f in enumerate(futures)}
+        done: dict[int, pd.DataFrame] = {}
+        ac: Any = as_completed(futures)
+        if progress:
+            from tqdm.auto import tqdm
+
+            ac = tqdm(ac, total=len(futures), desc=f"sweep {template.name}", unit="tile")
+        for fut in ac:
+            done[order[fut.key]] = fut.result()
+        parts = [done[i] for i in range(len(tiles))]
+    table = pd.concat(parts, ignore_index=True)
+    used = ",".join(sorted(set(table.pop("backend"))))
+    return SweepResult(table, template.name, template.param_names, used,
+                       time.perf_counter() - t0, panel.shape)
+
+
+def combination_returns(panel: Panel, strategy: str | Any, params: Mapping[str, Any],
+                        market: str | MarketConfig = "cn", lag: int = 0,
+                        init_cash: float = 1e6, backend: BackendName = "cpu") -> pd.Series:
+    """Daily returns of one combination's equal-weight portfolio (the equity curve's source).
+
+    With a one-symbol Panel this is that symbol's strategy return, comparable with
+    ``run_signals`` on the template's signals.
+    """
+    template = get_strategy(strategy)
+    m = prepare_market(panel, market)
+    if isinstance(template, MomentumTopK):
+        port, _ = _topk_port(m, [template.check(params)])
+    else:
+        port, _, _ = _signal_port(m, template, [template.check(params)], backend, None, lag,
+                                  init_cash)
+    return pd.Series(to_host(port[0]), index=panel.dates, name="returns")

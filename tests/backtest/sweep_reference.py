@@ -1,0 +1,106 @@
+"""A plain per-bar Python reference of the pinned signal-mode semantics (for sweep tests).
+
+Written independently of the kernels: it reads Panel arrays (dates x symbols), derives the
+price limits straight from ``qilin.data.boards`` and loops bar by bar.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from qilin.config import MarketConfig
+from qilin.data.boards import limit_pct_matrix, limit_prices
+from qilin.data.panel import Panel
+
+
+def reference_limits(panel: Panel, market: MarketConfig) -> tuple[np.ndarray, np.ndarray]:
+    close = np.asarray(panel["close"], dtype=float)
+    T, N = close.shape
+    if not market.price_limits:
+        return np.full((T, N), np.inf), np.full((T, N), -np.inf)
+    prev = np.full((T, N), np.nan)
+    for j in range(N):
+        last = np.nan
+        for t in range(T):
+            prev[t, j] = last
+            if not math.isnan(close[t, j]):
+                last = close[t, j]
+    if "preclose" in panel:
+        pre = np.asarray(panel["preclose"], dtype=float)
+        prev = np.where(np.isfinite(pre) & (pre > 0), pre, prev)
+    pct = limit_pct_matrix(panel.symbols, panel.dates, is_st=np.asarray(panel.st))
+    up, down = limit_prices(np.nan_to_num(prev), pct)
+    known = np.isfinite(prev) & (prev > 0)
+    return np.where(known, up, np.inf), np.where(known, down, -np.inf)
+
+
+def reference_column(close, entries, exits, up, down, adj, market: MarketConfig, lag: int = 0,
+                     init_cash: float = 1e6) -> dict:
+    """One symbol, bar by bar: daily returns and trade counts."""
+    T = len(close)
+    lot = market.lot_size
+    cr, mc = market.commission_rate, market.min_commission
+    slip = market.slippage_bps / 1e4
+    cash, qty, desired = init_cash, 0.0, False
+    last_buy, last_close, last_af = -1, math.nan, math.nan
+    prev_eq = init_cash
+    rets, n_trades, wins, closed, entry_cost = [], 0, 0, 0, 0.0
+    for t in range(T):
+        p = close[t]
+        valid = not math.isnan(p)
+        if valid and adj is not None and not math.isnan(adj[t]):
+            if qty > 0 and not math.isnan(last_af):
+                qty *= adj[t] / last_af
+            last_af = adj[t]
+        if t - lag >= 0:
+            e, x = bool(entries[t - lag]), bool(exits[t - lag])
+            if e and not x:
+                desired = True
+            elif x and not e:
+                desired = False
+        if valid and desired and qty == 0 and p < up[t] - 1e-9:
+            fill = p * (1 + slip)
+            q = math.floor(cash / (fill * (1 + cr)) / lot) * lot
+            while q > 0 and q * fill + max(cr * q * fill, mc) > cash:
+                q -= lot
+            if q > 0:
+                cost = q * fill + max(cr * q * fill, mc)
+                cash -= cost
+                qty, last_buy, entry_cost = q, t, cost
+                n_trades += 1
+        elif (valid and not desired and qty > 0 and p > down[t] + 1e-9
+              and not (market.t_plus_one and last_buy == t)):
+            fill = p * (1 - slip)
+            notional = qty * fill
+            proceeds = notional - max(cr * notional, mc) - market.stamp_duty_rate * notional
+            cash += proceeds
+            qty = 0.0
+            n_trades += 1
+            closed += 1
+            wins += proceeds > entry_cost
+        if valid:
+            last_close = p
+        eq = cash + qty * last_close if qty > 0 else cash
+        rets.append(eq / prev_eq - 1)
+        prev_eq = eq
+    return {"returns": np.array(rets), "n_trades": n_trades, "wins": wins, "closed": closed}
+
+
+def reference_portfolio(panel: Panel, entries: np.ndarray, exits: np.ndarray,
+                        market: MarketConfig, lag: int = 0) -> dict:
+    """Equal-weight mean of the per-symbol reference returns, and summed counters."""
+    up, down = reference_limits(panel, market)
+    close = np.asarray(panel["close"], dtype=float)
+    adj = np.asarray(panel["adj_factor"], dtype=float) if "adj_factor" in panel else None
+    cols = [reference_column(close[:, j], entries[:, j], exits[:, j], up[:, j], down[:, j],
+                             None if adj is None else adj[:, j], market, lag)
+            for j in range(close.shape[1])]
+    return {
+        "returns": np.mean([c["returns"] for c in cols], axis=0),
+        "n_trades": sum(c["n_trades"] for c in cols),
+        "wins": sum(c["wins"] for c in cols),
+        "closed": sum(c["closed"] for c in cols),
+        "columns": cols,
+    }
