@@ -1,0 +1,435 @@
+"""Portfolio mode: the symbols share one account; scores or target weights drive it.
+
+Semantics:
+
+- **Rebalance dates** are every ``rebalance`` bars from the first signal date with any
+  finite score/weight. Signals use data up to that date's close and execute with the same
+  timing as signal mode (close of ``t + lag``, or open of ``t + 1 + lag``).
+- **Selection (scores).** Eligible names have a finite score and a bar on the signal date.
+  Names are ranked by score (best first, ties by column order). Without ``n_drop``, the
+  previous selection keeps its names while their rank stays below ``top_k + band``; with
+  ``n_drop`` (Qlib's TopkDropout), at most ``n_drop`` held names ranked outside the top k
+  are dropped per rebalance, worst first. The selection is then filled to ``top_k`` with the
+  best-ranked names not held. The previous selection is the previous *target* set (it
+  does not depend on fills).
+- **Weights.** ``weighting="equal"``: ``1 / len(selection)``; ``"score"``: proportional to
+  the positive part of the score (equal when all are <= 0). Weights are clipped at
+  ``max_weight``; the remainder stays in cash. With ``weights=`` the given row is used
+  directly (NaN as 0, clipped at ``max_weight``; a negative weight or a row summing above
+  1 is an error).
+- **Execution** on a rebalance bar: ``E = cash + sum(qty * p)`` (p the execution price, the
+  last close for names without a bar); target quantity per name ``floor(w * E /
+  (p * (1 + s) * (1 + commission_rate)) / lot) * lot``. Sells first (a weight of 0 sells
+  everything), then buys; when cash is short, all buy quantities are scaled by
+  ``cash / needed`` (rounded down to lots) and then reduced a lot at a time while cash would
+  go negative. Fill prices, costs, suspensions, price limits, adjustments and marking follow
+  signal mode; a rejected order is retried on the following bars (re-sized each time) until
+  it fills or the next rebalance replaces the targets. Each name gets at most one order per
+  bar, so T+1 holds by construction.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> from qilin.data.panel import Panel
+>>> close = np.array([[10.0, 20.0], [11.0, 20.0], [11.0, 22.0]])
+>>> p = Panel.from_arrays({"close": close}, pd.date_range("2024-01-01", periods=3), ["A", "B"])
+>>> scores = np.array([[2.0, 1.0], [np.nan, np.nan], [np.nan, np.nan]])
+>>> res = run_portfolio(p, scores=scores, top_k=1, market="us", init_cash=1000.0,
+...                     costs={"slippage_bps": 0.0})
+>>> res.equity[:, 0].tolist(), res.positions[0].tolist()
+([1000.0, 1100.0, 1100.0], [100.0, 0.0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numba
+import numpy as np
+import pandas as pd
+
+from qilin.backend import Backend, to_host
+from qilin.backtest.costs import CostModel
+from qilin.backtest.result import (
+    REJECT_CASH,
+    REJECT_LIMIT_DOWN,
+    REJECT_LIMIT_UP,
+    REJECT_SUSPENDED,
+    STATUS_FILLED,
+    BacktestResult,
+    gather_trades,
+)
+from qilin.backtest.rules import LIMIT_TOL, MarketRules
+from qilin.backtest.signal import (
+    QTY_EPS,
+    ExecPrice,
+    align_frame,
+    execution_inputs,
+    execution_shift,
+    resolve_market,
+    shift_rows,
+)
+from qilin.config import MarketConfig
+from qilin.data.panel import Panel
+from qilin.errors import BacktestError
+
+
+def rank_desc(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """0-based rank by descending score among eligible names (ties by column); others inf."""
+    s = np.where(eligible, scores, -np.inf)
+    order = np.argsort(-s, kind="stable")
+    rank = np.empty(len(s), dtype=np.float64)
+    rank[order] = np.arange(len(s))
+    return np.where(eligible, rank, np.inf)
+
+
+def select_top_k(scores: np.ndarray, eligible: np.ndarray, previous: np.ndarray, top_k: int,
+                 n_drop: int | None = None, band: int = 0) -> np.ndarray:
+    """Boolean selection of at most ``top_k`` names (see the module docstring).
+
+    Examples
+    --------
+    >>> s = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    >>> ok = np.ones(5, bool)
+    >>> select_top_k(s, ok, np.array([0, 0, 0, 1, 1], bool), 2, band=2).tolist()
+    [True, False, False, True, False]
+    >>> select_top_k(s, ok, np.array([0, 0, 0, 1, 1], bool), 2, n_drop=1).tolist()
+    [True, False, False, True, False]
+    """
+    rank = rank_desc(scores, eligible)
+    kept = previous & eligible
+    if n_drop is None:
+        kept &= rank < top_k + band
+    else:
+        outside = np.flatnonzero(kept & (rank >= top_k))
+        worst_first = outside[np.argsort(-rank[outside], kind="stable")]
+        kept[worst_first[:n_drop]] = False
+    if kept.sum() > top_k:
+        idx = np.flatnonzero(kept)
+        kept[:] = False
+        kept[idx[np.argsort(rank[idx], kind="stable")[:top_k]]] = True
+    need = top_k - int(kept.sum())
+    if need > 0:
+        cand = np.flatnonzero(eligible & ~kept)
+        cand = cand[np.argsort(rank[cand], kind="stable")]
+        kept[cand[:need]] = True
+    return kept
+
+
+def target_weights(
+    panel: Panel,
+    scores: np.ndarray | None,
+    weights: np.ndarray | None,
+    top_k: int,
+    n_drop: int | None,
+    band: int,
+    rebalance: int,
+    weighting: str,
+    max_weight: float,
+) -> np.ndarray:
+    """Target weights on signal dates (NaN rows: not a rebalance date)."""
+    src = scores if scores is not None else weights
+    assert src is not None
+    T, N = src.shape
+    out = np.full((T, N), np.nan)
+    has = np.isfinite(src).any(axis=1)
+    if not has.any():
+        return out
+    first = int(np.argmax(has))
+    tradable = to_host(panel.valid) & ~to_host(panel.suspended)
+    previous = np.zeros(N, dtype=bool)
+    for t in range(first, T, rebalance):
+        row = src[t]
+        if weights is not None:
+            w = np.where(np.isfinite(row), row, 0.0)
+            if (w < 0).any():
+                c = int(np.flatnonzero(w < 0)[0])
+                raise BacktestError(f"negative weight {w[c]} on {panel.dates[t].date()} for "
+                                    f"symbol {panel.symbols[c]!r}: short selling is not "
+                                    "supported")
+            w = np.minimum(w, max_weight)
+            if w.sum() > 1 + 1e-9:
+                raise BacktestError(f"weights on {panel.dates[t].date()} sum to {w.sum():.6g} "
+                                    "> 1: leverage is not supported")
+            out[t] = w
+            continue
+        eligible = np.isfinite(row) & tradable[t]
+        sel = select_top_k(row, eligible, previous, top_k, n_drop, band)
+        previous = sel
+        w = np.zeros(N)
+        if sel.any():
+            if weighting == "score":
+                pos = np.where(sel, np.maximum(np.nan_to_num(row), 0.0), 0.0)
+                w = pos / pos.sum() if pos.sum() > 0 else sel / sel.sum()
+            else:
+                w = sel / sel.sum()
+        out[t] = np.minimum(w, max_weight)
+    return out
+
+
+@numba.njit(cache=True)
+def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
+                          init_cash, commission_rate, min_commission, slippage, stamp_duty,
+                          lot, equity, qty_out, value_out, cost_out, traded_out, rec_side,
+                          rec_status, rec_qty, rec_price, rec_cost):
+    """One shared account trading towards target weights (module docstring semantics).
+
+    ``weights[i]`` are the targets executing on bar ``i`` when ``rebalance_row[i]``.
+    """
+    T, N = weights.shape
+    cash = init_cash
+    qty = np.zeros(N)
+    last_close = np.full(N, np.nan)
+    target = np.zeros(N)
+    pending = np.zeros(N, dtype=np.bool_)
+    last_reject = np.zeros(N, dtype=np.int64)
+    tq = np.zeros(N)
+    dqs = np.zeros(N)
+    for i in range(T):
+        for j in range(N):
+            if qty[j] != 0.0:
+                qty[j] *= adj_ratio[i, j]
+        if rebalance_row[i]:
+            for j in range(N):
+                w = weights[i, j]
+                target[j] = w if w == w else 0.0
+                pending[j] = target[j] > 0.0 or qty[j] != 0.0
+                last_reject[j] = 0
+        day_cost = 0.0
+        day_traded = 0.0
+        n_pending = 0
+        for j in range(N):
+            if pending[j]:
+                n_pending += 1
+        if n_pending > 0:
+            eq = cash
+            for j in range(N):
+                if qty[j] != 0.0:
+                    p = exec_price[i, j]
+                    eq += qty[j] * (p if p == p and p > 0.0 else last_close[j])
+            for j in range(N):
+                tq[j] = qty[j]
+                if not pending[j]:
+                    continue
+                p = exec_price[i, j]
+                if not (p == p and p > 0.0):
+                    continue
+                if target[j] > 0.0 and eq > 0.0:
+                    tq[j] = np.floor(target[j] * eq / (p * (1.0 + slippage)
+                                                        * (1.0 + commission_rate)) / lot) * lot
+                else:
+                    tq[j] = 0.0
+            # sells first
+            for j in range(N):
+                if not pending[j]:
+                    continue
+                p = exec_price[i, j]
+                reject = 0
+                if not (p == p and p > 0.0):
+                    reject = REJECT_SUSPENDED
+                    side = 1 if target[j] > 0.0 and qty[j] == 0.0 else -1
+                elif tq[j] < qty[j] - QTY_EPS:
+                    side = -1
+                    if p <= down[i, j] + LIMIT_TOL:
+                        reject = REJECT_LIMIT_DOWN
+                    else:
+                        dq = qty[j] if tq[j] <= 0.0 else np.floor((qty[j] - tq[j]) / lot
+                                                                   + QTY_EPS) * lot
+                        if dq > 0.0:
+                            sell_px = p * (1.0 - slippage)
+                            notional = dq * sell_px
+                            c = max(commission_rate * notional, min_commission) \
+                                + stamp_duty * notional
+                            cash += notional - c
+                            qty[j] -= dq
+                            if qty[j] < QTY_EPS:
+                                qty[j] = 0.0
+                            rec_side[i, j] = -1
+                            rec_status[i, j] = STATUS_FILLED
+                            rec_qty[i, j] = dq
+                            rec_price[i, j] = sell_px
+                            rec_cost[i, j] = c
+                            day_cost += c + dq * (p - sell_px)
+                            day_traded += notional
+                        pending[j] = False
+                elif tq[j] <= qty[j] + QTY_EPS:
+                    pending[j] = False
+                    continue
+                else:
+                    continue  # a buy, handled below
+                if reject != 0:
+                    if reject != last_reject[j]:
+                        rec_side[i, j] = side
+                        rec_status[i, j] = reject
+                        rec_qty[i, j] = 0.0
+                        rec_price[i, j] = p
+                        rec_cost[i, j] = 0.0
+                    last_reject[j] = reject
+            # buys, scaled down together when cash is short
+            need = 0.0
+            buy_px_mult = 1.0 + slippage
+            for j in range(N):
+                dqs[j] = 0.0
+                if not pending[j]:
+                    continue
+                p = exec_price[i, j]
+                if not (p == p and p > 0.0):
+                    continue
+                if p >= up[i, j] - LIMIT_TOL:
+                    if last_reject[j] != REJECT_LIMIT_UP:
+                        rec_side[i, j] = 1
+                        rec_status[i, j] = REJECT_LIMIT_UP
+                        rec_qty[i, j] = 0.0
+                        rec_price[i, j] = p
+                        rec_cost[i, j] = 0.0
+                    last_reject[j] = REJECT_LIMIT_UP
+                    continue
+                dq = np.floor((tq[j] - qty[j]) / lot + QTY_EPS) * lot
+                if dq <= 0.0:
+                    pending[j] = False
+                    continue
+                dqs[j] = dq
+                notional = dq * p * buy_px_mult
+                need += notional + max(commission_rate * notional, min_commission)
+            if need > cash:
+                scale = max(cash, 0.0) / need
+                for j in range(N):
+                    if dqs[j] > 0.0:
+                        dqs[j] = np.floor(dqs[j] * scale / lot) * lot
+            for j in range(N):
+                if not pending[j]:
+                    continue
+                p = exec_price[i, j]
+                if not (p == p and p > 0.0) or p >= up[i, j] - LIMIT_TOL:
+                    continue
+                buy_px = p * buy_px_mult
+                dq = dqs[j]
+                while dq > 0.0:
+                    notional = dq * buy_px
+                    c = max(commission_rate * notional, min_commission)
+                    if cash - notional - c >= 0.0:
+                        break
+                    dq -= lot
+                if dq <= 0.0:
+                    if last_reject[j] != REJECT_CASH:
+                        rec_side[i, j] = 1
+                        rec_status[i, j] = REJECT_CASH
+                        rec_qty[i, j] = 0.0
+                        rec_price[i, j] = p
+                        rec_cost[i, j] = 0.0
+                    last_reject[j] = REJECT_CASH
+                    continue
+                notional = dq * buy_px
+                c = max(commission_rate * notional, min_commission)
+                cash -= notional + c
+                qty[j] += dq
+                pending[j] = False
+                rec_side[i, j] = 1
+                rec_status[i, j] = STATUS_FILLED
+                rec_qty[i, j] = dq
+                rec_price[i, j] = buy_px
+                rec_cost[i, j] = c
+                day_cost += c + dq * (buy_px - p)
+                day_traded += notional
+        held = 0.0
+        for j in range(N):
+            c_j = close[i, j]
+            if c_j == c_j:
+                last_close[j] = c_j
+            v = qty[j] * last_close[j] if qty[j] != 0.0 else 0.0
+            qty_out[i, j] = qty[j]
+            value_out[i, j] = v
+            held += v
+        equity[i, 0] = cash + held
+        cost_out[i, 0] = day_cost
+        traded_out[i, 0] = day_traded
+
+
+def run_portfolio(
+    panel: Panel,
+    scores: Any = None,
+    weights: Any = None,
+    top_k: int = 10,
+    n_drop: int | None = None,
+    band: int = 0,
+    rebalance: int = 1,
+    weighting: Literal["equal", "score"] = "equal",
+    max_weight: float = 1.0,
+    market: MarketConfig | str = "cn",
+    lag: int = 0,
+    price: ExecPrice = "close",
+    init_cash: float = 1_000_000.0,
+    costs: CostModel | Mapping[str, float] | None = None,
+    rules: MarketRules | Mapping[str, Any] | None = None,
+    backend: str | Backend | None = "cpu",
+) -> BacktestResult:
+    """Backtest one account over all symbols, driven by scores (top-k) or target weights.
+
+    Parameters
+    ----------
+    panel : Panel
+    scores : float array or DataFrame (dates x symbols), optional
+        Higher is better; NaN: not eligible. Selection by :func:`select_top_k`.
+    weights : float array or DataFrame, optional
+        Target weights used as given on rebalance dates. Exclusive with ``scores``.
+    top_k, n_drop, band : int
+        Selection size, the TopkDropout drop limit (None: use ``band``), the rank band.
+    rebalance : int
+        Rebalance every this many bars from the first signal date.
+    weighting : {"equal", "score"}
+    max_weight : float
+        Cap on any single weight (the rest stays in cash).
+    market, lag, price, init_cash, costs, rules :
+        As in :func:`qilin.backtest.signal.run_signals`.
+    backend :
+        Accepted for symmetry; the shared-account state machine is sequential over names
+        and always runs on the CPU (a CuPy panel is copied to the host).
+
+    Returns
+    -------
+    BacktestResult with one equity column named ``portfolio``.
+    """
+    if (scores is None) == (weights is None):
+        raise BacktestError("portfolio mode needs exactly one of scores or weights")
+    if int(top_k) != top_k or top_k < 1:
+        raise BacktestError(f"top_k={top_k!r} must be a positive integer")
+    if n_drop is not None and (int(n_drop) != n_drop or n_drop < 0):
+        raise BacktestError(f"n_drop={n_drop!r} must be a non-negative integer or None")
+    if int(band) != band or band < 0:
+        raise BacktestError(f"band={band!r} must be a non-negative integer")
+    if int(rebalance) != rebalance or rebalance < 1:
+        raise BacktestError(f"rebalance={rebalance!r} must be a positive integer")
+    if weighting not in ("equal", "score"):
+        raise BacktestError(f"weighting={weighting!r} must be 'equal' or 'score'")
+    if not 0 < max_weight <= 1:
+        raise BacktestError(f"max_weight={max_weight!r} must lie in (0, 1]")
+    if not init_cash > 0:
+        raise BacktestError(f"init_cash={init_cash!r} must be positive")
+    if panel.backend.is_gpu:
+        panel = panel.to("cpu")
+    m, cm, mr = resolve_market(market, costs, rules)
+    sc = None if scores is None else align_frame(scores, panel, "scores").astype(np.float64)
+    wt = None if weights is None else align_frame(weights, panel, "weights").astype(np.float64)
+    w = target_weights(panel, sc, wt, int(top_k), n_drop, int(band), int(rebalance), weighting,
+                       float(max_weight))
+    shift = execution_shift(lag, price)
+    is_reb = shift_rows(np.isfinite(w).any(axis=1)[:, None].astype(float), shift)[:, 0] == 1.0
+    w_exec = np.ascontiguousarray(shift_rows(w, shift))
+    inputs = execution_inputs(panel, mr, price)
+    T, N = panel.shape
+    eq, cost, traded = np.zeros((T, 1)), np.zeros((T, 1)), np.zeros((T, 1))
+    qty, value = np.zeros((T, N)), np.zeros((T, N))
+    rec_side, rec_status = np.zeros((T, N), np.int8), np.zeros((T, N), np.int8)
+    rec_qty, rec_price, rec_cost = np.zeros((T, N)), np.zeros((T, N)), np.zeros((T, N))
+    simulate_portfolio_nb(w_exec, is_reb, inputs["exec_price"], inputs["close"],
+                          inputs["adj_ratio"], inputs["up"], inputs["down"], float(init_cash),
+                          cm.commission_rate, cm.min_commission, cm.slippage, cm.stamp_duty_rate,
+                          float(mr.lot_size), eq, qty, value, cost, traded, rec_side, rec_status,
+                          rec_qty, rec_price, rec_cost)
+    trades = gather_trades(panel.dates, panel.symbols, rec_side, rec_status, rec_qty, rec_price,
+                           rec_cost)
+    return BacktestResult(panel.dates, panel.symbols, equity=eq, positions=qty, value=value,
+                          costs=cost, traded=traded, trades=trades,
+                          periods_per_year=m.periods_per_year, init_cash=float(init_cash),
+                          accounts=pd.Index(["portfolio"]))

@@ -1,0 +1,181 @@
+"""Backtest results: equity, returns, positions, trades, turnover, costs and exposure.
+
+Both modes return a :class:`BacktestResult`. In signal mode every column is its own account
+(``equity`` is dates x symbols); in portfolio mode the symbols share one account and
+``equity`` is one column named ``"portfolio"``. Trade records are a long DataFrame with one
+row per order attempt: ``date, symbol, side, quantity, price, cost, status, reason``.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> r = BacktestResult(pd.date_range("2024-01-01", periods=3), pd.Index(["A"]),
+...     equity=np.array([[100.0], [110.0], [99.0]]), positions=np.zeros((3, 1)),
+...     value=np.zeros((3, 1)), costs=np.zeros((3, 1)), traded=np.zeros((3, 1)),
+...     trades=empty_trades(), periods_per_year=252, init_cash=100.0)
+>>> r.returns[:, 0].round(4).tolist()
+[0.0, 0.1, -0.1]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qilin.backtest import metrics as M
+
+#: Status codes used by the kernels (``rec_status``) and their names in trade records.
+STATUS_NONE = 0
+STATUS_FILLED = 1
+REJECT_SUSPENDED = 2
+REJECT_LIMIT_UP = 3
+REJECT_LIMIT_DOWN = 4
+REJECT_CASH = 5
+REJECT_T_PLUS_ONE = 6
+REASONS = {
+    STATUS_FILLED: "",
+    REJECT_SUSPENDED: "suspended",
+    REJECT_LIMIT_UP: "limit_up",
+    REJECT_LIMIT_DOWN: "limit_down",
+    REJECT_CASH: "insufficient_cash",
+    REJECT_T_PLUS_ONE: "t_plus_one",
+}
+TRADE_COLUMNS = ("date", "symbol", "side", "quantity", "price", "cost", "status", "reason")
+
+
+def empty_trades() -> pd.DataFrame:
+    """A trade-record frame with no rows and the standard columns."""
+    return pd.DataFrame({
+        "date": pd.Series([], dtype="datetime64[ns]"), "symbol": pd.Series([], dtype=object),
+        "side": pd.Series([], dtype=object), "quantity": pd.Series([], dtype=float),
+        "price": pd.Series([], dtype=float), "cost": pd.Series([], dtype=float),
+        "status": pd.Series([], dtype=object), "reason": pd.Series([], dtype=object)})
+
+
+def gather_trades(dates: pd.DatetimeIndex, symbols: pd.Index, side: np.ndarray,
+                  status: np.ndarray, qty: np.ndarray, price: np.ndarray,
+                  cost: np.ndarray) -> pd.DataFrame:
+    """Long trade records from the kernels' dense (dates x symbols) record arrays."""
+    rows, cols = np.nonzero(status)
+    if rows.size == 0:
+        return empty_trades()
+    st = status[rows, cols]
+    order = np.lexsort((cols, rows))
+    rows, cols, st = rows[order], cols[order], st[order]
+    return pd.DataFrame({
+        "date": dates[rows],
+        "symbol": np.asarray(symbols, dtype=object)[cols],
+        "side": np.where(side[rows, cols] > 0, "buy", "sell").astype(object),
+        "quantity": qty[rows, cols],
+        "price": price[rows, cols],
+        "cost": cost[rows, cols],
+        "status": np.where(st == STATUS_FILLED, "filled", "rejected").astype(object),
+        "reason": np.array([REASONS[int(s)] for s in st], dtype=object),
+    })
+
+
+@dataclass
+class BacktestResult:
+    """What a backtest produced.
+
+    Attributes
+    ----------
+    dates, symbols : indexes of the rows and columns.
+    equity : (dates, accounts) array of account values (cash + marked positions).
+    positions : (dates, symbols) array of shares held at each close.
+    value : (dates, symbols) array of position values at each close (last valid close).
+    costs : (dates, accounts) array of commission + stamp duty + slippage paid that day.
+    traded : (dates, accounts) array of traded notional that day.
+    trades : DataFrame of order records (filled and rejected).
+    periods_per_year : int of the market profile, for annualised metrics.
+    init_cash : float, starting cash per account.
+    accounts : names of the equity columns (the symbols in signal mode, ``portfolio``).
+    """
+
+    dates: pd.DatetimeIndex
+    symbols: pd.Index
+    equity: np.ndarray
+    positions: np.ndarray
+    value: np.ndarray
+    costs: np.ndarray
+    traded: np.ndarray
+    trades: pd.DataFrame
+    periods_per_year: int = 252
+    init_cash: float = 1_000_000.0
+    accounts: pd.Index = field(default=None)  # type: ignore[assignment]
+    backend: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.accounts is None:
+            self.accounts = (pd.Index(self.symbols) if self.equity.shape[1] == len(self.symbols)
+                             else pd.Index(["portfolio"]))
+
+    @property
+    def returns(self) -> np.ndarray:
+        """Daily returns ``equity_t / equity_{t-1} - 1`` (first day 0), per account."""
+        eq = self.equity
+        out = np.zeros_like(eq)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[1:] = eq[1:] / eq[:-1] - 1.0
+        return out
+
+    @property
+    def exposure(self) -> np.ndarray:
+        """Fraction of each account's equity held in positions at each close."""
+        held = self.value if self.value.shape == self.equity.shape else \
+            self.value.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.equity > 0, held / self.equity, 0.0)
+
+    @property
+    def turnover(self) -> np.ndarray:
+        """Traded notional over the previous day's equity (first day: over initial cash)."""
+        prev = np.vstack([np.full((1, self.equity.shape[1]), self.init_cash), self.equity[:-1]])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(prev > 0, self.traded / prev, 0.0)
+
+    def returns_frame(self) -> pd.DataFrame:
+        """Daily returns as a DataFrame (dates x accounts)."""
+        return pd.DataFrame(self.returns, index=self.dates, columns=self.accounts)
+
+    def equity_frame(self) -> pd.DataFrame:
+        """Equity as a DataFrame (dates x accounts)."""
+        return pd.DataFrame(self.equity, index=self.dates, columns=self.accounts)
+
+    def positions_long(self) -> pd.DataFrame:
+        """Non-zero positions as long rows ``date, symbol, quantity, value``."""
+        r, c = np.nonzero(self.positions)
+        return pd.DataFrame({"date": self.dates[r],
+                             "symbol": np.asarray(self.symbols, dtype=object)[c],
+                             "quantity": self.positions[r, c], "value": self.value[r, c]})
+
+    def returns_long(self) -> pd.DataFrame:
+        """Long rows ``date, account, return, equity, turnover, cost, exposure``."""
+        T, A = self.equity.shape
+        return pd.DataFrame({
+            "date": np.repeat(self.dates.values, A),
+            "account": np.tile(np.asarray(self.accounts, dtype=object), T),
+            "return": self.returns.reshape(-1), "equity": self.equity.reshape(-1),
+            "turnover": self.turnover.reshape(-1), "cost": self.costs.reshape(-1),
+            "exposure": self.exposure.reshape(-1)})
+
+    def metrics(self, benchmark: Any = None) -> pd.DataFrame:
+        """Performance metrics per account (rows) — see :mod:`qilin.backtest.metrics`.
+
+        Parameters
+        ----------
+        benchmark : array-like of daily returns aligned with ``dates``, optional
+            Adds ``alpha beta information_ratio tracking_error``.
+        """
+        filled = self.trades[self.trades["status"] == "filled"] if len(self.trades) else \
+            self.trades
+        per_account_trades = {a: filled[filled["symbol"] == a] for a in self.accounts} \
+            if len(self.accounts) == len(self.symbols) else {self.accounts[0]: filled}
+        out = M.summary(self.returns, periods_per_year=self.periods_per_year,
+                        benchmark=benchmark, turnover=self.turnover, exposure=self.exposure)
+        out.index = self.accounts
+        out["trade_count"] = [len(per_account_trades[a]) for a in self.accounts]
+        out["costs_paid"] = self.costs.sum(axis=0)
+        return out

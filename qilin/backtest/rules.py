@@ -1,0 +1,122 @@
+"""Market rules: lots, T+1, daily price limits and suspensions, as arrays for the kernels.
+
+The kernels never look at symbols or boards: they receive, per (date, symbol), the up and
+down limit prices (``+inf``/``-inf`` where no limit applies) and the execution price (NaN on
+a missing or suspended bar, on which nothing trades). This module builds those arrays from a
+:class:`~qilin.data.panel.Panel` and a market profile.
+
+Limits are relative to the previous close: the ``preclose`` field when the Panel has it
+(the exchange's previous close, which accounts for ex-dividend adjustments), else the last
+valid close before the day. The fraction comes from :func:`qilin.data.boards.limit_pct_matrix`
+(10% main board, 20% ChiNext/STAR, 5% ST, 30% Beijing) and the price is rounded to the cent
+by :func:`qilin.data.boards.limit_prices`.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> from qilin.data.panel import Panel
+>>> close = np.array([[10.0], [11.0], [12.1]])
+>>> p = Panel.from_arrays({"close": close}, pd.date_range("2021-01-04", periods=3), ["600000.SH"])
+>>> up, down = limit_arrays(p, MarketRules(price_limits=True))
+>>> up[:, 0].tolist(), down[:, 0].tolist()
+([inf, 11.0, 12.1], [-inf, 9.0, 9.9])
+>>> limit_hits(p, MarketRules(price_limits=True))[0][:, 0].tolist()
+[False, True, True]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qilin.backend import to_host
+from qilin.config import MarketConfig, load_market
+from qilin.data.boards import limit_pct_matrix, limit_prices
+from qilin.data.panel import Panel
+from qilin.errors import BacktestError
+
+#: Tolerance for "at the limit" comparisons (prices are quoted in cents).
+LIMIT_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class MarketRules:
+    """Trading rules of a market profile.
+
+    Parameters
+    ----------
+    lot_size : int
+        Orders are whole multiples of this many shares (100 in China, 1 in the US).
+    t_plus_one : bool
+        Shares bought on a day cannot be sold before the next trading day.
+    price_limits : bool
+        No buying at/above the up limit, no selling at/below the down limit.
+    """
+
+    lot_size: int = 1
+    t_plus_one: bool = False
+    price_limits: bool = False
+
+    def __post_init__(self) -> None:
+        if int(self.lot_size) != self.lot_size or self.lot_size < 1:
+            raise BacktestError(f"lot_size={self.lot_size!r} must be a positive integer")
+
+    @classmethod
+    def from_market(cls, market: MarketConfig | str, **overrides: Any) -> MarketRules:
+        """Rules of a market profile (``"cn"``, ``"us"`` or a MarketConfig), with overrides."""
+        m = load_market(market) if isinstance(market, str) else market
+        kw = {"lot_size": m.lot_size, "t_plus_one": m.t_plus_one,
+              "price_limits": m.price_limits}
+        kw.update(overrides)
+        return cls(**kw)
+
+
+def previous_close(panel: Panel) -> np.ndarray:
+    """Reference close for each day's limits: ``preclose`` if present, else last valid close.
+
+    Returns a host array (dates x symbols); NaN where no previous close is known.
+    """
+    close = to_host(panel["close"]).astype(np.float64)
+    T, N = close.shape
+    prev = np.full((T, N), np.nan)
+    if T > 1:
+        filled = _ffill(close)
+        prev[1:] = filled[:-1]
+    if "preclose" in panel:
+        pre = to_host(panel["preclose"]).astype(np.float64)
+        prev = np.where(np.isfinite(pre) & (pre > 0), pre, prev)
+    return prev
+
+
+def limit_arrays(panel: Panel, rules: MarketRules) -> tuple[np.ndarray, np.ndarray]:
+    """Up and down limit prices (host arrays, dates x symbols).
+
+    ``+inf`` / ``-inf`` where the rules have no price limits or no previous close is known.
+    """
+    T, N = panel.shape
+    if not rules.price_limits:
+        return np.full((T, N), np.inf), np.full((T, N), -np.inf)
+    prev = previous_close(panel)
+    pct = limit_pct_matrix(panel.symbols, panel.dates, is_st=to_host(panel.st))
+    up, down = limit_prices(np.nan_to_num(prev, nan=0.0), pct)
+    known = np.isfinite(prev) & (prev > 0)
+    return np.where(known, up, np.inf), np.where(known, down, -np.inf)
+
+
+def limit_hits(panel: Panel, rules: MarketRules, price: str = "close") -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """Where ``price`` sits at/above the up limit (no buys) and at/below the down limit."""
+    up, down = limit_arrays(panel, rules)
+    px = to_host(panel[price]).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return px >= up - LIMIT_TOL, px <= down + LIMIT_TOL
+
+
+def _ffill(a: np.ndarray) -> np.ndarray:
+    """Forward-fill NaNs down each column."""
+    idx = np.where(np.isfinite(a), np.arange(a.shape[0])[:, None], 0)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    out = a[idx, np.arange(a.shape[1])[None, :]]
+    return out

@@ -1,0 +1,526 @@
+"""Signal mode: every column is its own account trading its own capital.
+
+Semantics (pinned; the fused sweep kernels reproduce them exactly):
+
+- **Desired exposure.** ``entries``/``exits`` (booleans) set the desired state to long (1)
+  or flat (0); both on one bar change nothing. Or ``target`` gives the fraction of the
+  column's equity to hold long, in ``[0, 1]``; NaN means "no new target". Signals use data
+  up to the close of their day ``t``.
+- **Timing.** ``price="close"``: the order for day ``t`` executes at the close of ``t + lag``;
+  ``price="open"``: at the open of ``t + 1 + lag`` (the first open strictly after the
+  signal's close, plus ``lag`` bars). A close execution earns from the next bar on; an open
+  execution earns ``close / open`` on its own bar. Signals with no execution bar left are
+  dropped.
+- **When orders are sent.** When the desired exposure changes, and (if
+  ``rebalance_threshold > 0``) when ``|desired - held exposure| > rebalance_threshold`` at
+  the execution price. With the default 0, drift never triggers trades.
+- **Sizing.** ``E = cash + qty * p`` at the execution price ``p``; the target quantity is
+  ``floor(e * E / (p * (1 + s) * (1 + commission_rate)) / lot) * lot`` (the buy-side fill
+  price is used for both directions). Buys are whole lots, reduced one lot at a time while
+  cash would go negative after costs; a desired exposure of 0 sells the whole position.
+- **Fills and costs.** Buys fill at ``p * (1 + s)``, sells at ``p * (1 - s)``,
+  ``s = slippage_bps / 1e4``; commission ``max(rate * notional, min_commission)`` per order,
+  stamp duty on sells; all paid from cash.
+- **Rules.** No order on a missing/suspended bar (NaN execution price); with price limits no
+  buy when ``p >= up_limit - 1e-9`` and no sell when ``p <= down_limit + 1e-9`` (same test
+  for open and close executions). A blocked order is recorded as rejected and retried on the
+  next bar while the desire still differs; a rejection is recorded once per reason while it
+  repeats. T+1: a column sends at most one order per bar, so shares bought on a day are never
+  sold that day (T+1 holds by construction with daily bars).
+- **Corporate actions.** With an ``adj_factor`` field the held quantity is multiplied by
+  ``adj_factor[t] / adj_factor[previous bar]`` at the start of day ``t``; trading uses raw prices.
+- **Marking.** ``equity_t = cash_t + qty_t * last valid close``; returns
+  ``equity_t / equity_{t-1} - 1`` (0 on the first day).
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> from qilin.data.panel import Panel
+>>> close = np.array([[10.0], [11.0], [12.1], [12.1]])
+>>> p = Panel.from_arrays({"close": close}, pd.date_range("2024-01-01", periods=4), ["A"])
+>>> entries = np.array([[True], [False], [False], [False]])
+>>> exits = np.array([[False], [False], [True], [False]])
+>>> res = run_signals(p, entries=entries, exits=exits, market="us", init_cash=1000.0,
+...                   costs={"slippage_bps": 0.0})
+>>> res.equity[:, 0].tolist()
+[1000.0, 1100.0, 1210.0, 1210.0]
+>>> res.trades[["side", "quantity", "price", "status"]].values.tolist()
+[['buy', 100.0, 10.0, 'filled'], ['sell', 100.0, 12.1, 'filled']]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numba
+import numpy as np
+import pandas as pd
+
+from qilin.backend import Backend, get_backend, to_host
+from qilin.backtest.costs import CostModel
+from qilin.backtest.result import (
+    REJECT_CASH,
+    REJECT_LIMIT_DOWN,
+    REJECT_LIMIT_UP,
+    REJECT_SUSPENDED,
+    STATUS_FILLED,
+    BacktestResult,
+    gather_trades,
+)
+from qilin.backtest.rules import LIMIT_TOL, MarketRules, limit_arrays
+from qilin.config import MarketConfig, load_market
+from qilin.data.panel import Panel
+from qilin.errors import BacktestError
+
+ExecPrice = Literal["close", "open"]
+QTY_EPS = 1e-9
+
+
+@numba.njit(parallel=True, cache=True)
+def simulate_signals_nb(target, exec_price, close, adj_ratio, up, down, init_cash,
+                        commission_rate, min_commission, slippage, stamp_duty, lot,
+                        rebalance_threshold, equity, qty_out, value_out, cost_out,
+                        traded_out, rec_side, rec_status, rec_qty, rec_price, rec_cost):
+    """Per-column account state machine (see the module docstring for the semantics).
+
+    All 2-D arrays are (bars, columns) and already aligned on execution bars: ``target[i]``
+    is the desired exposure whose order executes on bar ``i`` (NaN: no new target).
+    Outputs are written in place; records are dense (one slot per bar and column).
+    """
+    T, N = target.shape
+    for j in numba.prange(N):
+        cash = init_cash
+        qty = 0.0
+        last_close = np.nan
+        desired = 0.0
+        pending = False
+        last_reject = 0
+        for i in range(T):
+            if qty != 0.0:
+                qty *= adj_ratio[i, j]
+            s = target[i, j]
+            if s == s and s != desired:
+                desired = s
+                pending = True
+                last_reject = 0
+            p = exec_price[i, j]
+            valid = p == p and p > 0.0
+            if rebalance_threshold > 0.0 and not pending and valid:
+                eq0 = cash + qty * p
+                if eq0 > 0.0 and abs(desired - qty * p / eq0) > rebalance_threshold:
+                    pending = True
+                    last_reject = 0
+            day_cost = 0.0
+            day_traded = 0.0
+            if pending:
+                reject = 0
+                side = 0
+                if not valid:
+                    reject = REJECT_SUSPENDED
+                    side = 1 if desired * (cash + qty * last_close if qty != 0.0 else cash) \
+                        > qty * last_close else -1
+                    if qty == 0.0:
+                        side = 1
+                else:
+                    eq = cash + qty * p
+                    buy_px = p * (1.0 + slippage)
+                    tq = 0.0
+                    if desired > 0.0 and eq > 0.0:
+                        tq = np.floor(desired * eq / (buy_px * (1.0 + commission_rate)) / lot) \
+                            * lot
+                    if tq > qty + QTY_EPS:
+                        side = 1
+                        if p >= up[i, j] - LIMIT_TOL:
+                            reject = REJECT_LIMIT_UP
+                        else:
+                            dq = np.floor((tq - qty) / lot + QTY_EPS) * lot
+                            if dq <= 0.0:
+                                pending = False
+                            else:
+                                while dq > 0.0:
+                                    notional = dq * buy_px
+                                    c = max(commission_rate * notional, min_commission)
+                                    if cash - notional - c >= 0.0:
+                                        break
+                                    dq -= lot
+                                if dq <= 0.0:
+                                    reject = REJECT_CASH
+                                else:
+                                    notional = dq * buy_px
+                                    c = max(commission_rate * notional, min_commission)
+                                    cash -= notional + c
+                                    qty += dq
+                                    pending = False
+                                    rec_side[i, j] = 1
+                                    rec_status[i, j] = STATUS_FILLED
+                                    rec_qty[i, j] = dq
+                                    rec_price[i, j] = buy_px
+                                    rec_cost[i, j] = c
+                                    day_cost = c + dq * (buy_px - p)
+                                    day_traded = notional
+                    elif tq < qty - QTY_EPS:
+                        side = -1
+                        if p <= down[i, j] + LIMIT_TOL:
+                            reject = REJECT_LIMIT_DOWN
+                        else:
+                            if tq <= 0.0:
+                                dq = qty
+                            else:
+                                dq = np.floor((qty - tq) / lot + QTY_EPS) * lot
+                            if dq <= 0.0:
+                                pending = False
+                            else:
+                                sell_px = p * (1.0 - slippage)
+                                notional = dq * sell_px
+                                c = max(commission_rate * notional, min_commission) \
+                                    + stamp_duty * notional
+                                cash += notional - c
+                                qty -= dq
+                                if qty < QTY_EPS:
+                                    qty = 0.0
+                                pending = False
+                                rec_side[i, j] = -1
+                                rec_status[i, j] = STATUS_FILLED
+                                rec_qty[i, j] = dq
+                                rec_price[i, j] = sell_px
+                                rec_cost[i, j] = c
+                                day_cost = c + dq * (p - sell_px)
+                                day_traded = notional
+                    else:
+                        pending = False
+                if reject != 0 and reject != last_reject:
+                    rec_side[i, j] = side
+                    rec_status[i, j] = reject
+                    rec_qty[i, j] = 0.0
+                    rec_price[i, j] = p
+                    rec_cost[i, j] = 0.0
+                if reject != 0:
+                    last_reject = reject
+            c_i = close[i, j]
+            if c_i == c_i:
+                last_close = c_i
+            held = qty * last_close if qty != 0.0 else 0.0
+            equity[i, j] = cash + held
+            qty_out[i, j] = qty
+            value_out[i, j] = held
+            cost_out[i, j] = day_cost
+            traded_out[i, j] = day_traded
+
+
+_CUDA_SOURCE = r"""
+#define NAN_D __longlong_as_double(0x7ff8000000000000ULL)
+extern "C" __global__ void simulate_signals_cuda(
+    const double* target, const double* exec_price, const double* close,
+    const double* adj_ratio, const double* up, const double* down,
+    const int T, const int N, const double init_cash, const double commission_rate,
+    const double min_commission, const double slippage, const double stamp_duty,
+    const double lot, const double rebalance_threshold, const double limit_tol,
+    const double qty_eps,
+    double* equity, double* qty_out, double* value_out, double* cost_out, double* traded_out,
+    signed char* rec_side, signed char* rec_status, double* rec_qty, double* rec_price,
+    double* rec_cost)
+{
+    int j = blockDim.x * blockIdx.x + threadIdx.x;
+    if (j >= N) return;
+    double cash = init_cash, qty = 0.0, last_close = NAN_D, desired = 0.0;
+    bool pending = false;
+    int last_reject = 0;
+    for (int i = 0; i < T; ++i) {
+        long k = (long)i * N + j;
+        if (qty != 0.0) qty *= adj_ratio[k];
+        double s = target[k];
+        if (s == s && s != desired) { desired = s; pending = true; last_reject = 0; }
+        double p = exec_price[k];
+        bool valid = (p == p) && p > 0.0;
+        if (rebalance_threshold > 0.0 && !pending && valid) {
+            double eq0 = cash + qty * p;
+            if (eq0 > 0.0 && fabs(desired - qty * p / eq0) > rebalance_threshold) {
+                pending = true; last_reject = 0;
+            }
+        }
+        double day_cost = 0.0, day_traded = 0.0;
+        if (pending) {
+            int reject = 0, side = 0;
+            if (!valid) {
+                reject = 2;
+                double eqm = (qty != 0.0) ? cash + qty * last_close : cash;
+                side = (desired * eqm > qty * last_close) ? 1 : -1;
+                if (qty == 0.0) side = 1;
+            } else {
+                double eq = cash + qty * p;
+                double buy_px = p * (1.0 + slippage);
+                double tq = 0.0;
+                if (desired > 0.0 && eq > 0.0)
+                    tq = floor(desired * eq / (buy_px * (1.0 + commission_rate)) / lot) * lot;
+                if (tq > qty + qty_eps) {
+                    side = 1;
+                    if (p >= up[k] - limit_tol) { reject = 3; }
+                    else {
+                        double dq = floor((tq - qty) / lot + qty_eps) * lot;
+                        if (dq <= 0.0) { pending = false; }
+                        else {
+                            while (dq > 0.0) {
+                                double notional = dq * buy_px;
+                                double c = fmax(commission_rate * notional, min_commission);
+                                if (cash - notional - c >= 0.0) break;
+                                dq -= lot;
+                            }
+                            if (dq <= 0.0) { reject = 5; }
+                            else {
+                                double notional = dq * buy_px;
+                                double c = fmax(commission_rate * notional, min_commission);
+                                cash -= notional + c;
+                                qty += dq;
+                                pending = false;
+                                rec_side[k] = 1; rec_status[k] = 1; rec_qty[k] = dq;
+                                rec_price[k] = buy_px; rec_cost[k] = c;
+                                day_cost = c + dq * (buy_px - p);
+                                day_traded = notional;
+                            }
+                        }
+                    }
+                } else if (tq < qty - qty_eps) {
+                    side = -1;
+                    if (p <= down[k] + limit_tol) { reject = 4; }
+                    else {
+                        double dq = (tq <= 0.0) ? qty : floor((qty - tq) / lot + qty_eps) * lot;
+                        if (dq <= 0.0) { pending = false; }
+                        else {
+                            double sell_px = p * (1.0 - slippage);
+                            double notional = dq * sell_px;
+                            double c = fmax(commission_rate * notional, min_commission)
+                                       + stamp_duty * notional;
+                            cash += notional - c;
+                            qty -= dq;
+                            if (qty < qty_eps) qty = 0.0;
+                            pending = false;
+                            rec_side[k] = -1; rec_status[k] = 1; rec_qty[k] = dq;
+                            rec_price[k] = sell_px; rec_cost[k] = c;
+                            day_cost = c + dq * (p - sell_px);
+                            day_traded = notional;
+                        }
+                    }
+                } else {
+                    pending = false;
+                }
+            }
+            if (reject != 0 && reject != last_reject) {
+                rec_side[k] = (signed char)side; rec_status[k] = (signed char)reject;
+                rec_qty[k] = 0.0; rec_price[k] = p; rec_cost[k] = 0.0;
+            }
+            if (reject != 0) last_reject = reject;
+        }
+        double c_i = close[k];
+        if (c_i == c_i) last_close = c_i;
+        double held = (qty != 0.0) ? qty * last_close : 0.0;
+        equity[k] = cash + held;
+        qty_out[k] = qty;
+        value_out[k] = held;
+        cost_out[k] = day_cost;
+        traded_out[k] = day_traded;
+    }
+}
+"""
+
+
+def _simulate_cpu(inputs: dict[str, np.ndarray], params: tuple) -> dict[str, np.ndarray]:
+    T, N = inputs["target"].shape
+    out = {name: np.zeros((T, N)) for name in ("equity", "qty", "value", "cost", "traded",
+                                               "rec_qty", "rec_price", "rec_cost")}
+    out["rec_side"] = np.zeros((T, N), np.int8)
+    out["rec_status"] = np.zeros((T, N), np.int8)
+    simulate_signals_nb(inputs["target"], inputs["exec_price"], inputs["close"],
+                        inputs["adj_ratio"], inputs["up"], inputs["down"], *params,
+                        out["equity"], out["qty"], out["value"], out["cost"], out["traded"],
+                        out["rec_side"], out["rec_status"], out["rec_qty"], out["rec_price"],
+                        out["rec_cost"])
+    return out
+
+
+def _simulate_gpu(inputs: dict[str, np.ndarray], params: tuple, backend: Backend
+                  ) -> dict[str, np.ndarray]:
+    cp = backend.xp
+    kernel = cp.RawKernel(_CUDA_SOURCE, "simulate_signals_cuda")
+    T, N = inputs["target"].shape
+    dev = {k: cp.ascontiguousarray(cp.asarray(v, dtype=cp.float64)) for k, v in inputs.items()}
+    out = {name: cp.zeros((T, N), dtype=cp.float64) for name in (
+        "equity", "qty", "value", "cost", "traded", "rec_qty", "rec_price", "rec_cost")}
+    out["rec_side"] = cp.zeros((T, N), dtype=cp.int8)
+    out["rec_status"] = cp.zeros((T, N), dtype=cp.int8)
+    (init_cash, rate, min_comm, slip, duty, lot, thr) = params
+    threads = 128
+    blocks = (N + threads - 1) // threads
+    kernel((blocks,), (threads,), (
+        dev["target"], dev["exec_price"], dev["close"], dev["adj_ratio"], dev["up"],
+        dev["down"], np.int32(T), np.int32(N), np.float64(init_cash), np.float64(rate),
+        np.float64(min_comm), np.float64(slip), np.float64(duty), np.float64(lot),
+        np.float64(thr), np.float64(LIMIT_TOL), np.float64(QTY_EPS),
+        out["equity"], out["qty"], out["value"], out["cost"], out["traded"],
+        out["rec_side"], out["rec_status"], out["rec_qty"], out["rec_price"], out["rec_cost"]))
+    backend.synchronize()
+    return {k: cp.asnumpy(v) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------------ preparation
+def align_frame(x: Any, panel: Panel, name: str) -> np.ndarray:
+    """A (dates x symbols) host array from an array or a DataFrame indexed like the panel."""
+    if isinstance(x, pd.DataFrame):
+        x = x.reindex(index=panel.dates, columns=panel.symbols)
+        arr = x.to_numpy()
+    else:
+        arr = np.asarray(to_host(x))
+    if arr.shape != panel.shape:
+        raise BacktestError(f"{name} has shape {arr.shape}, expected the panel's {panel.shape}")
+    return arr
+
+
+def desired_from_signals(entries: Any, exits: Any, panel: Panel) -> np.ndarray:
+    """Desired exposure changes from entry/exit booleans: 1 on entry, 0 on exit, else NaN."""
+    e = align_frame(entries, panel, "entries")
+    x = align_frame(exits, panel, "exits")
+    e = np.where(pd.isna(e), False, e).astype(bool)
+    x = np.where(pd.isna(x), False, x).astype(bool)
+    out = np.full(panel.shape, np.nan)
+    out[e & ~x] = 1.0
+    out[x & ~e] = 0.0
+    return out
+
+
+def check_target(target: np.ndarray, panel: Panel) -> np.ndarray:
+    """Validate target exposures in [0, 1] (NaN allowed), naming the first bad cell."""
+    t = np.asarray(target, dtype=np.float64)
+    bad = np.isfinite(t) & ((t < 0) | (t > 1)) | np.isinf(t)
+    if bad.any():
+        r, c = (int(v[0]) for v in np.nonzero(bad))
+        what = "negative (short selling is not supported)" if t[r, c] < 0 else "above 1"
+        raise BacktestError(
+            f"target exposure {t[r, c]} is {what} on {panel.dates[r].date()} for symbol "
+            f"{panel.symbols[c]!r}: targets must lie in [0, 1]")
+    return t
+
+
+def shift_rows(a: np.ndarray, k: int) -> np.ndarray:
+    """Rows moved ``k`` bars later (the first ``k`` rows become NaN)."""
+    if k == 0:
+        return a.copy()
+    out = np.full_like(a, np.nan, dtype=np.float64)
+    if k < len(a):
+        out[k:] = a[:-k]
+    return out
+
+
+def execution_shift(lag: int, price: str) -> int:
+    """Bars between a signal's close and its execution bar."""
+    if int(lag) != lag or lag < 0:
+        raise BacktestError(f"lag={lag!r} must be a non-negative integer")
+    if price not in ("close", "open"):
+        raise BacktestError(f"price={price!r} must be 'close' or 'open'")
+    return int(lag) + (1 if price == "open" else 0)
+
+
+def adj_ratio(panel: Panel) -> np.ndarray:
+    """Per-bar quantity multiplier ``adj_factor[t] / adj_factor[previous bar]`` (1 if none)."""
+    T, N = panel.shape
+    if "adj_factor" not in panel:
+        return np.ones((T, N))
+    from qilin.backtest.rules import _ffill
+
+    adj = to_host(panel["adj_factor"]).astype(np.float64)
+    prev = np.full((T, N), np.nan)
+    prev[1:] = _ffill(adj)[:-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = adj / prev
+    return np.where(np.isfinite(r) & (r > 0), r, 1.0)
+
+
+def resolve_market(market: MarketConfig | str, costs: CostModel | Mapping[str, float] | None,
+                   rules: MarketRules | Mapping[str, Any] | None
+                   ) -> tuple[MarketConfig, CostModel, MarketRules]:
+    """The market profile with its cost model and rules (each overridable)."""
+    m = load_market(market) if isinstance(market, str) else market
+    cm = costs if isinstance(costs, CostModel) else CostModel.from_market(m, **dict(costs or {}))
+    mr = (rules if isinstance(rules, MarketRules)
+          else MarketRules.from_market(m, **dict(rules or {})))
+    return m, cm, mr
+
+
+def execution_inputs(panel: Panel, rules: MarketRules, price: str) -> dict[str, np.ndarray]:
+    """Host arrays the kernels need: execution price, close, adj ratio, limit prices."""
+    if price not in panel:
+        raise BacktestError(f"price={price!r} needs a {price!r} field in the panel")
+    valid = to_host(panel.valid) & ~to_host(panel.suspended)
+    px = np.where(valid, to_host(panel[price]).astype(np.float64), np.nan)
+    close = np.where(to_host(panel.valid), to_host(panel["close"]).astype(np.float64), np.nan)
+    up, down = limit_arrays(panel, rules)
+    return {"exec_price": np.ascontiguousarray(px), "close": np.ascontiguousarray(close),
+            "adj_ratio": adj_ratio(panel), "up": up, "down": down}
+
+
+def run_signals(
+    panel: Panel,
+    entries: Any = None,
+    exits: Any = None,
+    target: Any = None,
+    market: MarketConfig | str = "cn",
+    lag: int = 0,
+    price: ExecPrice = "close",
+    init_cash: float = 1_000_000.0,
+    rebalance_threshold: float = 0.0,
+    costs: CostModel | Mapping[str, float] | None = None,
+    rules: MarketRules | Mapping[str, Any] | None = None,
+    backend: str | Backend | None = "cpu",
+) -> BacktestResult:
+    """Backtest per-column signals; each symbol trades its own ``init_cash``.
+
+    Parameters
+    ----------
+    panel : Panel
+        Bars with ``close`` (and ``open`` for open executions; ``preclose``, ``adj_factor``
+        used when present).
+    entries, exits : bool arrays or DataFrames (dates x symbols), optional
+        Entry/exit signals known at each day's close.
+    target : float array or DataFrame, optional
+        Desired long exposure in [0, 1] (NaN: keep the previous target). Exclusive with
+        entries/exits.
+    market : "cn", "us" or MarketConfig
+        Costs, lot size, T+1 and price limits come from the profile.
+    lag : int
+        Extra bars between the signal and its execution.
+    price : {"close", "open"}
+        Execution at the close of ``t + lag`` or the open of ``t + 1 + lag``.
+    init_cash : float
+        Starting cash of every column.
+    rebalance_threshold : float
+        Also re-trade when the held exposure drifts more than this from the target.
+    costs, rules : CostModel / MarketRules or mappings of overrides, optional
+    backend : "cpu", "gpu", "auto" or Backend
+        Where the state machine runs (trade records are gathered on the host).
+
+    Returns
+    -------
+    BacktestResult
+    """
+    if target is not None and (entries is not None or exits is not None):
+        raise BacktestError("give either target or entries/exits, not both")
+    if target is None and (entries is None or exits is None):
+        raise BacktestError("signal mode needs target, or both entries and exits")
+    if not init_cash > 0:
+        raise BacktestError(f"init_cash={init_cash!r} must be positive")
+    if not rebalance_threshold >= 0:
+        raise BacktestError(f"rebalance_threshold={rebalance_threshold!r} must be >= 0")
+    m, cm, mr = resolve_market(market, costs, rules)
+    desired = (check_target(align_frame(target, panel, "target"), panel) if target is not None
+               else desired_from_signals(entries, exits, panel))
+    inputs = execution_inputs(panel, mr, price)
+    inputs["target"] = np.ascontiguousarray(shift_rows(desired, execution_shift(lag, price)))
+    params = (float(init_cash), cm.commission_rate, cm.min_commission, cm.slippage,
+              cm.stamp_duty_rate, float(mr.lot_size), float(rebalance_threshold))
+    be = get_backend(backend)
+    out = _simulate_gpu(inputs, params, be) if be.is_gpu else _simulate_cpu(inputs, params)
+    trades = gather_trades(panel.dates, panel.symbols, out["rec_side"], out["rec_status"],
+                           out["rec_qty"], out["rec_price"], out["rec_cost"])
+    return BacktestResult(panel.dates, panel.symbols, equity=out["equity"], positions=out["qty"],
+                          value=out["value"], costs=out["cost"], traded=out["traded"],
+                          trades=trades, periods_per_year=m.periods_per_year,
+                          init_cash=float(init_cash), backend=be.name)
