@@ -3,7 +3,8 @@
 Semantics:
 
 - **Rebalance dates** are every ``rebalance`` bars from the first signal date with any
-  finite score/weight. Signals use data up to that date's close and execute with the same
+  finite score/weight; a scheduled date whose row has no finite value is skipped (holdings
+  are kept). Signals use data up to that date's close and execute with the same
   timing as signal mode (close of ``t + lag``, or open of ``t + 1 + lag``).
 - **Selection (scores).** Eligible names have a finite score and a bar on the signal date.
   Names are ranked by score (best first, ties by column order). Without ``n_drop``, the
@@ -141,6 +142,8 @@ def target_weights(
     previous = np.zeros(N, dtype=bool)
     for t in range(first, T, rebalance):
         row = src[t]
+        if not np.isfinite(row).any():  # no information on this date: keep the holdings
+            continue
         if weights is not None:
             w = np.where(np.isfinite(row), row, 0.0)
             if (w < 0).any():
