@@ -1,0 +1,93 @@
+"""On-disk cache of computed factor arrays, keyed by expression, data and dtype.
+
+A rerun of an unchanged factor on unchanged data is a file read. The key of one factor is a
+hash of its canonical expression key (:attr:`qilin.factors.expr.Node.key`), the fingerprint
+of the data it reads (dates, symbols and the fields it uses) and the output dtype, so a
+change to any of them misses. Arrays are stored as ``.npy`` files written atomically (a temp
+file in the same folder, then ``os.replace``).
+
+Examples
+--------
+>>> import tempfile, numpy as np
+>>> cache = FactorCache(tempfile.mkdtemp())
+>>> key = cache.key("ts_mean(close,5)", "abc123", "float32")
+>>> cache.get(key) is None
+True
+>>> cache.put(key, np.ones((2, 3), dtype=np.float32))
+>>> cache.get(key).shape
+(2, 3)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qilin.backend import to_host
+
+#: Bump when a change to operators or conventions invalidates cached results.
+CACHE_VERSION = "1"
+
+
+def data_fingerprint(panel: Any, fields: Iterable[str]) -> str:
+    """Hash of a Panel's dates, symbols, valid mask and the named fields' contents."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.asarray(panel.dates.asi8).tobytes())
+    h.update("\x1f".join(map(str, panel.symbols)).encode())
+    h.update(np.ascontiguousarray(to_host(panel.valid)).tobytes())
+    for name in sorted(set(fields)):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(to_host(panel[name]), dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+class FactorCache:
+    """A folder of ``<key>.npy`` factor arrays.
+
+    Parameters
+    ----------
+    directory : path
+        Created when missing.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(expression_key: str, fingerprint: str, dtype: str, extra: str = "") -> str:
+        """The cache key of one factor."""
+        text = "\x1f".join((CACHE_VERSION, expression_key, fingerprint, str(dtype), extra))
+        return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+    def path(self, key: str) -> Path:
+        """File holding ``key``."""
+        return self.directory / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The cached array, or None when absent or unreadable."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, array: Any) -> None:
+        """Store ``array`` under ``key`` atomically."""
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, to_host(array), allow_pickle=False)
+            os.replace(tmp, self.path(key))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise

@@ -1,0 +1,549 @@
+"""FactorCalculator: a factor set over a Panel, in-process or on a Dask cluster.
+
+The factor set is parsed once into one graph of distinct nodes (common subexpressions are
+computed once). The graph is cut into *stages* by the layout its operators need: time-series
+(``ts``) operators need each symbol's whole history, so they run on **symbol blocks**;
+cross-sectional (``cs``) operators need every symbol of a date, so they run on **date
+blocks**; elementwise operators run in whichever layout their inputs are in. Stage 0 is the
+symbol-block stage holding everything under no ``cs`` operator; only values consumed by a
+later stage change layout. In-process the blocks are slices of the Panel's arrays; with a
+``distributed.Client`` each symbol block's fields are scattered once to the workers, every
+stage is a ``dask.array`` ``map_blocks`` over the blocks, and values change layout with a
+dask ``rechunk`` (on CUDA clusters the chunks are CuPy arrays).
+
+Results can be cached on disk (:mod:`qilin.factors.cache`) and streamed to Parquet one symbol
+block at a time (:meth:`FactorCalculator.to_parquet`) to bound memory.
+
+Examples
+--------
+>>> from qilin.data.synthetic import synthetic_market
+>>> panel = synthetic_market(n_symbols=6, n_days=40, seed=1)
+>>> calc = FactorCalculator({"mom": "close / ts_delay(close, 5) - 1",
+...                          "rank_mom": "cs_rank(close / ts_delay(close, 5))"},
+...                         backend="cpu", progress=False)
+>>> result = calc.compute(panel)
+>>> result.names
+['mom', 'rank_mom']
+>>> result["mom"].shape
+(40, 6)
+>>> list(result.to_long().columns)
+['date', 'symbol', 'mom', 'rank_mom']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qilin.backend import Backend, BackendName, get_backend, to_host
+from qilin.data.panel import Panel
+from qilin.errors import DataError, ExpressionError
+from qilin.factors.cache import FactorCache, data_fingerprint
+from qilin.factors.expr import (
+    Call,
+    Const,
+    Node,
+    Var,
+    evaluate_nodes,
+    parse_factor_set,
+    unique_nodes,
+    variables_of,
+)
+from qilin.factors.registry import OperatorRegistry, active_registry
+
+log = logging.getLogger(__name__)
+
+FactorSpec = Mapping[str, str] | Iterable[tuple[str, str]] | str
+_DTYPES = {"float64": np.float64, "float32": np.float32}
+SYMBOLS, DATES = "symbols", "dates"
+
+
+# ------------------------------------------------------------------------ the stage plan
+@dataclass
+class Stage:
+    """Nodes computed together in one layout, and the values it hands to later stages."""
+
+    index: int
+    layout: str  # SYMBOLS or DATES
+    nodes: list[Node]
+    inputs: list[str]  # keys from earlier stages (not fields)
+    fields: list[str]  # Panel fields read directly
+    outputs: list[str]  # keys kept after the stage
+
+
+def plan_stages(roots: list[Node]) -> list[Stage]:
+    """Cut the graph under ``roots`` into alternating symbol-/date-layout stages.
+
+    Examples
+    --------
+    >>> from qilin.factors.expr import parse
+    >>> stages = plan_stages([parse("close * 2")])
+    >>> [(s.layout, len(s.nodes)) for s in stages]
+    [('symbols', 2)]
+    """
+    nodes = unique_nodes(roots)
+    stage_of: dict[str, int] = {}
+    for node in nodes:
+        base = max((stage_of[c.key] for c in node.children()), default=0)
+        if isinstance(node, Call) and node.kind == "ts":
+            base += base % 2
+        elif isinstance(node, Call) and node.kind == "cs":
+            base += 1 - base % 2
+        stage_of[node.key] = base
+    root_keys = {r.key for r in roots if not isinstance(r, Const)}
+    last = max(stage_of.values(), default=0)
+    stages = []
+    for s in range(last + 1):
+        members = [n for n in nodes if stage_of[n.key] == s and not isinstance(n, Var)]
+        if s == 0:
+            members = [n for n in nodes if stage_of[n.key] == 0]
+        member_keys = {n.key for n in members}
+        inputs, fields = [], []
+        for n in members:
+            for c in n.children():
+                if isinstance(c, Var):
+                    if c.name not in fields:
+                        fields.append(c.name)
+                elif c.key not in member_keys and c.key not in inputs:
+                    inputs.append(c.key)
+            if isinstance(n, Var) and n.name not in fields:
+                fields.append(n.name)
+        later = {c.key for n in nodes if stage_of[n.key] > s for c in n.children()
+                 if not isinstance(c, Var)}
+        outputs = [n.key for n in members if n.key in root_keys or n.key in later]
+        if members and (outputs or s > 0):
+            stages.append(Stage(s, SYMBOLS if s % 2 == 0 else DATES, members, inputs,
+                                fields, outputs))
+    return stages
+
+
+def _eval_stage_block(
+    stage_nodes: list[Node], outputs: list[str], registry: OperatorRegistry,
+    backend: Backend, names: list[str], *arrays: Any,
+) -> Any:
+    """Evaluate one stage on one block; returns a ``(len(outputs), rows, cols)`` array."""
+    inputs = {name: backend.asarray(a, dtype=np.float64) for name, a in zip(names, arrays,
+                                                                            strict=True)}
+    values = evaluate_nodes(stage_nodes, inputs, outputs, registry)
+    shape = next(iter(inputs.values())).shape
+    xp = backend.xp
+    out = xp.empty((len(outputs), *shape), dtype=np.float64)
+    for i, key in enumerate(outputs):
+        out[i] = values[key]
+    return out
+
+
+# ------------------------------------------------------------------------------ result
+@dataclass
+class FactorResult:
+    """Computed factors: one dates x symbols array per factor name (on the host).
+
+    Attributes
+    ----------
+    cache_hits, computed : int
+        Factors read from the cache and factors computed in this run.
+    seconds : float
+        Wall time of the run.
+    """
+
+    names: list[str]
+    dates: pd.DatetimeIndex
+    symbols: pd.Index
+    values: dict[str, np.ndarray]
+    valid: np.ndarray
+    backend: str = "cpu"
+    cache_hits: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+    expressions: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+    @property
+    def panel(self) -> Panel:
+        """The factors as a Panel (fields = factor names, ``valid`` from the input data)."""
+        return Panel(self.dates, self.symbols, dict(self.values), get_backend("cpu"),
+                     valid=self.valid)
+
+    def to_long(self, dropna: bool = True) -> pd.DataFrame:
+        """Long DataFrame ``date, symbol, <factor columns>`` sorted by date then symbol.
+
+        Rows of bars that do not exist in the input data are dropped when ``dropna``.
+        """
+        return self.panel.to_long(self.names, dropna=dropna)
+
+    def to_parquet(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_long` to Parquet atomically; returns the path."""
+        path = Path(path)
+        table = _arrow_table(self.to_long())
+        _atomic_parquet(path, [table])
+        return path
+
+
+def _arrow_table(df: pd.DataFrame) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def _atomic_parquet(path: Path, tables: Iterable[Any]) -> None:
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    writer = None
+    try:
+        for table in tables:
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            writer.write_table(table)
+        if writer is None:
+            raise DataError(f"nothing to write to {path}")
+        writer.close()
+        writer = None
+        os.replace(tmp, path)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# -------------------------------------------------------------------------- calculator
+class FactorCalculator:
+    """Compute a set of factor expressions over a Panel.
+
+    Parameters
+    ----------
+    factors : dict, list of (name, expression) or "alpha158"
+        The factor set. ``"alpha158"`` is :func:`qilin.factors.alpha158.alpha158_features`.
+    client : distributed.Client, optional
+        Run on this Dask cluster; in-process when None.
+    backend : {"auto", "cpu", "gpu"}
+        Array backend of the computation (``gpu`` runs operators on CuPy arrays).
+    dtype : {"float64", "float32"}
+        Dtype of the results. Computation is always in float64; float32 halves the output.
+    cache_dir : path, optional
+        Folder of the on-disk result cache; no caching when None.
+    block_symbols : int, optional
+        Symbols per block for time-series stages (default: all symbols in-process, about
+        ``n_symbols / (2 * n_workers)`` on a cluster).
+    block_dates : int, optional
+        Dates per block for cross-sectional stages on a cluster (default: about 4 blocks
+        per worker).
+    progress : bool
+        Show a progress bar (tqdm in-process, dask's progress on a cluster).
+    registry : OperatorRegistry, optional
+        Operators available to the expressions (built-ins plus registered ones by default).
+
+    Raises
+    ------
+    ExpressionError
+        When an expression is invalid (raised by :meth:`compute` once the data's fields
+        are known, or here for syntax problems).
+    """
+
+    def __init__(
+        self,
+        factors: FactorSpec,
+        client: Any = None,
+        backend: BackendName | Backend = "auto",
+        dtype: str = "float64",
+        cache_dir: str | os.PathLike[str] | None = None,
+        block_symbols: int | None = None,
+        block_dates: int | None = None,
+        progress: bool = True,
+        registry: OperatorRegistry | None = None,
+    ) -> None:
+        if isinstance(factors, str):
+            if factors.lower() != "alpha158":
+                raise ExpressionError(f"unknown factor set {factors!r}: pass 'alpha158', a dict "
+                                      "or a list of (name, expression) pairs")
+            from qilin.factors.alpha158 import alpha158_features
+
+            factors = alpha158_features()
+        items = list(factors.items()) if isinstance(factors, Mapping) else list(factors)
+        if not items:
+            raise ExpressionError("the factor set is empty")
+        if dtype not in _DTYPES:
+            raise DataError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        for name, value in (("block_symbols", block_symbols), ("block_dates", block_dates)):
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise DataError(f"{name} must be a positive integer, got {value!r}")
+        self.factors: list[tuple[str, str]] = [(str(n), str(e)) for n, e in items]
+        self.client = client
+        self.backend = get_backend(backend)
+        self.dtype = dtype
+        self.cache = FactorCache(cache_dir) if cache_dir is not None else None
+        self.block_symbols = block_symbols
+        self.block_dates = block_dates
+        self.progress = progress
+        self.registry = registry if registry is not None else active_registry()
+
+    # ------------------------------------------------------------------------ helpers
+    @property
+    def names(self) -> list[str]:
+        """Factor names in order."""
+        return [n for n, _ in self.factors]
+
+    def parse(self, fields: Iterable[str] = ()) -> dict[str, Node]:
+        """Parse the factor set (with the data's field names as variables)."""
+        return parse_factor_set(self.factors, self.registry, fields)
+
+    def _n_workers(self) -> int:
+        if self.client is None:
+            return 1
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def _symbol_chunks(self, n_symbols: int) -> tuple[int, ...]:
+        if self.block_symbols is not None:
+            size = self.block_symbols
+        elif self.client is None:
+            size = n_symbols
+        else:
+            size = max(1, -(-n_symbols // (2 * self._n_workers())))
+        return _chunks(n_symbols, size)
+
+    def _date_chunks(self, n_dates: int) -> tuple[int, ...]:
+        if self.block_dates is not None:
+            size = self.block_dates
+        elif self.client is None:
+            size = n_dates
+        else:
+            size = max(1, -(-n_dates // (4 * self._n_workers())))
+        return _chunks(n_dates, size)
+
+    # ------------------------------------------------------------------------ compute
+    def compute(self, panel: Panel) -> FactorResult:
+        """Compute every factor over ``panel``.
+
+        Returns
+        -------
+        FactorResult
+            Arrays on the host in the requested dtype, NaN where undefined.
+        """
+        start = time.perf_counter()
+        roots = self.parse(panel.fields)
+        out_dtype = _DTYPES[self.dtype]
+        values: dict[str, np.ndarray] = {}
+        missing: dict[str, Node] = {}
+        keys: dict[str, str] = {}
+        if self.cache is not None:
+            fp = data_fingerprint(panel, variables_of(roots.values()))
+            for name, node in roots.items():
+                keys[name] = self.cache.key(node.key, fp, self.dtype)
+                hit = self.cache.get(keys[name])
+                if hit is not None and hit.shape == panel.shape:
+                    values[name] = hit.astype(out_dtype, copy=False)
+                else:
+                    missing[name] = node
+        else:
+            missing = dict(roots)
+        hits = len(values)
+        if missing:
+            distinct = list({n.key: n for n in missing.values()}.values())
+            if self.client is None:
+                by_key = self._compute_local(panel, distinct)
+            else:
+                by_key = self._compute_cluster(panel, distinct)
+            for name, node in missing.items():
+                value = node.value if isinstance(node, Const) else by_key[node.key]
+                arr = _full(value, panel.shape).astype(out_dtype, copy=False)
+                values[name] = arr
+                if self.cache is not None:
+                    self.cache.put(keys[name], arr)
+        log.info("factors: %d computed, %d from cache, %.2fs on %s", len(missing), hits,
+                 time.perf_counter() - start, self.backend.name)
+        return FactorResult(
+            self.names, panel.dates, panel.symbols, {n: values[n] for n in self.names},
+            to_host(panel.valid), self.backend.name, hits, len(missing),
+            time.perf_counter() - start, dict(self.factors),
+        )
+
+    def _compute_local(self, panel: Panel, roots: list[Node]) -> dict[str, np.ndarray]:
+        stages = plan_stages(roots)
+        T, N = panel.shape
+        be = self.backend
+        blocks = [(st, sl) for st in stages for sl in _slices(
+            self._symbol_chunks(N) if st.layout == SYMBOLS else self._date_chunks(T))]
+        bar = _progress_bar(len(blocks), self.progress, "factors")
+        fields_cache: dict[str, Any] = {}
+        held: dict[str, np.ndarray] = {}
+        try:
+            for stage in stages:
+                for name in stage.fields:
+                    if name not in fields_cache:
+                        fields_cache[name] = be.asarray(panel[name], dtype=np.float64)
+                results = {k: np.empty((T, N), dtype=np.float64) for k in stage.outputs}
+                chunks = (self._symbol_chunks(N) if stage.layout == SYMBOLS
+                          else self._date_chunks(T))
+                for sl in _slices(chunks):
+                    index = (slice(None), sl) if stage.layout == SYMBOLS else (sl, slice(None))
+                    names = stage.fields + stage.inputs
+                    arrays = [fields_cache[f][index] for f in stage.fields]
+                    arrays += [be.asarray(held[k][index]) for k in stage.inputs]
+                    block = _eval_stage_block(stage.nodes, stage.outputs, self.registry, be,
+                                              names, *arrays)
+                    for i, key in enumerate(stage.outputs):
+                        results[key][index] = to_host(block[i])
+                    bar.update(1)
+                held.update(results)
+        finally:
+            bar.close()
+        return held
+
+    def _compute_cluster(self, panel: Panel, roots: list[Node]) -> dict[str, np.ndarray]:
+        import dask.array as da
+
+        stages = plan_stages(roots)
+        T, N = panel.shape
+        sym_chunks = self._symbol_chunks(N)
+        date_chunks = self._date_chunks(T)
+        needed = sorted({f for st in stages for f in st.fields})
+        leaves = self._scatter_fields(panel, needed, sym_chunks)
+        arrays: dict[str, Any] = dict(leaves)
+        for stage in stages:
+            layout = ((T,), sym_chunks) if stage.layout == SYMBOLS else (date_chunks, (N,))
+            names = stage.fields + stage.inputs
+            inputs = [arrays[k].rechunk(layout) for k in names]
+            stacked = da.map_blocks(
+                _eval_stage_block, stage.nodes, stage.outputs, self.registry, self.backend,
+                names, *inputs, new_axis=0, chunks=((len(stage.outputs),), *layout),
+                dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64),
+            )
+            for i, key in enumerate(stage.outputs):
+                arrays[key] = stacked[i]
+        root_keys = [r.key for r in roots if not isinstance(r, Const)]
+        final = [arrays[k].map_blocks(to_host, dtype=np.float64,
+                                      meta=np.empty((0, 0), dtype=np.float64))
+                 for k in root_keys]
+        futures = self.client.compute(final)
+        if self.progress:
+            from distributed import progress
+
+            progress(futures)
+        results = self.client.gather(futures)
+        return dict(zip(root_keys, results, strict=True))
+
+    def _scatter_fields(self, panel: Panel, names: list[str], sym_chunks: tuple[int, ...]
+                        ) -> dict[str, Any]:
+        """Scatter each symbol block's fields to the workers once; dask arrays over them."""
+        import operator
+
+        import dask.array as da
+        from dask import delayed
+
+        T = panel.shape[0]
+        per_field: dict[str, list[Any]] = {n: [] for n in names}
+        host = {n: to_host(panel[n]) for n in names}
+        for sl in _slices(sym_chunks):
+            block = {n: np.ascontiguousarray(host[n][:, sl], dtype=np.float64) for n in names}
+            [future] = self.client.scatter([block], hash=False)  # one future per block
+            for n in names:
+                item = delayed(operator.getitem)(future, n)
+                per_field[n].append(da.from_delayed(item, shape=(T, sl.stop - sl.start),
+                                                    dtype=np.float64))
+        return {n: da.concatenate(parts, axis=1) for n, parts in per_field.items()}
+
+    # ---------------------------------------------------------------------- streaming
+    def iter_blocks(self, panel: Panel) -> Iterator[FactorResult]:
+        """Compute symbol block after symbol block (time-series-only factor sets).
+
+        Memory stays bounded by one block's fields, intermediates and results.
+
+        Raises
+        ------
+        ExpressionError
+            When a factor uses a cross-sectional operator (it needs every symbol at once:
+            use :meth:`compute`).
+        """
+        roots = self.parse(panel.fields)
+        stages = plan_stages(list(roots.values()))
+        if any(st.layout == DATES for st in stages):
+            cs = [n for n, r in roots.items()
+                  if any(isinstance(x, Call) and x.kind == "cs" for x in r.walk())]
+            raise ExpressionError(f"factors {cs[:5]} use cross-sectional operators; they need "
+                                  "every symbol at once (use compute())")
+        sub = FactorCalculator(self.factors, None, self.backend, self.dtype, None, None, None,
+                               False, self.registry)
+        chunks = self._symbol_chunks(panel.shape[1]) if self.block_symbols else _chunks(
+            panel.shape[1], 500)
+        slices = list(_slices(chunks))
+        bar = _progress_bar(len(slices), self.progress, "symbol blocks")
+        try:
+            if self.client is None:
+                for sl in slices:
+                    yield sub.compute(panel.select(symbols=panel.symbols[sl]))
+                    bar.update(1)
+            else:
+                for future in [self.client.submit(sub.compute, panel.select(
+                        symbols=panel.symbols[sl]), pure=False) for sl in slices]:
+                    yield future.result()
+                    bar.update(1)
+        finally:
+            bar.close()
+
+    def to_parquet(self, panel: Panel, path: str | os.PathLike[str]) -> Path:
+        """Write long Parquet (``date, symbol, <factors>``), streaming per symbol block.
+
+        Rows are ordered by symbol block, then date and symbol. Factor sets with
+        cross-sectional operators are computed whole (:meth:`compute`) and then written.
+        The file appears atomically when complete.
+        """
+        path = Path(path)
+        roots = self.parse(panel.fields)
+        if any(st.layout == DATES for st in plan_stages(list(roots.values()))):
+            return self.compute(panel).to_parquet(path)
+        _atomic_parquet(path, (_arrow_table(r.to_long()) for r in self.iter_blocks(panel)))
+        return path
+
+
+# ---------------------------------------------------------------------------- helpers
+def _chunks(n: int, size: int) -> tuple[int, ...]:
+    if n == 0:
+        return (0,)
+    size = max(1, min(size, n))
+    full, rest = divmod(n, size)
+    return (size,) * full + ((rest,) if rest else ())
+
+
+def _slices(chunks: tuple[int, ...]) -> Iterator[slice]:
+    start = 0
+    for c in chunks:
+        yield slice(start, start + c)
+        start += c
+
+
+def _full(value: Any, shape: tuple[int, int]) -> np.ndarray:
+    arr = to_host(value)
+    if arr.shape != shape:
+        arr = np.broadcast_to(np.asarray(arr, dtype=np.float64), shape).copy()
+    return arr
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)

@@ -1,0 +1,155 @@
+"""``qilin factors``: compute factor sets (``compute``) and evaluate them (``evaluate``).
+
+Examples
+--------
+>>> import argparse
+>>> parser = argparse.ArgumentParser()
+>>> register(parser.add_subparsers(dest="command"))
+>>> args = parser.parse_args(["factors", "compute", "--data", "bars.parquet",
+...                           "--factors", "mom=close/ts_delay(close, 5)", "--out", "f.parquet"])
+>>> args.factors_command, args.dtype
+('compute', 'float64')
+>>> parse_factor_arg("a = close / open; b = ts_mean(close, 5)")
+[('a', 'close / open'), ('b', 'ts_mean(close, 5)')]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from qilin.errors import DataError, ExpressionError
+
+
+def parse_factor_arg(value: str) -> list[tuple[str, str]] | str:
+    """``alpha158``, a YAML file of ``name: expression``, or ``"name=expr; name=expr"``.
+
+    Raises
+    ------
+    ExpressionError
+        For an inline item without ``name=``, or a YAML file that is not a mapping/list.
+    """
+    text = value.strip()
+    if text.lower() == "alpha158":
+        return "alpha158"
+    if text.endswith((".yaml", ".yml")):
+        return _factors_from_yaml(Path(text))
+    out = []
+    for item in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, expr = item.partition("=")
+        if not sep or not name.strip() or not expr.strip() or expr.startswith("="):
+            raise ExpressionError(f"factor {item!r} must be written name=expression", item, 0)
+        out.append((name.strip(), expr.strip()))
+    if not out:
+        raise ExpressionError("no factors given", value, 0)
+    return out
+
+
+def _factors_from_yaml(path: Path) -> list[tuple[str, str]]:
+    import yaml
+
+    if not path.exists():
+        raise DataError(f"factor file {path} does not exist")
+    with path.open() as fh:
+        data = yaml.safe_load(fh)
+    if isinstance(data, dict) and "factors" in data:
+        data = data["factors"]
+    if isinstance(data, dict):
+        return [(str(k), str(v)) for k, v in data.items()]
+    if isinstance(data, list) and all(isinstance(d, dict) and {"name", "expr"} <= set(d)
+                                      for d in data):
+        return [(str(d["name"]), str(d["expr"])) for d in data]
+    raise ExpressionError(f"{path}: expected a mapping name: expression (optionally under "
+                          "'factors:') or a list of {name, expr}")
+
+
+def load_data(path: str) -> Any:
+    """The Panel in ``path`` (via ``qilin.data.loader.load_panel`` when available)."""
+    try:
+        loader = importlib.import_module("qilin.data.loader")
+    except ImportError:
+        loader = None
+    if loader is not None and hasattr(loader, "load_panel"):
+        return loader.load_panel(path)
+    import pandas as pd
+
+    from qilin.data.panel import Panel
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file {p} does not exist")
+    try:
+        df = pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises several types for an unreadable file
+        raise DataError(f"cannot read {p} as Parquet: {exc}") from exc
+    return Panel.from_long(df)
+
+
+@contextlib.contextmanager
+def _client(cluster: str | None) -> Iterator[Any]:
+    if not cluster:
+        yield None
+        return
+    from qilin.cluster import ClusterManager
+
+    if "://" in cluster:
+        manager = ClusterManager("remote", address=cluster)
+    else:
+        manager = ClusterManager(cluster)  # type: ignore[arg-type]
+    with manager as client:
+        yield client
+
+
+def _compute(args: argparse.Namespace) -> int:
+    from qilin.factors.calculator import FactorCalculator
+
+    factors = parse_factor_arg(args.factors)
+    start = time.perf_counter()
+    panel = load_data(args.data)
+    if args.adjust:
+        panel = panel.adjusted()
+    with _client(args.cluster) as client:
+        calc = FactorCalculator(factors, client=client, backend=args.backend, dtype=args.dtype,
+                                cache_dir=args.cache_dir, block_symbols=args.block_symbols,
+                                progress=not args.quiet)
+        calc.to_parquet(panel, args.out)
+    n = len(calc.names)
+    print(f"wrote {n} factor{'s' * (n != 1)} for {panel.shape[1]} symbols x {panel.shape[0]} "
+          f"dates to {args.out} in {time.perf_counter() - start:.1f}s "
+          f"(backend {calc.backend.name}, {args.dtype})")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``qilin factors compute`` (and ``evaluate`` when that module is present)."""
+    factors = subparsers.add_parser("factors", help="compute and evaluate factor expressions")
+    sub = factors.add_subparsers(dest="factors_command", required=True, metavar="ACTION")
+    compute = sub.add_parser(
+        "compute", help="compute a factor set over a data file and write long Parquet")
+    compute.add_argument("--data", required=True, help="long Parquet bars (date, symbol, ...)")
+    compute.add_argument(
+        "--factors", required=True,
+        help='"alpha158", a YAML file (name: expression) or "name=expr; name=expr"')
+    compute.add_argument("--out", required=True, help="output Parquet path")
+    compute.add_argument("--cluster", default=None,
+                         help="cluster mode (local, threads, cuda, auto) or tcp:// address")
+    compute.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"])
+    compute.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    compute.add_argument("--cache-dir", default=None, help="reuse results cached here")
+    compute.add_argument("--block-symbols", type=int, default=None,
+                         help="symbols per block (bounds memory)")
+    compute.add_argument("--adjust", action="store_true",
+                         help="back-adjust prices with adj_factor before computing")
+    compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    compute.set_defaults(func=_compute)
+    if importlib.util.find_spec("qilin.factors.evaluate_command") is None:
+        return
+    evaluate = importlib.import_module("qilin.factors.evaluate_command")
+    if hasattr(evaluate, "add_evaluate_parser"):
+        evaluate.add_evaluate_parser(sub)
