@@ -157,23 +157,28 @@ def momentum_nb(x: np.ndarray, lookback: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- simulation
-@nb.njit(cache=True, inline="always")
-def _side_nb(S, idx, coef, c, s, j, t):
-    v = coef[c, s, 1]
-    b = idx[c, s, 0]
-    if b >= 0:
-        v += S[b, j, t]
-    k = idx[c, s, 1]
-    if k >= 0:
-        v += coef[c, s, 0] * S[k, j, t]
-    return v
-
-
 @nb.njit(cache=True)
 def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, init_cash,
                lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
                port_row, counters_row, inv_cols):
     T = close.shape[1]
+    zero = S.shape[0] - 1  # the caller appends an all-zero series for absent operands
+    b0 = S[idx[c, 0, 0] if idx[c, 0, 0] >= 0 else zero, j]
+    k0 = S[idx[c, 0, 1] if idx[c, 0, 1] >= 0 else zero, j]
+    b1 = S[idx[c, 1, 0] if idx[c, 1, 0] >= 0 else zero, j]
+    k1 = S[idx[c, 1, 1] if idx[c, 1, 1] >= 0 else zero, j]
+    b2 = S[idx[c, 2, 0] if idx[c, 2, 0] >= 0 else zero, j]
+    k2 = S[idx[c, 2, 1] if idx[c, 2, 1] >= 0 else zero, j]
+    b3 = S[idx[c, 3, 0] if idx[c, 3, 0] >= 0 else zero, j]
+    k3 = S[idx[c, 3, 1] if idx[c, 3, 1] >= 0 else zero, j]
+    m0, a0 = coef[c, 0, 0], coef[c, 0, 1]
+    m1, a1 = coef[c, 1, 0], coef[c, 1, 1]
+    m2, a2 = coef[c, 2, 0], coef[c, 2, 1]
+    m3, a3 = coef[c, 3, 0], coef[c, 3, 1]
+    px = close[j]
+    buy_ok = can_buy[j]
+    sell_ok = can_sell[j]
+    ratio = adj_ratio[j]
     cash = init_cash
     qty = 0.0
     desired = False
@@ -181,39 +186,41 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
     last_close = math.nan
     prev_equity = init_cash
     entry_cost = 0.0
+    n_trades = 0.0
+    n_wins = 0.0
+    n_closed = 0.0
+    turnover = 0.0
+    exposure = 0.0
     for t in range(T):
         if qty > 0.0:
-            qty *= adj_ratio[j, t]
+            qty *= ratio[t]
         s = t - lag
         if s >= 0:
-            entry = _side_nb(S, idx, coef, c, 0, j, s) > _side_nb(S, idx, coef, c, 1, j, s)
-            exit_ = _side_nb(S, idx, coef, c, 2, j, s) > _side_nb(S, idx, coef, c, 3, j, s)
-            if entry and not exit_:
-                desired = True
-            elif exit_ and not entry:
-                desired = False
-        p = close[j, t]
-        if desired and qty == 0.0 and can_buy[j, t]:
-            equity = cash
-            fill = p * (1.0 + slip)
-            q = math.floor(equity / (fill * (1.0 + commission_rate)) / lot) * lot
-            while q > 0.0:
-                notional = q * fill
-                cost = notional + max(commission_rate * notional, min_commission)
-                if cost <= cash:
-                    break
-                q -= lot
-            if q > 0.0:
-                notional = q * fill
-                cost = notional + max(commission_rate * notional, min_commission)
-                cash -= cost
-                qty = q
-                last_buy = t
-                entry_cost = cost
-                counters_row[0] += 1.0
-                counters_row[3] += notional / equity
-        elif (not desired and qty > 0.0 and can_sell[j, t]
-              and not (t_plus_one and last_buy == t)):
+            entry = b0[s] + m0 * k0[s] + a0 > b1[s] + m1 * k1[s] + a1
+            exit_ = b2[s] + m2 * k2[s] + a2 > b3[s] + m3 * k3[s] + a3
+            if entry != exit_:
+                desired = entry
+        p = px[t]
+        if desired:
+            if qty == 0.0 and buy_ok[t]:
+                equity = cash
+                fill = p * (1.0 + slip)
+                q = math.floor(equity / (fill * (1.0 + commission_rate)) / lot) * lot
+                while q > 0.0:
+                    notional = q * fill
+                    if notional + max(commission_rate * notional, min_commission) <= cash:
+                        break
+                    q -= lot
+                if q > 0.0:
+                    notional = q * fill
+                    cost = notional + max(commission_rate * notional, min_commission)
+                    cash -= cost
+                    qty = q
+                    last_buy = t
+                    entry_cost = cost
+                    n_trades += 1.0
+                    turnover += notional / equity
+        elif qty > 0.0 and sell_ok[t] and not (t_plus_one and last_buy == t):
             equity = cash + qty * p
             fill = p * (1.0 - slip)
             notional = qty * fill
@@ -221,18 +228,25 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
             proceeds -= stamp_duty * notional
             cash += proceeds
             qty = 0.0
-            counters_row[0] += 1.0
-            counters_row[2] += 1.0
+            n_trades += 1.0
+            n_closed += 1.0
             if proceeds > entry_cost:
-                counters_row[1] += 1.0
-            counters_row[3] += notional / equity
-        if not math.isnan(p):
+                n_wins += 1.0
+            turnover += notional / equity
+        if p == p:
             last_close = p
-        equity = cash + qty * last_close if qty > 0.0 else cash
         if qty > 0.0:
-            counters_row[4] += 1.0
+            equity = cash + qty * last_close
+            exposure += 1.0
+        else:
+            equity = cash
         port_row[t] += (equity / prev_equity - 1.0) * inv_cols
         prev_equity = equity
+    counters_row[0] += n_trades
+    counters_row[1] += n_wins
+    counters_row[2] += n_closed
+    counters_row[3] += turnover
+    counters_row[4] += exposure
 
 
 @nb.njit(cache=True, parallel=True)
@@ -243,8 +257,8 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
 
     Parameters
     ----------
-    S : float64 array (K, symbols, dates)
-        Indicator stack.
+    S : float64 array (K + 1, symbols, dates)
+        Indicator stack; the last series must be all zeros (it stands for absent operands).
     idx : int64 array (combinations, 4, 2)
         Per side ``(base, scaled)`` indices into ``S`` (``-1`` = absent).
     coef : float64 array (combinations, 4, 2)

@@ -316,9 +316,10 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
     for lo in range(0, N, block):
         sl = slice(lo, min(N, lo + block))
         px = np.ascontiguousarray(m.signal_px[sl])
-        S = np.empty((max(1, len(keys)), sl.stop - lo, T))
+        S = np.empty((len(keys) + 1, sl.stop - lo, T))
         for k, key in enumerate(keys):
             S[k] = compute_series(key, px)
+        S[-1] = 0.0
         kcpu.simulate_signals_nb(S, idx, coef, m.close[sl], m.can_buy[sl], m.can_sell[sl],
                                  m.adj_ratio[sl], *args, port, counters)
     return port, counters, be.name
