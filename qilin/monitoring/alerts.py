@@ -1,0 +1,411 @@
+"""Alerts and the :class:`AlertManager` that routes them to pluggable handlers.
+
+An :class:`Alert` names the rule that fired, its severity, the symbol or resource it is about
+(``subject``), the observed value and the threshold. The manager applies a per-key cooldown
+(one ``(rule, subject)`` condition does not fire a storm), a global rate limit, and isolates
+handlers from each other: every handler runs on its own worker thread, a handler that raises
+or does not finish within ``handler_timeout_s`` is logged and counted, and the others still
+get the alert. The cooldown runs on the alerts' own time (market time during a replay); the
+rate limit runs on the wall clock, because it protects the handlers.
+
+Examples
+--------
+>>> got = []
+>>> manager = AlertManager([CallbackHandler(got.append)], cooldown_s=60)
+>>> a = Alert("price_above", "warning", "AAPL", "AAPL above 200", 201.0, 200.0,
+...           time=datetime(2024, 1, 2, 15, 0, tzinfo=UTC))
+>>> manager.fire(a), manager.fire(a)
+(True, False)
+>>> [x.subject for x in got], manager.stats["suppressed_cooldown"]
+(['AAPL'], 1)
+>>> manager.close()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+from qilin.errors import MonitoringError
+
+log = logging.getLogger(__name__)
+
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
+
+
+def _utc(t: datetime | Any) -> datetime:
+    """A timezone-aware UTC datetime from a datetime or pandas Timestamp (naive = UTC)."""
+    if hasattr(t, "to_pydatetime"):
+        t = t.to_pydatetime()
+    if not isinstance(t, datetime):
+        raise MonitoringError(f"alert time must be a datetime, got {type(t).__name__} {t!r}")
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One fired condition.
+
+    Parameters
+    ----------
+    rule : str
+        Rule name, e.g. ``"price_above"``, ``"return_zscore"``, ``"cpu_high"``.
+    severity : {"info", "warning", "critical"}
+    subject : str
+        The symbol or resource the alert is about (``"600519.SH"``, ``"cpu"``, ``"gpu0"``).
+    message : str
+        One human-readable line.
+    value : float
+        The observed value.
+    threshold : float
+        The threshold the value crossed.
+    time : datetime
+        When the condition was observed (market time in replays); naive means UTC.
+    """
+
+    rule: str
+    severity: Severity
+    subject: str
+    message: str
+    value: float
+    threshold: float
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise MonitoringError(
+                f"alert {self.rule!r} for {self.subject!r}: severity {self.severity!r} is not "
+                f"one of {', '.join(SEVERITIES)}"
+            )
+        object.__setattr__(self, "time", _utc(self.time))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The cooldown key: ``(rule, subject)``."""
+        return (self.rule, self.subject)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (ISO-8601 time, NaN values as ``None``)."""
+
+        def num(x: float) -> float | None:
+            x = float(x)
+            return x if math.isfinite(x) else None
+
+        return {
+            "rule": self.rule, "severity": self.severity, "subject": self.subject,
+            "message": self.message, "value": num(self.value),
+            "threshold": num(self.threshold), "time": self.time.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Alert:
+        """Inverse of :meth:`to_dict`."""
+        nan = float("nan")
+        return cls(d["rule"], d["severity"], d["subject"], d["message"],
+                   nan if d["value"] is None else d["value"],
+                   nan if d["threshold"] is None else d["threshold"],
+                   datetime.fromisoformat(d["time"]))
+
+
+class AlertHandler(Protocol):
+    """Anything with a ``name`` and a ``handle(alert)`` method."""
+
+    name: str
+
+    def handle(self, alert: Alert) -> None: ...
+
+
+class LogHandler:
+    """Log each alert (``critical`` at ERROR, ``warning`` at WARNING, ``info`` at INFO)."""
+
+    _LEVELS: ClassVar[dict[str, int]] = {
+        "info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
+
+    def __init__(self, logger: logging.Logger | None = None, name: str = "log") -> None:
+        self.logger = logger or logging.getLogger("qilin.alerts")
+        self.name = name
+
+    def handle(self, alert: Alert) -> None:
+        self.logger.log(self._LEVELS[alert.severity], "[%s] %s %s: %s", alert.severity,
+                        alert.rule, alert.subject, alert.message)
+
+
+class CallbackHandler:
+    """Call a Python function with each alert."""
+
+    def __init__(self, fn: Callable[[Alert], Any], name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or f"callback:{getattr(fn, '__name__', type(fn).__name__)}"
+
+    def handle(self, alert: Alert) -> None:
+        self.fn(alert)
+
+
+class JsonlFileHandler:
+    """Append each alert as one JSON line to a file (one ``write`` per line, flushed;
+    ``fsync=True`` also forces each line to disk)."""
+
+    def __init__(self, path: str | Path, name: str | None = None, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.name = name or f"jsonl:{self.path.name}"
+        self.fsync = fsync
+        self._lock = threading.Lock()
+
+    def handle(self, alert: Alert) -> None:
+        line = json.dumps(alert.to_dict(), ensure_ascii=False) + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            if self.fsync:
+                os.fsync(fh.fileno())
+
+
+class WebhookHandler:
+    """HTTP POST the alert as JSON to a URL, retrying a bounded number of times.
+
+    Parameters
+    ----------
+    url : str
+    retries : int
+        Extra attempts after the first (so at most ``retries + 1`` requests).
+    timeout_s : float
+        Per-request socket timeout.
+    backoff_s : float
+        Sleep before retry ``k`` is ``backoff_s * 2**(k-1)``.
+    headers : dict, optional
+        Extra request headers.
+    """
+
+    def __init__(self, url: str, retries: int = 3, timeout_s: float = 2.0,
+                 backoff_s: float = 0.05, headers: dict[str, str] | None = None,
+                 name: str | None = None) -> None:
+        if retries < 0:
+            raise MonitoringError(f"WebhookHandler: retries must be >= 0, got {retries}")
+        if not url.startswith(("http://", "https://")):
+            raise MonitoringError(f"WebhookHandler: url must be http(s)://..., got {url!r}")
+        self.url = url
+        self.retries = retries
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.name = name or f"webhook:{url}"
+        self.attempts = 0
+
+    def handle(self, alert: Alert) -> None:
+        body = json.dumps(alert.to_dict()).encode()
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            self.attempts += 1
+            req = urllib.request.Request(self.url, data=body, headers=self.headers,
+                                         method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    resp.read()
+                return
+            except (urllib.error.URLError, OSError) as exc:  # HTTPError is a URLError
+                last = exc
+                log.debug("webhook %s attempt %d failed: %s", self.url, attempt + 1, exc)
+        raise MonitoringError(
+            f"webhook {self.url}: {self.retries + 1} attempts failed, last error: {last}"
+        )
+
+
+class _TokenBucket:
+    """At most ``rate`` events per second on average, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self.tokens = float(burst)
+        self.last = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class AlertManager:
+    """Route alerts to handlers with cooldown, rate limiting and handler isolation.
+
+    Parameters
+    ----------
+    handlers : iterable of AlertHandler
+    cooldown_s : float
+        Silence period per ``(rule, subject)``, measured on the alerts' ``time``.
+    max_per_second : float, optional
+        Global rate limit on the wall clock (token bucket); ``None`` for none.
+    burst : int
+        Bucket size for the rate limit.
+    handler_timeout_s : float
+        How long :meth:`fire` waits for the handlers; a handler still running is logged as
+        timed out and left to finish on its own thread.
+    metrics : QilinMetrics, optional
+        Counts alerts, suppressions and handler failures in Prometheus metrics.
+    clock : callable
+        Wall clock for the rate limit (``time.monotonic``).
+    """
+
+    def __init__(
+        self,
+        handlers: Iterable[AlertHandler] = (),
+        cooldown_s: float = 300.0,
+        max_per_second: float | None = None,
+        burst: int = 100,
+        handler_timeout_s: float = 5.0,
+        metrics: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if cooldown_s < 0:
+            raise MonitoringError(f"AlertManager: cooldown_s must be >= 0, got {cooldown_s}")
+        if max_per_second is not None and max_per_second <= 0:
+            raise MonitoringError(
+                f"AlertManager: max_per_second must be > 0 or None, got {max_per_second}")
+        self.cooldown_s = float(cooldown_s)
+        self.handler_timeout_s = float(handler_timeout_s)
+        self.metrics = metrics
+        self._bucket = (_TokenBucket(max_per_second, burst, clock)
+                        if max_per_second is not None else None)
+        self._last_fired: dict[tuple[str, str], datetime] = {}
+        self._handlers: dict[str, AlertHandler] = {}
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self.stats: dict[str, int] = {
+            "received": 0, "dispatched": 0, "suppressed_cooldown": 0, "rate_limited": 0,
+            "handler_errors": 0, "handler_timeouts": 0,
+        }
+        self.handler_failures: dict[str, int] = {}
+        for h in handlers:
+            self.add_handler(h)
+
+    # ------------------------------------------------------------ handlers
+    @property
+    def handlers(self) -> list[AlertHandler]:
+        return list(self._handlers.values())
+
+    def add_handler(self, handler: AlertHandler) -> None:
+        """Add a handler; its ``name`` must be unique within this manager."""
+        name = getattr(handler, "name", None)
+        if not name or not callable(getattr(handler, "handle", None)):
+            raise MonitoringError(
+                f"alert handler {handler!r} needs a 'name' and a 'handle(alert)' method")
+        with self._lock:
+            if name in self._handlers:
+                raise MonitoringError(f"an alert handler named {name!r} is already registered")
+            self._handlers[name] = handler
+            self._executors[name] = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"qilin-alert-{name[:20]}")
+
+    def remove_handler(self, name: str) -> None:
+        """Remove a handler by name."""
+        with self._lock:
+            if name not in self._handlers:
+                raise MonitoringError(f"no alert handler named {name!r}; have "
+                                      f"{sorted(self._handlers)}")
+            del self._handlers[name]
+            self._executors.pop(name).shutdown(wait=False, cancel_futures=True)
+
+    # --------------------------------------------------------------- firing
+    def _admit(self, alert: Alert) -> bool:
+        with self._lock:
+            self.stats["received"] += 1
+            last = self._last_fired.get(alert.key)
+            if last is not None and (alert.time - last).total_seconds() < self.cooldown_s:
+                self.stats["suppressed_cooldown"] += 1
+                self._count_suppressed("cooldown")
+                return False
+            if self._bucket is not None and not self._bucket.take():
+                self.stats["rate_limited"] += 1
+                self._count_suppressed("rate_limit")
+                return False
+            self._last_fired[alert.key] = alert.time
+            self.stats["dispatched"] += 1
+        return True
+
+    def _count_suppressed(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.alerts_suppressed.labels(reason=reason).inc()
+
+    def _failed(self, name: str, kind: str, exc: BaseException | None, alert: Alert) -> None:
+        with self._lock:
+            self.stats["handler_timeouts" if kind == "timeout" else "handler_errors"] += 1
+            self.handler_failures[name] = self.handler_failures.get(name, 0) + 1
+        if self.metrics is not None:
+            self.metrics.alert_handler_failures.labels(handler=name, kind=kind).inc()
+        if kind == "timeout":
+            log.error("alert handler %r timed out after %.3gs on %s/%s", name,
+                      self.handler_timeout_s, alert.rule, alert.subject)
+        else:
+            log.error("alert handler %r failed on %s/%s: %s", name, alert.rule, alert.subject,
+                      exc)
+
+    def fire(self, alert: Alert) -> bool:
+        """Send one alert to every handler unless cooled down or rate limited.
+
+        Returns
+        -------
+        bool
+            True when the alert was dispatched to the handlers.
+        """
+        if self._closed:
+            raise MonitoringError(f"AlertManager is closed; cannot fire {alert.rule}/"
+                                  f"{alert.subject}")
+        if not self._admit(alert):
+            return False
+        if self.metrics is not None:
+            self.metrics.alerts.labels(rule=alert.rule, severity=alert.severity).inc()
+            self.metrics.observe_alert_subject(alert)
+        with self._lock:
+            targets = [(n, h, self._executors[n]) for n, h in self._handlers.items()]
+        futures: dict[Future[None], str] = {ex.submit(h.handle, alert): n for n, h, ex in targets}
+        done, pending = wait_futures(futures, timeout=self.handler_timeout_s)
+        for fut in done:
+            exc = fut.exception()
+            if exc is not None:
+                self._failed(futures[fut], "error", exc, alert)
+        for fut in pending:
+            self._failed(futures[fut], "timeout", None, alert)
+        return True
+
+    def fire_many(self, alerts: Iterable[Alert]) -> int:
+        """Fire each alert in order; returns how many were dispatched."""
+        return sum(self.fire(a) for a in alerts)
+
+    def reset_cooldowns(self) -> None:
+        """Forget when each key last fired."""
+        with self._lock:
+            self._last_fired.clear()
+
+    def close(self) -> None:
+        """Stop the handler threads (running handlers finish on their own)."""
+        with self._lock:
+            for ex in self._executors.values():
+                ex.shutdown(wait=False, cancel_futures=True)
+            self._closed = True
+
+    def __enter__(self) -> AlertManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
