@@ -10,7 +10,6 @@ import textwrap
 import urllib.request
 from pathlib import Path
 
-import cloudpickle
 import numpy as np
 import pytest
 
@@ -26,9 +25,6 @@ from qilin.cluster import (
 )
 from qilin.config import ClusterConfig, TLSConfig, load_config
 from qilin.errors import ClusterError
-
-# Worker processes cannot import this test module by name: ship its functions by value.
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".venv" / "bin" / "python"
