@@ -1,0 +1,435 @@
+"""CuPy kernels behind :mod:`qilin.factors.ops` and :mod:`qilin.factors.indicators`.
+
+CuPy is imported lazily, inside the functions, so this module imports on machines without a
+GPU. The time-series kernels run one CUDA thread per column over a *compressed* copy of the
+panel: the finite observations of each column are moved to the top of that column (with
+array operations), the thread loops over them exactly like the numba core in
+:mod:`qilin.factors.kernels_cpu` (same names, same statements), and the results are scattered
+back to the rows they came from.
+
+Examples
+--------
+>>> from qilin.factors import kernels_gpu
+>>> "ts1_kernel" in kernels_gpu.CUDA_SOURCE
+True
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from qilin.factors import kernels_cpu as kc
+
+_THREADS = 128
+
+_CODES = "\n".join(
+    f"#define {name} {getattr(kc, name)}"
+    for name in dir(kc)
+    if name.startswith(("TS_", "IND_")) and isinstance(getattr(kc, name), int)
+)
+
+CUDA_SOURCE = (
+    _CODES
+    + r"""
+#define QNAN __longlong_as_double(0x7ff8000000000000ULL)
+#define TA_EPSILON 1e-8
+#define TA_IS_ZERO(v) (((-TA_EPSILON) < (v)) && ((v) < TA_EPSILON))
+// column-strided access: element t of this thread's column
+#define AT(a, t) a[(long long)(t) * s]
+
+extern "C" {
+
+__device__ double window_mean(const double* x, long long s, long long start, long long stop) {
+    double acc = 0.0;
+    for (long long i = start; i < stop; i++) acc += AT(x, i);
+    return acc / (double)(stop - start);
+}
+
+__device__ long long bisect_left(const double* buf, long long s, long long m, double v) {
+    long long lo = 0, hi = m;
+    while (lo < hi) {
+        long long mid = (lo + hi) / 2;
+        if (AT(buf, mid) < v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+__device__ long long bisect_right(const double* buf, long long s, long long m, double v) {
+    long long lo = 0, hi = m;
+    while (lo < hi) {
+        long long mid = (lo + hi) / 2;
+        if (AT(buf, mid) <= v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+__device__ void sum_core(const double* x, double* res, long long n, long long s, int w,
+                         bool as_mean) {
+    double acc = 0.0;
+    for (long long t = w - 1; t < n; t++) {
+        if ((t - w + 1) % w == 0) {
+            acc = 0.0;
+            for (long long i = t - w + 1; i < t + 1; i++) acc += AT(x, i);
+        } else {
+            acc += AT(x, t) - AT(x, t - w);
+        }
+        AT(res, t) = as_mean ? acc / w : acc;
+    }
+}
+
+__device__ double moment_stat(double s1, double s2, double s3, double s4, int w, int op,
+                              double ddof, bool constant) {
+    double n = (double)w;
+    if (op == TS_VAR || op == TS_STD) {
+        if (n - ddof <= 0) return QNAN;
+        double ss = s2 - s1 * s1 / n;
+        if (constant || ss < 0.0) ss = 0.0;
+        double v = ss / (n - ddof);
+        return op == TS_STD ? sqrt(v) : v;
+    }
+    double a = s1 / n;
+    double b = s2 / n - a * a;
+    if (constant || b <= 1e-14) return QNAN;
+    double c = s3 / n - a * a * a - 3.0 * a * b;
+    if (op == TS_SKEW) {
+        if (w < 3) return QNAN;
+        double r = sqrt(b);
+        return (sqrt(n * (n - 1.0)) * c) / ((n - 2.0) * r * r * r);
+    }
+    if (w < 4) return QNAN;
+    double d = s4 / n - a * a * a * a - 6.0 * b * a * a - 4.0 * c * a;
+    double k = (n * n - 1.0) * d / (b * b) - 3.0 * ((n - 1.0) * (n - 1.0));
+    return k / ((n - 2.0) * (n - 3.0));
+}
+
+__device__ void moments_core(const double* x, double* res, long long n, long long s, int w,
+                             int op, double ddof) {
+    double c = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0;
+    long long run = 0;
+    for (long long t = 0; t < n; t++) {
+        if (t > 0 && AT(x, t) == AT(x, t - 1)) run += 1; else run = 1;
+        if (t < w - 1) continue;
+        if ((t - w + 1) % w == 0) {
+            c = window_mean(x, s, t - w + 1, t + 1);
+            s1 = 0.0; s2 = 0.0; s3 = 0.0; s4 = 0.0;
+            for (long long i = t - w + 1; i < t + 1; i++) {
+                double d = AT(x, i) - c;
+                double d2 = d * d;
+                s1 += d; s2 += d2; s3 += d2 * d; s4 += d2 * d2;
+            }
+        } else {
+            double d = AT(x, t) - c;
+            double e = AT(x, t - w) - c;
+            double d2 = d * d;
+            double e2 = e * e;
+            s1 += d - e; s2 += d2 - e2; s3 += d2 * d - e2 * e; s4 += d2 * d2 - e2 * e2;
+        }
+        AT(res, t) = moment_stat(s1, s2, s3, s4, w, op, ddof, run >= w);
+    }
+}
+
+__device__ void minmax_core(const double* x, double* res, long long n, long long s, int w,
+                            int op, long long* dq) {
+    bool want_max = op == TS_MAX || op == TS_ARGMAX;
+    long long head = 0, tail = 0;
+    for (long long t = 0; t < n; t++) {
+        double v = AT(x, t);
+        if (want_max) {
+            while (tail > head && AT(x, AT(dq, tail - 1)) < v) tail -= 1;
+        } else {
+            while (tail > head && AT(x, AT(dq, tail - 1)) > v) tail -= 1;
+        }
+        AT(dq, tail) = t;
+        tail += 1;
+        if (AT(dq, head) <= t - w) head += 1;
+        if (t >= w - 1) {
+            if (op == TS_MAX || op == TS_MIN) AT(res, t) = AT(x, AT(dq, head));
+            else AT(res, t) = (double)(AT(dq, head) - (t - w + 1) + 1);
+        }
+    }
+}
+
+__device__ void order_core(const double* x, double* res, long long n, long long s, int w,
+                           int op, double q, double* buf) {
+    long long m = 0;
+    for (long long t = 0; t < n; t++) {
+        if (t >= w) {
+            double old = AT(x, t - w);
+            long long k = bisect_left(buf, s, m, old);
+            for (long long i = k; i < m - 1; i++) AT(buf, i) = AT(buf, i + 1);
+            m -= 1;
+        }
+        double v = AT(x, t);
+        long long k = bisect_right(buf, s, m, v);
+        for (long long i = m; i > k; i--) AT(buf, i) = AT(buf, i - 1);
+        AT(buf, k) = v;
+        m += 1;
+        if (t < w - 1) continue;
+        if (op == TS_RANK) {
+            long long left = bisect_left(buf, s, m, v);
+            long long right = bisect_right(buf, s, m, v);
+            AT(res, t) = (left + right + 1.0) / (2.0 * w);
+        } else {
+            double pos = q * (w - 1);
+            long long lo = (long long)pos;
+            if (lo >= w - 1) AT(res, t) = AT(buf, w - 1);
+            else if (pos == (double)lo) AT(res, t) = AT(buf, lo);
+            else AT(res, t) = AT(buf, lo) + (AT(buf, lo + 1) - AT(buf, lo)) * (pos - lo);
+        }
+    }
+}
+
+__device__ void linear_core(const double* x, double* res, long long n, long long s, int w,
+                            int op) {
+    double xbar = (w + 1.0) / 2.0;
+    double sxx = w * ((double)w * w - 1.0) / 12.0;
+    double den = w * (w + 1.0) / 2.0;
+    double c = 0.0, sy = 0.0, siy = 0.0, syy = 0.0;
+    long long run = 0;
+    for (long long t = 0; t < n; t++) {
+        if (t > 0 && AT(x, t) == AT(x, t - 1)) run += 1; else run = 1;
+        if (t < w - 1) continue;
+        if ((t - w + 1) % w == 0) {
+            c = window_mean(x, s, t - w + 1, t + 1);
+            sy = 0.0; siy = 0.0; syy = 0.0;
+            for (long long i = t - w + 1; i < t + 1; i++) {
+                double d = AT(x, i) - c;
+                sy += d;
+                siy += (double)(i - t + w) * d;
+                syy += d * d;
+            }
+        } else {
+            double d = AT(x, t) - c;
+            double e = AT(x, t - w) - c;
+            siy += w * d - sy;
+            sy += d - e;
+            syy += d * d - e * e;
+        }
+        if (op == TS_WMA) {
+            AT(res, t) = c + siy / den;
+            continue;
+        }
+        if (sxx <= 0.0) continue;
+        double sxy = siy - xbar * sy;
+        double slope = sxy / sxx;
+        if (op == TS_SLOPE) {
+            AT(res, t) = slope;
+        } else if (op == TS_RESI) {
+            AT(res, t) = (AT(x, t) - c) - (sy / w + slope * (w - xbar));
+        } else {
+            double vyy = syy - sy * sy / w;
+            if (run < w && vyy > 0.0) AT(res, t) = sxy * sxy / (sxx * vyy);
+        }
+    }
+}
+
+__device__ void ema_core(const double* x, double* res, long long n, long long s, int span,
+                         long long start) {
+    if (start >= n || start < span - 1) return;
+    double k = 2.0 / (span + 1.0);
+    double e = window_mean(x, s, start - span + 1, start + 1);
+    AT(res, start) = e;
+    for (long long t = start + 1; t < n; t++) {
+        e = (AT(x, t) - e) * k + e;
+        AT(res, t) = e;
+    }
+}
+
+__device__ void shift_core(const double* x, double* res, long long n, long long s, int d,
+                           int op) {
+    for (long long t = d; t < n; t++) {
+        double prev = AT(x, t - d);
+        if (op == TS_DELAY) AT(res, t) = prev;
+        else if (op == TS_DELTA) AT(res, t) = AT(x, t) - prev;
+        else if (prev != 0.0) AT(res, t) = AT(x, t) / prev - 1.0;
+    }
+}
+
+__device__ void count_core(const double* x, double* res, long long n, long long s, int w) {
+    long long cnt = 0;
+    for (long long t = 0; t < n; t++) {
+        if (AT(x, t) != 0.0) cnt += 1;
+        if (t >= w && AT(x, t - w) != 0.0) cnt -= 1;
+        if (t >= w - 1) AT(res, t) = (double)cnt;
+    }
+}
+
+__global__ void ts1_kernel(const double* comp, const long long* nvalid, double* res,
+                           long long* ibuf, double* fbuf, long long N, int op, int w,
+                           double p) {
+    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    long long s = N;
+    const double* x = comp + j;
+    double* r = res + j;
+    long long n = nvalid[j];
+    if (op == TS_SUM || op == TS_MEAN) sum_core(x, r, n, s, w, op == TS_MEAN);
+    else if (op <= TS_KURT) moments_core(x, r, n, s, w, op, p);
+    else if (op <= TS_ARGMIN) minmax_core(x, r, n, s, w, op, ibuf + j);
+    else if (op <= TS_QUANTILE) order_core(x, r, n, s, w, op, p, fbuf + j);
+    else if (op <= TS_WMA) linear_core(x, r, n, s, w, op);
+    else if (op == TS_EMA) ema_core(x, r, n, s, w, w - 1);
+    else if (op <= TS_PCT_CHANGE) shift_core(x, r, n, s, w, op);
+    else count_core(x, r, n, s, w);
+}
+
+__global__ void ts2_kernel(const double* xc, const double* yc, const long long* nvalid,
+                           double* res, long long N, int op, int w) {
+    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    long long s = N;
+    const double* x = xc + j;
+    const double* y = yc + j;
+    double* r = res + j;
+    long long n = nvalid[j];
+    double cx = 0.0, cy = 0.0, sx = 0.0, sy = 0.0, sxx = 0.0, syy = 0.0, sxy = 0.0;
+    long long run_x = 0, run_y = 0;
+    for (long long t = 0; t < n; t++) {
+        if (t > 0 && AT(x, t) == AT(x, t - 1)) run_x += 1; else run_x = 1;
+        if (t > 0 && AT(y, t) == AT(y, t - 1)) run_y += 1; else run_y = 1;
+        if (t < w - 1) continue;
+        if ((t - w + 1) % w == 0) {
+            cx = window_mean(x, s, t - w + 1, t + 1);
+            cy = window_mean(y, s, t - w + 1, t + 1);
+            sx = 0.0; sy = 0.0; sxx = 0.0; syy = 0.0; sxy = 0.0;
+            for (long long i = t - w + 1; i < t + 1; i++) {
+                double dx = AT(x, i) - cx;
+                double dy = AT(y, i) - cy;
+                sx += dx; sy += dy; sxx += dx * dx; syy += dy * dy; sxy += dx * dy;
+            }
+        } else {
+            double dx = AT(x, t) - cx;
+            double dy = AT(y, t) - cy;
+            double ex = AT(x, t - w) - cx;
+            double ey = AT(y, t - w) - cy;
+            sx += dx - ex; sy += dy - ey;
+            sxx += dx * dx - ex * ex; syy += dy * dy - ey * ey; sxy += dx * dy - ex * ey;
+        }
+        if (w < 2) continue;
+        double cov = sxy - sx * sy / w;
+        if (op == TS_COV) {
+            AT(r, t) = cov / (w - 1.0);
+            continue;
+        }
+        double vx = sxx - sx * sx / w;
+        double vy = syy - sy * sy / w;
+        if (run_x >= w || run_y >= w || vx <= 0.0 || vy <= 0.0) continue;
+        AT(r, t) = cov / sqrt(vx * vy);
+    }
+}
+
+// cs_rank: one thread per element, binary search in its sorted row (finite values first).
+__global__ void cs_rank_kernel(const double* x, const double* srt, const long long* nrow,
+                               double* out, long long R, long long N) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= R * N) return;
+    long long i = k / N;
+    long long m = nrow[i];
+    double v = x[k];
+    if (m < 2 || !isfinite(v)) { out[k] = QNAN; return; }
+    const double* row = srt + i * N;
+    long long s = 1;
+    long long left = bisect_left(row, s, m, v);
+    long long right = bisect_right(row, s, m, v);
+    out[k] = (left + right + 1.0) / (2.0 * m);
+}
+
+"""
+    + "\n}  // extern \"C\"\n"
+)
+
+
+@functools.cache
+def _module() -> Any:
+    import cupy as cp  # type: ignore[import-not-found]
+
+    return cp.RawModule(code=CUDA_SOURCE, options=("-std=c++14",))
+
+
+def _kernel(name: str) -> Any:
+    return _module().get_function(name)
+
+
+def compress(*arrays: Any) -> tuple[list[Any], Any, Any]:
+    """Move each column's rows where all ``arrays`` are finite to the top of the column.
+
+    Returns the compressed copies (NaN below each column's count), the per-column counts
+    and ``(rows, cols, pos)``: where each kept entry came from and where it went.
+    """
+    import cupy as cp
+
+    valid = cp.isfinite(arrays[0])
+    for a in arrays[1:]:
+        valid &= cp.isfinite(a)
+    pos = cp.cumsum(valid, axis=0, dtype=cp.int64) - 1
+    rows, cols = cp.nonzero(valid)
+    prow = pos[rows, cols]
+    comps = []
+    for a in arrays:
+        c = cp.full(a.shape, cp.nan, dtype=cp.float64)
+        c[prow, cols] = a[rows, cols]
+        comps.append(c)
+    nvalid = valid.sum(axis=0, dtype=cp.int64)
+    return comps, nvalid, (rows, cols, prow)
+
+
+def scatter(res: Any, where: tuple[Any, Any, Any]) -> Any:
+    """Inverse of :func:`compress` for one result array."""
+    import cupy as cp
+
+    rows, cols, prow = where
+    out = cp.full(res.shape, cp.nan, dtype=cp.float64)
+    out[rows, cols] = res[prow, cols]
+    return out
+
+
+def _grid(n: int) -> tuple[tuple[int], tuple[int]]:
+    return ((n + _THREADS - 1) // _THREADS,), (_THREADS,)
+
+
+def ts1_gpu(x: Any, op: int, w: int, p: float) -> Any:
+    """GPU twin of :func:`qilin.factors.kernels_cpu.ts1_nb`."""
+    import cupy as cp
+
+    n_rows, n_cols = x.shape
+    (comp,), nvalid, where = compress(x)
+    res = cp.full((n_rows, n_cols), cp.nan, dtype=cp.float64)
+    need_i = kc.TS_MAX <= op <= kc.TS_ARGMIN
+    need_f = kc.TS_RANK <= op <= kc.TS_QUANTILE
+    ibuf = cp.empty((n_rows + 1, n_cols) if need_i else (1, 1), dtype=cp.int64)
+    fbuf = cp.empty((w + 1, n_cols) if need_f else (1, 1), dtype=cp.float64)
+    _kernel("ts1_kernel")(
+        *_grid(n_cols),
+        (comp, nvalid, res, ibuf, fbuf, cp.int64(n_cols), cp.int32(op), cp.int32(w),
+         cp.float64(p)),
+    )
+    return scatter(res, where)
+
+
+def ts2_gpu(x: Any, y: Any, op: int, w: int) -> Any:
+    """GPU twin of :func:`qilin.factors.kernels_cpu.ts2_nb`."""
+    import cupy as cp
+
+    n_rows, n_cols = x.shape
+    (xc, yc), nvalid, where = compress(x, y)
+    res = cp.full((n_rows, n_cols), cp.nan, dtype=cp.float64)
+    _kernel("ts2_kernel")(
+        *_grid(n_cols), (xc, yc, nvalid, res, cp.int64(n_cols), cp.int32(op), cp.int32(w))
+    )
+    return scatter(res, where)
+
+
+def cs_rank_gpu(x: Any) -> Any:
+    """GPU twin of :func:`qilin.factors.kernels_cpu.cs_rank_nb`."""
+    import cupy as cp
+
+    n_rows, n_cols = x.shape
+    valid = cp.isfinite(x)
+    srt = cp.ascontiguousarray(cp.sort(cp.where(valid, x, cp.inf), axis=1))
+    nrow = valid.sum(axis=1, dtype=cp.int64)
+    out = cp.empty((n_rows, n_cols), dtype=cp.float64)
+    _kernel("cs_rank_kernel")(
+        *_grid(n_rows * n_cols), (x, srt, nrow, out, cp.int64(n_rows), cp.int64(n_cols))
+    )
+    return out
