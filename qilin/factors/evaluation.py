@@ -68,6 +68,7 @@ __all__ = [
     "quantize_factor",
     "rank_rows",
     "summary_table",
+    "write_json_atomic",
 ]
 
 
@@ -663,8 +664,7 @@ class FactorEvaluation:
     def to_json(self, path: str | os.PathLike[str], series: bool = True) -> Path:
         """Write :meth:`to_dict` as JSON atomically (temp file + ``os.replace``)."""
         path = Path(path)
-        _atomic_write_text(path, json.dumps(self.to_dict(series=series), indent=2,
-                                            allow_nan=False))
+        write_json_atomic(path, self.to_dict(series=series))
         return path
 
     def plot(self, out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -674,7 +674,18 @@ class FactorEvaluation:
         return plot_evaluation(self, out_dir)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as strict JSON (no NaN) via a temp file in the same folder + os.replace.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     json.loads(write_json_atomic(Path(d) / "a.json", {"x": 1.5}).read_text())
+    {'x': 1.5}
+    """
+    path = Path(path)
+    text = json.dumps(obj, indent=2, allow_nan=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -684,6 +695,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 # ------------------------------------------------------------------ evaluation
