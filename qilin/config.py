@@ -4,17 +4,23 @@ Precedence, lowest first: the defaults in ``configs/default.yaml``, the cluster 
 ``configs/cluster/<mode>.yaml``, the market profile ``configs/markets/<market>.yaml``,
 ``QILIN_*`` environment variables (``QILIN_CLUSTER__N_WORKERS=4`` sets ``cluster.n_workers``;
 ``__`` separates levels), then keyword overrides given as dotted keys. Unknown keys and
-wrong types raise :class:`~qilin.errors.ConfigError` naming the exact key path.
+wrong types raise :class:`~qilin.errors.ConfigError` naming the exact key path and the file,
+variable or override it came from.
 
 Examples
 --------
 >>> cfg = load_config(cluster="threads", market="us", overrides={"cluster.n_workers": 2})
 >>> cfg.cluster.mode, cfg.cluster.n_workers, cfg.market.periods_per_year
 ('threads', 2, 252)
->>> load_config(overrides={"cluster.n_wrokers": 2})
+>>> load_config(overrides={"cluster.n_wrokers": 2})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-qilin.errors.ConfigError: unknown config key 'cluster.n_wrokers' (known keys under 'cluster': address, dashboard_address, memory_limit, mode, n_workers, scheduler_file, threads_per_worker, timeout_s, tls)
+qilin.errors.ConfigError: overrides: unknown config key 'cluster.n_wrokers' (known keys ...)
+>>> load_config(env={"QILIN_CLUSTER__N_WORKERS": "four"})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+qilin.errors.ConfigError: environment variable QILIN_CLUSTER__N_WORKERS='four': config key \
+'cluster.n_workers' expects int | None
 """
 
 from __future__ import annotations
@@ -66,11 +72,13 @@ class ClusterConfig:
     mode: Literal["auto", "local", "threads", "cuda", "remote"] = "auto"
     n_workers: int | None = None
     threads_per_worker: int | None = None
-    memory_limit: str = "auto"
+    memory_limit: str | int = "auto"
     address: str = ""
     scheduler_file: str = ""
     dashboard_address: str = "127.0.0.1:0"
     timeout_s: float = 10.0
+    check_versions: bool = True
+    strict_versions: bool = False
     tls: TLSConfig = field(default_factory=TLSConfig)
 
 
@@ -183,14 +191,39 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
+class _EnvText(str):
+    """The raw text of a ``QILIN_*`` variable; parsed by the type of the key it sets."""
+
+    variable: str
+
+
+_NULL_TEXTS = ("", "null", "none", "~")
+_BOOL_TEXTS = {"true": True, "1": True, "yes": True, "on": True,
+               "false": False, "0": False, "no": False, "off": False}
+
+
+def _is_config_variable(rest: str) -> bool:
+    """``QILIN_X__Y`` and ``QILIN_<top-level key>`` configure; other ``QILIN_*`` do not."""
+    top_level = {f.name for f in dataclasses.fields(QilinConfig)}
+    return "__" in rest or rest.lower() in top_level
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, _EnvText]]:
+    """Map dotted key -> (variable name, raw text) for every configuring variable."""
+    found: dict[str, tuple[str, _EnvText]] = {}
     for key, raw in env.items():
-        if not key.startswith("QILIN_") or key in (CONFIG_DIR_ENV, "QILIN_BACKEND_FALLBACK"):
+        if not key.startswith("QILIN_"):
             continue
-        dotted = key[len("QILIN_"):].lower().replace("__", ".")
-        _set_path(tree, dotted, yaml.safe_load(raw) if raw != "" else "")
-    return tree
+        rest = key[len("QILIN_"):]
+        if not _is_config_variable(rest):
+            continue
+        dotted = ".".join(part.lower() for part in rest.split("__"))
+        if any(part == "" for part in dotted.split(".")):
+            raise ConfigError(f"environment variable {key}: empty key segment in {dotted!r}")
+        text = _EnvText(raw)
+        text.variable = key
+        found[dotted] = (key, text)
+    return found
 
 
 def _type_name(tp: Any) -> str:
@@ -199,24 +232,79 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
+def _coerce_env(text: _EnvText, tp: Any, path: str) -> Any:
+    """Parse an environment variable's text as the type of the key it sets."""
+
+    def fail() -> ConfigError:
+        return ConfigError(
+            f"environment variable {text.variable}={str(text)!r}: config key {path!r} "
+            f"expects {_type_name(tp)}"
+        )
+
+    origin = typing.get_origin(tp)
+    raw = str(text)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and raw.strip().lower() in _NULL_TEXTS:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce_env(text, arg, path)
+            except ConfigError:
+                pass
+        raise fail()
+    if tp is str:
+        return raw
+    if origin is Literal:
+        if raw not in typing.get_args(tp):
+            raise fail()
+        return raw
+    if tp is bool:
+        if raw.strip().lower() not in _BOOL_TEXTS:
+            raise fail()
+        return _BOOL_TEXTS[raw.strip().lower()]
+    if tp is int or tp is float:
+        try:
+            return tp(raw.strip())
+        except ValueError:
+            raise fail() from None
+    try:
+        parsed = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise fail() from None
+    try:
+        return _coerce(parsed, tp, path)
+    except ConfigError as exc:
+        raise ConfigError(f"environment variable {text.variable}={raw!r}: {exc}") from None
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
+    if isinstance(value, _EnvText):
+        return _coerce_env(value, tp, path)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"config key {path!r}: expected {_type_name(tp)}, got {value!r}")
+            except ConfigError:
+                pass
+        raise ConfigError(
+            f"config key {path!r}: expected {_type_name(tp)}, got {type(value).__name__} "
+            f"{value!r}"
+        )
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"config key {path!r}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(
+                f"config key {path!r}: expected {_type_name(tp)}, got {type(value).__name__} "
+                f"{value!r}"
+            )
         return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
@@ -284,35 +372,81 @@ def load_config(
         Unknown keys, wrong types, missing profile files, invalid YAML.
     """
     root = config_dir()
-    tree = _read_yaml(Path(path) if path else root / "default.yaml")
-    env_tree = _env_overrides(os.environ if env is None else env)
+    base_path = Path(path) if path else root / "default.yaml"
+    tree = _read_yaml(base_path)
+    _check_layer(tree, str(base_path))
+    env_vars = _env_overrides(os.environ if env is None else env)
+    for dotted, (variable, text) in env_vars.items():
+        single: dict[str, Any] = {}
+        _set_path(single, dotted, text)
+        _check_layer(single, f"environment variable {variable}")
     over_tree: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         _set_path(over_tree, key, value)
+    _check_layer(over_tree, "overrides")
+    env_flat = {dotted: text for dotted, (_, text) in env_vars.items()}
 
-    def pick(section: str, key: str, explicit: str | None) -> str | None:
-        for source in (over_tree, env_tree):
-            val = source.get(section, {}).get(key) if isinstance(source.get(section), dict) else None
-            if val is not None:
-                return str(val)
-        return explicit or tree.get(section, {}).get(key)
+    def select(section: str, key: str, explicit: str | None) -> str | None:
+        """Profile name: overrides, then the explicit argument, then env, then defaults."""
+        dotted = f"{section}.{key}"
+        node = over_tree.get(section)
+        if isinstance(node, dict) and node.get(key) is not None:
+            return str(node[key])
+        if explicit:
+            return explicit
+        if env_flat.get(dotted) not in (None, ""):
+            return str(env_flat[dotted])
+        node = tree.get(section)
+        return str(node[key]) if isinstance(node, dict) and node.get(key) else None
 
-    cluster_name = pick("cluster", "mode", cluster)
-    if cluster_name and cluster_name != "auto":
-        profile = root / "cluster" / f"{cluster_name}.yaml"
-        if not profile.exists():
-            known = sorted(p.stem for p in (root / "cluster").glob("*.yaml"))
-            raise ConfigError(f"unknown cluster profile {cluster_name!r} (known: {', '.join(known)})")
-        tree = _deep_merge(tree, {"cluster": _read_yaml(profile)})
-    market_name = pick("market", "name", market)
+    cluster_name = select("cluster", "mode", cluster)
+    market_name = select("market", "name", market)
+    # The selectors have done their job; the profiles below set mode and name themselves.
+    for dotted in ("cluster.mode", "market.name"):
+        env_flat.pop(dotted, None)
+        section, key = dotted.split(".")
+        if isinstance(over_tree.get(section), dict):
+            over_tree[section].pop(key, None)
+    if cluster_name:
+        tree = _merge_profile(tree, root / "cluster", "cluster", "mode", cluster_name)
     if market_name:
-        profile = root / "markets" / f"{market_name}.yaml"
-        if not profile.exists():
-            known = sorted(p.stem for p in (root / "markets").glob("*.yaml"))
-            raise ConfigError(f"unknown market profile {market_name!r} (known: {', '.join(known)})")
-        tree = _deep_merge(tree, {"market": _read_yaml(profile)})
+        tree = _merge_profile(tree, root / "markets", "market", "name", market_name)
+    env_tree: dict[str, Any] = {}
+    for dotted, text in env_flat.items():
+        _set_path(env_tree, dotted, text)
     tree = _deep_merge(_deep_merge(tree, env_tree), over_tree)
     return _build(QilinConfig, tree, "")
+
+
+def _check_layer(layer: dict[str, Any], source: str) -> None:
+    """Validate one layer on its own so that an error names the file or variable at fault."""
+    try:
+        _build(QilinConfig, layer, "")
+    except ConfigError as exc:
+        message = str(exc)
+        if message.startswith(source):
+            raise
+        raise ConfigError(f"{source}: {message}") from None
+
+
+def _merge_profile(
+    tree: dict[str, Any], folder: Path, section: str, key: str, name: str
+) -> dict[str, Any]:
+    """Merge ``folder/<name>.yaml`` into ``tree[section]``; ``auto`` has no file."""
+    if section == "cluster" and name == "auto":
+        return _deep_merge(tree, {section: {key: "auto"}})
+    profile_path = folder / f"{name}.yaml"
+    if not profile_path.exists():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(
+            f"unknown {section} profile {name!r}: no file {profile_path} "
+            f"(known: {', '.join(known)})"
+        )
+    profile = _read_yaml(profile_path)
+    profile.setdefault(key, name)
+    layer = {section: profile}
+    _check_layer(layer, str(profile_path))
+    return _deep_merge(tree, layer)
 
 
 def load_market(name: str) -> MarketConfig:
