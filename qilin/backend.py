@@ -236,7 +236,7 @@ class DeviceKernel:
         self.gpu = gpu
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        arrays = [a for a in args if hasattr(a, "shape")]
+        arrays = [a for a in (*args, *kwargs.values()) if hasattr(a, "shape")]
         if arrays and array_module(*arrays) is not np:
             if self.gpu is None:
                 raise BackendError(f"kernel {self.name!r} has no GPU implementation")
