@@ -86,6 +86,15 @@ class QilinSchedulerPlugin(SchedulerPlugin):
                                  "Metric snapshots received from clients.",
                                  registry=self.registry)
 
+    @classmethod
+    def metric_names(cls) -> set[str]:
+        """Sample names the plugin itself exports (published snapshots add qilin's)."""
+        from qilin.monitoring.prometheus import exported_metric_names
+
+        probe = cls()
+        probe._setup()
+        return exported_metric_names(probe.registry)
+
     async def start(self, scheduler: Any) -> None:
         self._setup()
         self.scheduler = scheduler
