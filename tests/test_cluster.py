@@ -255,3 +255,38 @@ def test_cuda_cluster_one_worker_per_gpu(gpu):
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("process clusters are tested on Linux")
+
+
+def test_process_cluster_inside_a_papermill_notebook(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    papermill = pytest.importorskip("papermill")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python",
+                                 "display_name": "Python 3"}
+    params = nbformat.v4.new_code_cell("n = 3")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell(textwrap.dedent("""
+            from qilin.cluster import ClusterManager
+
+            def cube(x):
+                return x ** 3
+
+            cm = ClusterManager("local", n_workers=1, threads_per_worker=1, timeout=60)
+            client = cm.start()
+            total = sum(client.gather(client.map(cube, range(n))))
+            mode = cm.describe()["mode"]
+            cm.close()
+            print("TOTAL", total, mode)
+        """)),
+    ]
+    src, out = tmp_path / "cluster.ipynb", tmp_path / "cluster.out.ipynb"
+    nbformat.write(nb, src)
+    papermill.execute_notebook(str(src), str(out), parameters={"n": 4}, kernel_name="python3",
+                               cwd=str(tmp_path), progress_bar=False, execution_timeout=120)
+    executed = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []))
+    assert "TOTAL 36 local" in text  # 0 + 1 + 8 + 27 with the injected n = 4
+    assert "dashboard: http://127.0.0.1:" in text
