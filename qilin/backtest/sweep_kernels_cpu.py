@@ -30,6 +30,8 @@ import numpy as np
 
 #: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
 COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_days")
+#: Quantity tolerance of the engine (``qilin.backtest.signal.QTY_EPS``).
+QTY_EPS = 1e-9
 #: Column order of :func:`returns_metrics_nb` output.
 METRIC_NAMES = (
     "total_return", "annual_return", "annual_volatility", "sharpe_ratio",
@@ -182,65 +184,87 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
     cash = init_cash
     qty = 0.0
     desired = False
-    last_buy = -1
+    pending = False
     last_close = math.nan
     prev_equity = init_cash
-    entry_cost = 0.0
+    bought = 0.0
+    sold = 0.0
     n_trades = 0.0
     n_wins = 0.0
     n_closed = 0.0
     turnover = 0.0
     exposure = 0.0
     for t in range(T):
-        if qty > 0.0:
+        if qty != 0.0:
             qty *= ratio[t]
         s = t - lag
         if s >= 0:
             entry = b0[s] + m0 * k0[s] + a0 > b1[s] + m1 * k1[s] + a1
             exit_ = b2[s] + m2 * k2[s] + a2 > b3[s] + m3 * k3[s] + a3
-            if entry != exit_:
+            if entry != exit_ and entry != desired:
                 desired = entry
+                pending = True
         p = px[t]
-        if desired:
-            if qty == 0.0 and buy_ok[t]:
-                equity = cash
-                fill = p * (1.0 + slip)
-                q = math.floor(equity / (fill * (1.0 + commission_rate)) / lot) * lot
-                while q > 0.0:
-                    notional = q * fill
-                    if notional + max(commission_rate * notional, min_commission) <= cash:
-                        break
-                    q -= lot
-                if q > 0.0:
-                    notional = q * fill
-                    cost = notional + max(commission_rate * notional, min_commission)
-                    cash -= cost
-                    qty = q
-                    last_buy = t
-                    entry_cost = cost
-                    n_trades += 1.0
-                    turnover += notional / equity
-        elif qty > 0.0 and sell_ok[t] and not (t_plus_one and last_buy == t):
-            equity = cash + qty * p
-            fill = p * (1.0 - slip)
-            notional = qty * fill
-            proceeds = notional - max(commission_rate * notional, min_commission)
-            proceeds -= stamp_duty * notional
-            cash += proceeds
-            qty = 0.0
-            n_trades += 1.0
-            n_closed += 1.0
-            if proceeds > entry_cost:
-                n_wins += 1.0
-            turnover += notional / equity
+        if pending and p == p and p > 0.0:
+            eq = cash + qty * p
+            buy_px = p * (1.0 + slip)
+            tq = 0.0
+            if desired and eq > 0.0:
+                tq = math.floor(eq / (buy_px * (1.0 + commission_rate)) / lot) * lot
+            if tq > qty + QTY_EPS:
+                if buy_ok[t]:
+                    dq = math.floor((tq - qty) / lot + QTY_EPS) * lot
+                    if dq <= 0.0:
+                        pending = False
+                    else:
+                        while dq > 0.0:
+                            notional = dq * buy_px
+                            fee = max(commission_rate * notional, min_commission)
+                            if cash - notional - fee >= 0.0:
+                                break
+                            dq -= lot
+                        if dq > 0.0:
+                            notional = dq * buy_px
+                            fee = max(commission_rate * notional, min_commission)
+                            cash -= notional + fee
+                            qty += dq
+                            pending = False
+                            bought += notional + fee
+                            n_trades += 1.0
+                            turnover += notional / prev_equity
+            elif tq < qty - QTY_EPS:
+                if sell_ok[t]:
+                    dq = qty if tq <= 0.0 else math.floor((qty - tq) / lot + QTY_EPS) * lot
+                    if dq <= 0.0:
+                        pending = False
+                    else:
+                        notional = dq * (p * (1.0 - slip))
+                        fee = max(commission_rate * notional, min_commission) \
+                            + stamp_duty * notional
+                        cash += notional - fee
+                        qty -= dq
+                        if qty < QTY_EPS:
+                            qty = 0.0
+                        pending = False
+                        sold += notional - fee
+                        n_trades += 1.0
+                        turnover += notional / prev_equity
+                        if qty == 0.0:
+                            n_closed += 1.0
+                            if sold > bought:
+                                n_wins += 1.0
+                            sold = 0.0
+                            bought = 0.0
+            else:
+                pending = False
         if p == p:
             last_close = p
-        if qty > 0.0:
-            equity = cash + qty * last_close
-            exposure += 1.0
-        else:
-            equity = cash
-        port_row[t] += (equity / prev_equity - 1.0) * inv_cols
+        held = qty * last_close if qty != 0.0 else 0.0
+        equity = cash + held
+        if equity > 0.0:
+            exposure += held / equity
+        if t > 0:
+            port_row[t] += (equity / prev_equity - 1.0) * inv_cols
         prev_equity = equity
     counters_row[0] += n_trades
     counters_row[1] += n_wins
@@ -269,6 +293,9 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
         Bar exists and is not at the up (down) price limit.
     adj_ratio : float64 array (symbols, dates)
         Held quantity multiplier at the start of each day (corporate actions).
+    t_plus_one : bool
+        Accepted for the market profile's sake; with one order per bar and column, shares
+        bought on a day are never sold that day, so T+1 holds by construction.
     inv_cols : float
         ``1 / total symbols`` of the whole sweep (tiles add into the same rows).
     port : float64 array (combinations, dates)

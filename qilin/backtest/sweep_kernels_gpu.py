@@ -55,13 +55,13 @@ extern "C" __global__ void simulate_signals(
         A[s] = coef[(c * 4 + s) * 2 + 1];
     }
     double cash = init_cash, qty = 0.0, last_close = nan(""), prev_equity = init_cash;
-    double entry_cost = 0.0, n_trades = 0.0, n_wins = 0.0, n_closed = 0.0;
+    double bought = 0.0, sold = 0.0, n_trades = 0.0, n_wins = 0.0, n_closed = 0.0;
     double turnover = 0.0, exposure = 0.0;
-    bool desired = false;
-    int last_buy = -1;
+    const double eps = 1e-9;
+    bool desired = false, pending = false;
     for (int t = 0; t < T; ++t) {
         const long long o = (long long)t * N + jj;
-        if (qty > 0.0) qty *= adj_ratio[o];
+        if (qty != 0.0) qty *= adj_ratio[o];
         const int s = t - lag;
         if (s >= 0) {
             const long long os = (long long)s * N + jj;
@@ -74,52 +74,73 @@ extern "C" __global__ void simulate_signals(
             }
             const bool entry = v[0] > v[1];
             const bool ex = v[2] > v[3];
-            if (entry != ex) desired = entry;
+            if (entry != ex && entry != desired) {
+                desired = entry;
+                pending = true;
+            }
         }
         const double p = close[o];
-        double equity;
-        if (desired) {
-            if (qty == 0.0 && can_buy[o]) {
-                equity = cash;
-                const double fill = p * (1.0 + slip);
-                double q = floor(equity / (fill * (1.0 + cr)) / lot) * lot;
-                while (q > 0.0) {
-                    const double notional = q * fill;
-                    if (notional + fmax(cr * notional, min_comm) <= cash) break;
-                    q -= lot;
+        if (pending && p == p && p > 0.0) {
+            const double eq = cash + qty * p;
+            const double buy_px = p * (1.0 + slip);
+            double tq = 0.0;
+            if (desired && eq > 0.0) tq = floor(eq / (buy_px * (1.0 + cr)) / lot) * lot;
+            if (tq > qty + eps) {
+                if (can_buy[o]) {
+                    double dq = floor((tq - qty) / lot + eps) * lot;
+                    if (dq <= 0.0) {
+                        pending = false;
+                    } else {
+                        while (dq > 0.0) {
+                            const double notional = dq * buy_px;
+                            const double fee = fmax(cr * notional, min_comm);
+                            if (cash - notional - fee >= 0.0) break;
+                            dq -= lot;
+                        }
+                        if (dq > 0.0) {
+                            const double notional = dq * buy_px;
+                            const double fee = fmax(cr * notional, min_comm);
+                            cash -= notional + fee;
+                            qty += dq;
+                            pending = false;
+                            bought += notional + fee;
+                            n_trades += 1.0;
+                            turnover += notional / prev_equity;
+                        }
+                    }
                 }
-                if (q > 0.0) {
-                    const double notional = q * fill;
-                    const double cost = notional + fmax(cr * notional, min_comm);
-                    cash -= cost;
-                    qty = q;
-                    last_buy = t;
-                    entry_cost = cost;
-                    n_trades += 1.0;
-                    turnover += notional / equity;
+            } else if (tq < qty - eps) {
+                if (can_sell[o]) {
+                    const double dq = tq <= 0.0 ? qty : floor((qty - tq) / lot + eps) * lot;
+                    if (dq <= 0.0) {
+                        pending = false;
+                    } else {
+                        const double notional = dq * (p * (1.0 - slip));
+                        const double fee = fmax(cr * notional, min_comm) + stamp * notional;
+                        cash += notional - fee;
+                        qty -= dq;
+                        if (qty < eps) qty = 0.0;
+                        pending = false;
+                        sold += notional - fee;
+                        n_trades += 1.0;
+                        turnover += notional / prev_equity;
+                        if (qty == 0.0) {
+                            n_closed += 1.0;
+                            if (sold > bought) n_wins += 1.0;
+                            sold = 0.0;
+                            bought = 0.0;
+                        }
+                    }
                 }
+            } else {
+                pending = false;
             }
-        } else if (qty > 0.0 && can_sell[o] && !(t_plus_one && last_buy == t)) {
-            equity = cash + qty * p;
-            const double fill = p * (1.0 - slip);
-            const double notional = qty * fill;
-            double proceeds = notional - fmax(cr * notional, min_comm);
-            proceeds -= stamp * notional;
-            cash += proceeds;
-            qty = 0.0;
-            n_trades += 1.0;
-            n_closed += 1.0;
-            if (proceeds > entry_cost) n_wins += 1.0;
-            turnover += notional / equity;
         }
         if (p == p) last_close = p;
-        if (qty > 0.0) {
-            equity = cash + qty * last_close;
-            exposure += 1.0;
-        } else {
-            equity = cash;
-        }
-        double r = active ? (equity / prev_equity - 1.0) * inv_cols : 0.0;
+        const double held = qty != 0.0 ? qty * last_close : 0.0;
+        const double equity = cash + held;
+        if (equity > 0.0) exposure += held / equity;
+        double r = (active && t > 0) ? (equity / prev_equity - 1.0) * inv_cols : 0.0;
         prev_equity = equity;
         for (int off = 16; off > 0; off >>= 1) r += __shfl_down_sync(0xffffffffu, r, off);
         if ((threadIdx.x & 31) == 0 && r != 0.0) atomicAdd(&port[(long long)c * T + t], r);

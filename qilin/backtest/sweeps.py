@@ -14,9 +14,12 @@ return is the mean of the sub-accounts' daily returns (a symbol not yet listed o
 contributes 0). Metrics (empyrical definitions, as :mod:`qilin.backtest.metrics`):
 ``total_return annual_return annual_volatility sharpe_ratio sortino_ratio max_drawdown
 calmar_ratio`` of that return series, plus ``n_trades`` (orders filled, all symbols),
-``win_rate`` (round trips whose net sale proceeds beat their total buy cost), ``turnover``
-(mean over symbols and days of traded notional / equity before the trade) and ``exposure``
-(share of symbol-days holding shares).
+``win_rate`` (share of round trips, flat to flat, whose net sale proceeds beat their total
+buy cost: unlike ``BacktestResult.metrics`` it counts trades, not days), ``turnover`` (mean
+over symbols and days of traded notional / previous day's equity) and ``exposure`` (mean
+over symbols and days of position value / equity), the last two as in
+``BacktestResult.metrics``. Per-symbol returns follow the engine exactly (first day 0), so a
+combination's daily returns equal ``run_signals(...).returns.mean(axis=1)``.
 
 Work is tiled: combinations in parameter tiles (one Dask task each with ``client``), symbols
 in blocks sized so the indicator stack of a tile fits ``memory_budget``.
@@ -50,6 +53,7 @@ import pandas as pd
 from qilin.backend import BackendName, get_backend, to_host
 from qilin.backtest import sweep_kernels_cpu as kcpu
 from qilin.backtest.rules import MarketRules, limit_hits
+from qilin.backtest.signal import adj_ratio
 from qilin.backtest.strategies import (
     MomentumTopK,
     StrategyTemplate,
@@ -239,20 +243,13 @@ def prepare_market(panel: Panel, market: str | MarketConfig = "cn") -> SweepMark
     """
     mc = _resolve_market(market)
     rules = MarketRules.from_market(mc)
-    close = to_host(panel["close"]).astype(np.float64)
-    valid = np.isfinite(close)
+    tradable = to_host(panel.valid) & ~to_host(panel.suspended)
+    close = np.where(tradable, to_host(panel["close"]).astype(np.float64), np.nan)
+    valid = np.isfinite(close) & (close > 0)
     up_hit, down_hit = limit_hits(panel, rules)
     can_buy = valid & ~up_hit
     can_sell = valid & ~down_hit
-    ratio = np.ones_like(close)
-    if "adj_factor" in panel:
-        af = to_host(panel["adj_factor"]).astype(np.float64)
-        af = np.where(valid & np.isfinite(af) & (af > 0), af, np.nan)
-        prev = np.full_like(af, np.nan)
-        prev[1:] = pd.DataFrame(af).ffill().to_numpy()[:-1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = af / prev
-        ratio = np.where(np.isfinite(r), r, 1.0)
+    ratio = adj_ratio(panel)
     return SweepMarket(
         panel.dates, panel.symbols,
         np.ascontiguousarray(close.T), np.ascontiguousarray(can_buy.T),

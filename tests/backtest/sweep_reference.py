@@ -38,15 +38,22 @@ def reference_limits(panel: Panel, market: MarketConfig) -> tuple[np.ndarray, np
 
 def reference_column(close, entries, exits, up, down, adj, market: MarketConfig, lag: int = 0,
                      init_cash: float = 1e6) -> dict:
-    """One symbol, bar by bar: daily returns and trade counts."""
+    """One symbol, bar by bar: daily returns and trade counts.
+
+    A change of the desired state (entry -> long, exit -> flat) makes an order pending; a
+    pending order targets ``floor(E / (buy fill * (1 + rate)) / lot) * lot`` shares (0 when
+    flat) and trades the difference when the bar allows it.
+    """
     T = len(close)
     lot = market.lot_size
     cr, mc = market.commission_rate, market.min_commission
     slip = market.slippage_bps / 1e4
-    cash, qty, desired = init_cash, 0.0, False
-    last_buy, last_close, last_af = -1, math.nan, math.nan
+    eps = 1e-9
+    cash, qty, desired, pending = init_cash, 0.0, 0.0, False
+    last_close, last_af = math.nan, math.nan
     prev_eq = init_cash
-    rets, n_trades, wins, closed, entry_cost = [], 0, 0, 0, 0.0
+    rets, n_trades, wins, closed = [], 0, 0, 0
+    bought = sold = 0.0
     for t in range(T):
         p = close[t]
         valid = not math.isnan(p)
@@ -56,34 +63,44 @@ def reference_column(close, entries, exits, up, down, adj, market: MarketConfig,
             last_af = adj[t]
         if t - lag >= 0:
             e, x = bool(entries[t - lag]), bool(exits[t - lag])
-            if e and not x:
-                desired = True
-            elif x and not e:
-                desired = False
-        if valid and desired and qty == 0 and p < up[t] - 1e-9:
-            fill = p * (1 + slip)
-            q = math.floor(cash / (fill * (1 + cr)) / lot) * lot
-            while q > 0 and q * fill + max(cr * q * fill, mc) > cash:
-                q -= lot
-            if q > 0:
-                cost = q * fill + max(cr * q * fill, mc)
-                cash -= cost
-                qty, last_buy, entry_cost = q, t, cost
+            want = 1.0 if e and not x else 0.0 if x and not e else None
+            if want is not None and want != desired:
+                desired, pending = want, True
+        if pending and valid:
+            eq = cash + qty * p
+            buy_px = p * (1 + slip)
+            tq = math.floor(eq / (buy_px * (1 + cr)) / lot) * lot if desired else 0.0
+            if tq > qty + eps and p < up[t] - 1e-9:
+                dq = math.floor((tq - qty) / lot + eps) * lot
+                while dq > 0 and cash - dq * buy_px - max(cr * dq * buy_px, mc) < 0:
+                    dq -= lot
+                if dq > 0:
+                    fee = max(cr * dq * buy_px, mc)
+                    cash -= dq * buy_px + fee
+                    bought += dq * buy_px + fee
+                    qty += dq
+                    pending = False
+                    n_trades += 1
+            elif tq < qty - eps and p > down[t] + 1e-9:
+                dq = qty if tq <= 0 else math.floor((qty - tq) / lot + eps) * lot
+                notional = dq * p * (1 - slip)
+                fee = max(cr * notional, mc) + market.stamp_duty_rate * notional
+                cash += notional - fee
+                sold += notional - fee
+                qty -= dq
+                qty = 0.0 if qty < eps else qty
+                pending = False
                 n_trades += 1
-        elif (valid and not desired and qty > 0 and p > down[t] + 1e-9
-              and not (market.t_plus_one and last_buy == t)):
-            fill = p * (1 - slip)
-            notional = qty * fill
-            proceeds = notional - max(cr * notional, mc) - market.stamp_duty_rate * notional
-            cash += proceeds
-            qty = 0.0
-            n_trades += 1
-            closed += 1
-            wins += proceeds > entry_cost
+                if qty == 0.0:
+                    closed += 1
+                    wins += sold > bought
+                    bought = sold = 0.0
+            elif abs(tq - qty) <= eps:
+                pending = False
         if valid:
             last_close = p
         eq = cash + qty * last_close if qty > 0 else cash
-        rets.append(eq / prev_eq - 1)
+        rets.append(eq / prev_eq - 1 if t > 0 else 0.0)
         prev_eq = eq
     return {"returns": np.array(rets), "n_trades": n_trades, "wins": wins, "closed": closed}
 

@@ -215,3 +215,27 @@ def test_sweep_errors():
         run_sweep(panel, "ma_cross", "fast=50 slow=10", backend="cpu")
     with pytest.raises(BacktestError, match="lag"):
         run_sweep(panel, "ma_cross", "fast=5 slow=10", backend="cpu", lag=-1)
+
+
+@pytest.mark.parametrize("strategy, params, market, lag", [
+    ("ma_cross", {"fast": 2, "slow": 5, "ma": "sma"}, "cn", 0),
+    ("rsi", {"window": 3, "lower": 40.0, "upper": 55.0}, "cn", 1),
+    ("bollinger", {"window": 5, "k": 1.0, "mode": "breakout"}, "us", 2),
+])
+def test_sweep_reproduces_engine_run_signals(strategy, params, market, lag):
+    from qilin.backtest import metrics as M
+    from qilin.backtest.engine import run_signals
+
+    panel = synthetic_market(12, 300, seed=11)
+    entries, exits = get_strategy(strategy).signals(panel, **params)
+    res = run_signals(panel, entries=entries, exits=exits, market=market, lag=lag)
+    got = combination_returns(panel, strategy, params, market=market, lag=lag)
+    np.testing.assert_allclose(got.to_numpy(), res.returns.mean(axis=1), rtol=0, atol=1e-14)
+    row = run_sweep(panel, strategy, ParameterGrid({k: [v] for k, v in params.items()}),
+                    market=market, backend="cpu", lag=lag).table.iloc[0]
+    assert row["n_trades"] == (res.trades["status"] == "filled").sum()
+    assert row["turnover"] == pytest.approx(res.turnover.mean(), rel=1e-10)
+    assert row["exposure"] == pytest.approx(res.exposure.mean(), rel=1e-10)
+    expected = M.summary(res.returns.mean(axis=1), periods_per_year=res.periods_per_year)
+    for name in kcpu.METRIC_NAMES:
+        assert row[name] == pytest.approx(expected.loc[0, name], rel=1e-9, nan_ok=True), name
