@@ -290,3 +290,15 @@ def test_process_cluster_inside_a_papermill_notebook(tmp_path):
                    for o in c.get("outputs", []))
     assert "TOTAL 36 local" in text  # 0 + 1 + 8 + 27 with the injected n = 4
     assert "dashboard: http://127.0.0.1:" in text
+
+
+def test_dropped_manager_closes_its_cluster():
+    import gc
+
+    cm = ClusterManager("threads", n_workers=1, dashboard_address=None, verbose=False)
+    client = cm.start()
+    cluster = cm._cluster
+    del cm
+    gc.collect()
+    assert client.status == "closed"
+    assert cluster.status.name == "closed"
