@@ -387,8 +387,11 @@ def factor_rank_autocorrelation(factor: Any, mask: Any, period: int = 1) -> np.n
     >>> factor_rank_autocorrelation(f, np.isfinite(f)).round(3).tolist()
     [nan, 0.5, 1.0]
     """
-    xp = array_module(factor)
-    ranks = rank_rows(_masked(factor, mask))
+    return _rank_autocorrelation(rank_rows(_masked(factor, mask)), period)
+
+
+def _rank_autocorrelation(ranks: Any, period: int) -> np.ndarray:
+    xp = array_module(ranks)
     out = xp.full(ranks.shape[0], xp.nan)
     if period < ranks.shape[0]:
         now, before = ranks[period:], ranks[:-period]
@@ -768,8 +771,12 @@ def evaluate_factor(
     masks = {h: base & xp.isfinite(fwd[h]) for h in {*hs, 1}}
     dates = panel.dates
 
-    ic = {h: to_host(information_coefficient(f, fwd[h], "pearson", masks[h])) for h in hs}
-    ric = {h: to_host(information_coefficient(f, fwd[h], "spearman", masks[h])) for h in hs}
+    base_ranks = rank_rows(_masked(f, base))  # every horizon's mask is `base` under "all"
+    ic, ric = {}, {}
+    for h in hs:
+        ic[h] = to_host(information_coefficient(f, fwd[h], "pearson", masks[h]))
+        f_ranks = base_ranks if dropna == "all" else rank_rows(_masked(f, masks[h]))
+        ric[h] = to_host(_pearson_rows(f_ranks, rank_rows(_masked(fwd[h], masks[h])), masks[h]))
     ic_df = pd.DataFrame(ic, index=dates).rename_axis(index="date", columns="horizon")
     ric_df = pd.DataFrame(ric, index=dates).rename_axis(index="date", columns="horizon")
     rows = {}
@@ -812,7 +819,7 @@ def evaluate_factor(
         {(h, k): quantile_turnover(labels, k, h) for h in hs for k in range(1, q + 1)},
         index=dates)
     turnover.columns = pd.MultiIndex.from_tuples(turnover.columns, names=["horizon", "quantile"])
-    autocorr = pd.DataFrame({h: factor_rank_autocorrelation(f, base, h) for h in hs},
+    autocorr = pd.DataFrame({h: _rank_autocorrelation(base_ranks, h) for h in hs},
                             index=dates).rename_axis(index="date", columns="horizon")
     group_ic = None
     if groups is not None:
