@@ -100,11 +100,11 @@ def _system(args: argparse.Namespace) -> int:
         handlers.append(JsonlFileHandler(args.alerts, name="jsonl"))
     manager = AlertManager(handlers, cooldown_s=cfg.alert_cooldown_s, metrics=metrics)
     monitor = SystemMonitor(cfg, alerts=manager, metrics=metrics)
+    snap = monitor.sample()
     server = _serve(metrics, args.metrics_host, args.metrics_port)
     deadline = math.inf if args.duration is None else time.monotonic() + args.duration
     samples = 0
     try:
-        snap = monitor.sample()
         print(snap.gpu_note or f"GPUs: {', '.join(g.name for g in snap.gpus)}", flush=True)
         while True:
             monitor.check(snap)

@@ -18,8 +18,10 @@ def _pandas_reference(close: np.ndarray, volume: np.ndarray, c: AnomalyConfig) -
     px = pd.DataFrame(close)
     vol = pd.DataFrame(volume)
     ret = px / px.shift(1) - 1
-    rm, rs = ret.rolling(c.return_window).mean().shift(1), ret.rolling(c.return_window).std().shift(1)
-    pm, ps = px.rolling(c.price_window).mean().shift(1), px.rolling(c.price_window).std().shift(1)
+    rm = ret.rolling(c.return_window).mean().shift(1)
+    rs = ret.rolling(c.return_window).std().shift(1)
+    pm = px.rolling(c.price_window).mean().shift(1)
+    ps = px.rolling(c.price_window).std().shift(1)
     return {
         "return_zscore": ((ret - rm) / rs).to_numpy(),
         "price_zscore": ((px - pm) / ps).to_numpy(),
@@ -136,7 +138,7 @@ def test_tick_mode_skips_missing_symbols():
 def test_config_and_input_errors():
     with pytest.raises(MonitoringError, match="return_window must be an integer >= 2"):
         AnomalyConfig(return_window=1)
-    with pytest.raises(MonitoringError, match="vol_short .* shorter"):
+    with pytest.raises(MonitoringError, match=r"vol_short .* shorter"):
         AnomalyConfig(vol_short=10, vol_long=10)
     with pytest.raises(MonitoringError, match="unknown anomaly settings"):
         AnomalyConfig.from_dict({"zscore": 3})
