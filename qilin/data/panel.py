@@ -302,7 +302,9 @@ class Panel:
         if "name" in df.columns:
             from qilin.data.boards import is_st_name
 
-            st[r, c] = df["name"].map(is_st_name).to_numpy(dtype=bool)
+            codes, uniques = pd.factorize(df["name"])  # classify each distinct name once
+            flags = np.array([is_st_name(u) for u in uniques] + [False], dtype=bool)
+            st[r, c] = flags[codes]
         last = df.sort_values("date").groupby(df["symbol"].astype(str)).last()
         for col in ("name", "industry"):
             if col in df.columns:
