@@ -691,7 +691,8 @@ def _cn_checks(col: _Collector, work: pd.DataFrame, usable: np.ndarray,
     pct = np.where((boards == "chinext") & (work["date"] < CHINEXT_REFORM_DATE).to_numpy(),
                    0.1, pct)
     if "name" in work.columns:
-        st = work["name"].map(is_st_name).to_numpy(dtype=bool)
+        codes, uniques = pd.factorize(work["name"])  # classify each distinct name once
+        st = np.array([is_st_name(u) for u in uniques] + [False], dtype=bool)[codes]
         pct = np.where(st & (boards == "main"), 0.05, pct)
     up, down = limit_prices(pre, pct)
     seq = work.groupby(sym).cumcount().to_numpy()
