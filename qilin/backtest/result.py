@@ -42,6 +42,7 @@ REASONS = {
     REJECT_CASH: "insufficient_cash",
     REJECT_T_PLUS_ONE: "t_plus_one",
 }
+_REASON_TABLE = np.array([REASONS.get(i, "") for i in range(max(REASONS) + 1)], dtype=object)
 TRADE_COLUMNS = ("date", "symbol", "side", "quantity", "price", "cost", "status", "reason")
 
 
@@ -72,7 +73,7 @@ def gather_trades(dates: pd.DatetimeIndex, symbols: pd.Index, side: np.ndarray,
         "price": price[rows, cols],
         "cost": cost[rows, cols],
         "status": np.where(st == STATUS_FILLED, "filled", "rejected").astype(object),
-        "reason": np.array([REASONS[int(s)] for s in st], dtype=object),
+        "reason": _REASON_TABLE[st],
     })
 
 

@@ -325,13 +325,15 @@ extern "C" __global__ void simulate_signals_cuda(
 
 
 def _simulate_cpu(inputs: dict[str, np.ndarray], params: tuple) -> dict[str, np.ndarray]:
+    # column-major arrays: each column's history is contiguous for the per-column loop
     T, N = inputs["target"].shape
-    out = {name: np.zeros((T, N)) for name in ("equity", "qty", "value", "cost", "traded",
-                                               "rec_qty", "rec_price", "rec_cost")}
-    out["rec_side"] = np.zeros((T, N), np.int8)
-    out["rec_status"] = np.zeros((T, N), np.int8)
-    simulate_signals_nb(inputs["target"], inputs["exec_price"], inputs["close"],
-                        inputs["adj_ratio"], inputs["up"], inputs["down"], *params,
+    out = {name: np.zeros((T, N), order="F") for name in (
+        "equity", "qty", "value", "cost", "traded", "rec_qty", "rec_price", "rec_cost")}
+    out["rec_side"] = np.zeros((T, N), np.int8, order="F")
+    out["rec_status"] = np.zeros((T, N), np.int8, order="F")
+    f = {k: np.asfortranarray(v, dtype=np.float64) for k, v in inputs.items()}
+    simulate_signals_nb(f["target"], f["exec_price"], f["close"],
+                        f["adj_ratio"], f["up"], f["down"], *params,
                         out["equity"], out["qty"], out["value"], out["cost"], out["traded"],
                         out["rec_side"], out["rec_status"], out["rec_qty"], out["rec_price"],
                         out["rec_cost"])
