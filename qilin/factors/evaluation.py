@@ -249,8 +249,8 @@ def _row_quantiles(sorted_x: Any, n: Any, probs: np.ndarray) -> Any:
         top = virtual >= n - 1
         prev = xp.where(top, last, below.astype(xp.int64))
         nxt = xp.where(top, last, prev + 1)
-        a = sorted_x[rows, xp.clip(prev, 0, None)]
-        b = sorted_x[rows, xp.clip(nxt, 0, None)]
+        a = sorted_x[rows, xp.maximum(prev, 0)]
+        b = sorted_x[rows, xp.maximum(nxt, 0)]
         gamma = virtual - below
         diff = b - a
         edges.append(xp.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma))
