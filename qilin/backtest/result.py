@@ -162,8 +162,49 @@ class BacktestResult:
             "turnover": self.turnover.reshape(-1), "cost": self.costs.reshape(-1),
             "exposure": self.exposure.reshape(-1)})
 
+    def round_trips(self) -> pd.DataFrame:
+        """Closed round trips per symbol from the filled trades.
+
+        A round trip opens with a buy while flat and closes with the sell that leaves the
+        position at 0. ``pnl`` = net sale proceeds (after commission and duty) minus the
+        total buy cost (notional plus commission); ``return`` = ``pnl`` over that buy cost.
+        Positions still open at the end are not included.
+        """
+        cols = ["symbol", "entry_date", "exit_date", "pnl", "return"]
+        t = self.trades[self.trades["status"] == "filled"] if len(self.trades) else self.trades
+        if not len(t):
+            return pd.DataFrame({c: [] for c in cols})
+        r = self.dates.get_indexer(t["date"])
+        c = self.symbols.get_indexer(t["symbol"])
+        after = self.positions[r, c]
+        flow = np.where(t["side"] == "buy", -1.0, 1.0) * t["quantity"].to_numpy() \
+            * t["price"].to_numpy() - t["cost"].to_numpy()
+        buys = t["side"].to_numpy() == "buy"
+        out: list[tuple[Any, ...]] = []
+        order = np.lexsort((r, c))
+        open_sym, start, pnl, spent = -1, None, 0.0, 0.0
+        for k in order:
+            if c[k] != open_sym:
+                open_sym, start, pnl, spent = c[k], None, 0.0, 0.0
+            if start is None:
+                if not buys[k]:
+                    continue
+                start, pnl, spent = r[k], 0.0, 0.0
+            pnl += flow[k]
+            if buys[k]:
+                spent -= flow[k]
+            elif after[k] == 0:
+                out.append((self.symbols[c[k]], self.dates[start], self.dates[r[k]], pnl,
+                            pnl / spent if spent > 0 else np.nan))
+                start = None
+        return pd.DataFrame(out, columns=cols)
+
     def metrics(self, benchmark: Any = None) -> pd.DataFrame:
         """Performance metrics per account (rows) — see :mod:`qilin.backtest.metrics`.
+
+        Return metrics come from the daily returns; ``win_rate``, ``profit_factor`` and
+        ``average_trade`` (mean P&L in cash) from the closed :meth:`round_trips`;
+        ``trade_count`` counts filled orders; ``turnover`` and ``exposure`` are daily means.
 
         Parameters
         ----------
@@ -179,4 +220,13 @@ class BacktestResult:
         out.index = self.accounts
         out["trade_count"] = [len(per_account_trades[a]) for a in self.accounts]
         out["costs_paid"] = self.costs.sum(axis=0)
+        trips = self.round_trips()
+        groups = ({a: trips[trips["symbol"] == a]["pnl"].to_numpy() for a in self.accounts}
+                  if len(self.accounts) == len(self.symbols)
+                  else {self.accounts[0]: trips["pnl"].to_numpy()})
+        out["round_trips"] = [len(groups[a]) for a in self.accounts]
+        out["win_rate"] = [M.win_rate(groups[a]) for a in self.accounts]
+        out["profit_factor"] = [M.profit_factor(groups[a]) for a in self.accounts]
+        out["average_trade"] = [M.average_trade(groups[a]) if len(groups[a]) else np.nan
+                                for a in self.accounts]
         return out

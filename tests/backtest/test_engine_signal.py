@@ -347,3 +347,33 @@ def test_gpu_matches_cpu(gpu, ashare):
     np.testing.assert_allclose(gpu_res.equity, cpu.equity, rtol=1e-12)
     np.testing.assert_array_equal(gpu_res.positions, cpu.positions)
     pd.testing.assert_frame_equal(gpu_res.trades, cpu.trades)
+
+
+def test_round_trips_hand_case_and_pnl_invariant(ashare):
+    p = tiny_panel([10.0, 10.5, 11.0, 11.0, 9.0, 10.0], symbols=["600000.SH"])
+    entries = np.array([[1], [0], [0], [1], [0], [0]], bool)
+    exits = np.array([[0], [0], [1], [0], [1], [0]], bool)
+    res = run_signals(p, entries=entries, exits=exits, market="cn", init_cash=10_000.0)
+    trips = res.round_trips()
+    assert len(trips) == 2
+    buy_px, sell_px = 10.0 * 1.0005, 11.0 * 0.9995
+    cost_in = 900 * buy_px + 5.0
+    cost_out = 900 * sell_px - 5.0 - 0.0005 * 900 * sell_px
+    assert trips["pnl"].iloc[0] == pytest.approx(cost_out - cost_in)
+    assert trips["return"].iloc[0] == pytest.approx((cost_out - cost_in) / cost_in)
+    assert trips["pnl"].iloc[1] < 0
+    m = res.metrics()
+    assert m.loc["600000.SH", "round_trips"] == 2
+    assert m.loc["600000.SH", "win_rate"] == 0.5
+    assert m.loc["600000.SH", "trade_count"] == 4
+    assert m.loc["600000.SH", "profit_factor"] == pytest.approx(
+        trips["pnl"].iloc[0] / -trips["pnl"].iloc[1])
+    # on real data: for accounts flat at the end, the closed trips explain all the P&L
+    e, x = ma_signals(ashare)
+    real = run_signals(ashare, entries=e, exits=x, market="cn")
+    trips = real.round_trips().groupby("symbol")["pnl"].sum()
+    flat = real.positions[-1] == 0
+    for j in np.flatnonzero(flat):
+        sym = ashare.symbols[j]
+        assert trips.get(sym, 0.0) == pytest.approx(real.equity[-1, j] - 1e6, abs=1e-6)
+    assert flat.sum() >= 3
