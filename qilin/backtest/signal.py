@@ -343,7 +343,8 @@ def _simulate_cpu(inputs: dict[str, np.ndarray], params: tuple) -> dict[str, np.
 def _simulate_gpu(inputs: dict[str, np.ndarray], params: tuple, backend: Backend
                   ) -> dict[str, np.ndarray]:
     cp = backend.xp
-    kernel = cp.RawKernel(_CUDA_SOURCE, "simulate_signals_cuda")
+    # no fused multiply-add: the GPU must round exactly like the numba kernel (lot flooring)
+    kernel = cp.RawKernel(_CUDA_SOURCE, "simulate_signals_cuda", options=("--fmad=false",))
     T, N = inputs["target"].shape
     dev = {k: cp.ascontiguousarray(cp.asarray(v, dtype=cp.float64)) for k, v in inputs.items()}
     out = {name: cp.zeros((T, N), dtype=cp.float64) for name in (
