@@ -74,14 +74,17 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
         raise DataError(f"cannot read {what} file {path}: {exc}") from exc
 
 
-def load_bars_panel(path: str | Path) -> Any:
-    """Panel from a bars file: ``qilin.data.loader.load_panel`` when present, else pandas."""
+def load_bars_panel(path: str | Path, validate: str | None = "raise") -> Any:
+    """Panel (CPU) from a bars file: ``qilin.data.loader.load_panel`` when present, else pandas.
+
+    ``validate`` is the loader's validation policy (``raise``, ``drop``, ``repair`` or None).
+    """
     try:
         loader = importlib.import_module("qilin.data.loader")
     except ImportError:
         loader = None
     if loader is not None and hasattr(loader, "load_panel"):
-        return loader.load_panel(path)
+        return loader.load_panel(path, backend="cpu", validate=validate)
     from qilin.data.panel import Panel
 
     return Panel.from_long(_read_table(Path(path), "data"))
@@ -127,7 +130,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Body of ``qilin factors evaluate``; returns the exit code."""
     start = time.perf_counter()
     factors = load_factor_table(args.factors)
-    panel = load_bars_panel(args.data)
+    panel = load_bars_panel(args.data, None if args.validate == "none" else args.validate)
     if args.adjust:
         panel = panel.adjusted()
     evaluations = evaluate_factors(
@@ -142,6 +145,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "adjusted": bool(args.adjust),
         "groups": args.groups,
         "dropna": args.dropna,
+        "validate": args.validate,
         "panel": {"dates": panel.shape[0], "symbols": panel.shape[1],
                   "start": str(panel.dates[0].date()) if len(panel.dates) else None,
                   "end": str(panel.dates[-1].date()) if len(panel.dates) else None},
@@ -184,6 +188,8 @@ def add_evaluate_parser(factors_subparsers: Any) -> argparse.ArgumentParser:
                    help="array backend (default: the data's, i.e. cpu)")
     p.add_argument("--dropna", default="all", choices=["all", "each"],
                    help="'all' (alphalens): same names for every horizon; 'each': per horizon")
+    p.add_argument("--validate", default="raise", choices=["raise", "drop", "repair", "none"],
+                   help="validation policy for the bars (default raise)")
     p.add_argument("--no-series", action="store_true",
                    help="leave the per-date series out of the report (tables only)")
     p.set_defaults(func=run_evaluate)

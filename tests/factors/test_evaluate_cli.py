@@ -142,3 +142,28 @@ def test_csv_inputs(files, tmp_path):
                                  "--quantiles", "2", "--out", str(tmp_path / "r.json")])
     assert args.func(args) == 0
     assert json.loads((tmp_path / "r.json").read_text())["panel"]["symbols"] == 8
+
+
+def test_real_bars_with_a_bad_tick_need_a_validation_policy(sp500_path, tmp_path, capsys):
+    bars = pd.read_parquet(sp500_path, filters=[("date", ">=", pd.Timestamp("2016-01-01")),
+                                                ("date", "<", pd.Timestamp("2016-09-01"))])
+    symbols = [*sorted(bars["symbol"].unique())[::25][:20], "LNT"]  # LNT: bad tick 2016-05-19
+    bars = bars[bars["symbol"].isin(symbols)]
+    bars.to_parquet(tmp_path / "bars.parquet")
+    wide = bars.pivot(index="date", columns="symbol", values="close")
+    factor = (wide / wide.shift(20) - 1).stack().rename("mom20").rename_axis(["date", "symbol"])
+    factor.reset_index().to_parquet(tmp_path / "f.parquet")
+    argv = ["factors", "evaluate", "--factors", str(tmp_path / "f.parquet"), "--data",
+            str(tmp_path / "bars.parquet"), "--out", str(tmp_path / "r.json"), "--horizons",
+            "1,5"]
+    args = _parser().parse_args(argv)
+    from qilin.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="LNT 2016-05-19"):
+        args.func(args)
+    args = _parser().parse_args([*argv, "--validate", "drop"])
+    assert args.func(args) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["validate"] == "drop" and report["panel"]["symbols"] == len(set(symbols))
+    assert report["evaluations"]["mom20"]["summary"]["1"]["rank_ic_n"] > 100
+    assert "mom20" in capsys.readouterr().out
