@@ -74,8 +74,9 @@ IND_STOCH_D = 20
 IND_ADX = 21
 IND_VWAP = 22
 
-# TA-Lib's TA_IS_ZERO threshold.
+# TA-Lib's TA_IS_ZERO threshold, and MFI's relative dead zone for "no price move".
 TA_EPSILON = 1e-8
+MFI_DEAD_ZONE = 1e-14
 
 
 # ------------------------------------------------------------------------------------------
@@ -521,4 +522,384 @@ def cs_rank_nb(x):
                 left = _bisect_left_nb(srt, m, v)
                 right = _bisect_right_nb(srt, m, v)
                 out[i, j] = (left + right + 1.0) / (2.0 * m)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# indicators: TA-Lib's algorithms on the dense series of rows where all inputs are finite
+# ------------------------------------------------------------------------------------------
+@njit(cache=True)
+def _true_range_nb(high, low, prev_close):
+    r = high - low
+    a = abs(high - prev_close)
+    if a > r:
+        r = a
+    b = abs(low - prev_close)
+    if b > r:
+        r = b
+    return r
+
+
+@njit(cache=True)
+def _multi_ema_core_nb(x, res, tmp, p, depth):
+    # EMA, DEMA (depth 2) or TEMA (depth 3); each stage is an EMA of the previous stage's
+    # defined values, seeded with their first p-value SMA.
+    n = x.shape[0]
+    _ema_core_nb(x, tmp[0], p, p - 1)
+    for k in range(1, depth):
+        off = k * (p - 1)
+        if off >= n:
+            return
+        _ema_core_nb(tmp[k - 1][off:], tmp[k][off:], p, p - 1)
+    for t in range(depth * (p - 1), n):
+        if depth == 1:
+            res[t] = tmp[0][t]
+        elif depth == 2:
+            res[t] = 2.0 * tmp[0][t] - tmp[1][t]
+        else:
+            res[t] = 3.0 * tmp[0][t] - 3.0 * tmp[1][t] + tmp[2][t]
+
+
+@njit(cache=True)
+def _macd_core_nb(x, res, tmp, fast, slow, signal, which):
+    # TA-Lib alignment: both EMAs start at index slow-1 (the fast one seeded with the SMA of
+    # the `fast` values ending there); the signal EMA starts signal-1 values later.
+    if slow < fast:
+        fast, slow = slow, fast
+    n = x.shape[0]
+    _ema_core_nb(x, tmp[0], fast, slow - 1)
+    _ema_core_nb(x, tmp[1], slow, slow - 1)
+    for t in range(slow - 1, n):
+        tmp[2][t] = tmp[0][t] - tmp[1][t]
+    if slow - 1 >= n:
+        return
+    _ema_core_nb(tmp[2][slow - 1:], tmp[1][slow - 1:], signal, signal - 1)
+    for t in range(slow + signal - 2, n):
+        if which == IND_MACD:
+            res[t] = tmp[2][t]
+        elif which == IND_MACD_SIGNAL:
+            res[t] = tmp[1][t]
+        else:
+            res[t] = tmp[2][t] - tmp[1][t]
+
+
+@njit(cache=True)
+def _rsi_core_nb(x, res, p):
+    n = x.shape[0]
+    if n <= p:
+        return
+    gain = 0.0
+    loss = 0.0
+    for t in range(1, p + 1):
+        d = x[t] - x[t - 1]
+        if d < 0:
+            loss -= d
+        else:
+            gain += d
+    loss /= p
+    gain /= p
+    total = gain + loss
+    res[p] = 0.0 if -TA_EPSILON < total < TA_EPSILON else 100.0 * (gain / total)
+    for t in range(p + 1, n):
+        d = x[t] - x[t - 1]
+        loss *= p - 1
+        gain *= p - 1
+        if d < 0:
+            loss -= d
+        else:
+            gain += d
+        loss /= p
+        gain /= p
+        total = gain + loss
+        res[t] = 0.0 if -TA_EPSILON < total < TA_EPSILON else 100.0 * (gain / total)
+
+
+@njit(cache=True)
+def _bbands_core_nb(x, res, tmp, p, nbdev, which):
+    _sum_core_nb(x, tmp[0], p, True)
+    _moments_core_nb(x, tmp[1], p, TS_VAR, 0.0)
+    for t in range(p - 1, x.shape[0]):
+        var = tmp[1][t]
+        std = math.sqrt(var) if var >= TA_EPSILON else 0.0
+        if which == IND_BBANDS_UPPER:
+            res[t] = tmp[0][t] + nbdev * std
+        elif which == IND_BBANDS_MIDDLE:
+            res[t] = tmp[0][t]
+        else:
+            res[t] = tmp[0][t] - nbdev * std
+
+
+@njit(cache=True)
+def _atr_core_nb(high, low, close, res, p, normalised):
+    n = close.shape[0]
+    if n <= p:
+        return
+    atr = 0.0
+    for t in range(1, p + 1):
+        atr += _true_range_nb(high[t], low[t], close[t - 1])
+    atr /= p
+    for t in range(p, n):
+        if t > p:
+            atr *= p - 1
+            atr += _true_range_nb(high[t], low[t], close[t - 1])
+            atr /= p
+        if not normalised:
+            res[t] = atr
+        elif close[t] != 0.0:
+            res[t] = (atr / close[t]) * 100.0
+        else:
+            res[t] = 0.0
+
+
+@njit(cache=True)
+def _cci_core_nb(high, low, close, res, tmp, p):
+    n = close.shape[0]
+    for t in range(n):
+        tmp[0][t] = (high[t] + low[t] + close[t]) / 3.0
+    for t in range(p - 1, n):
+        avg = _window_mean_nb(tmp[0], t - p + 1, t + 1)
+        dev = 0.0
+        for i in range(t - p + 1, t + 1):
+            dev += abs(tmp[0][i] - avg)
+        diff = tmp[0][t] - avg
+        if diff != 0.0 and dev != 0.0:
+            res[t] = diff / (0.015 * (dev / p))
+        else:
+            res[t] = 0.0
+
+
+@njit(cache=True)
+def _window_extremes_nb(high, low, start, stop):
+    hh = high[start]
+    ll = low[start]
+    for i in range(start + 1, stop):
+        if high[i] > hh:
+            hh = high[i]
+        if low[i] < ll:
+            ll = low[i]
+    return hh, ll
+
+
+@njit(cache=True)
+def _willr_core_nb(high, low, close, res, p):
+    for t in range(p - 1, close.shape[0]):
+        hh, ll = _window_extremes_nb(high, low, t - p + 1, t + 1)
+        diff = (hh - ll) / (-100.0)
+        res[t] = (hh - close[t]) / diff if diff != 0.0 else 0.0
+
+
+@njit(cache=True)
+def _stoch_core_nb(high, low, close, res, tmp, fastk, slowk, slowd, which):
+    n = close.shape[0]
+    for t in range(fastk - 1, n):
+        hh, ll = _window_extremes_nb(high, low, t - fastk + 1, t + 1)
+        diff = (hh - ll) / 100.0
+        tmp[0][t] = (close[t] - ll) / diff if diff != 0.0 else 0.0
+    k_start = fastk + slowk - 2
+    for t in range(k_start, n):
+        tmp[1][t] = _window_mean_nb(tmp[0], t - slowk + 1, t + 1)
+    first = k_start + slowd - 1
+    for t in range(first, n):
+        if which == IND_STOCH_K:
+            res[t] = tmp[1][t]
+        else:
+            res[t] = _window_mean_nb(tmp[1], t - slowd + 1, t + 1)
+
+
+@njit(cache=True)
+def _mfi_core_nb(high, low, close, volume, res, tmp, p):
+    # tmp[0]: positive money flow of each bar, tmp[1]: negative money flow. As TA-Lib 0.6:
+    # a typical-price move within 1e-14 of the prices' scale counts as no move.
+    n = close.shape[0]
+    prev = (high[0] + low[0] + close[0]) / 3.0 if n > 0 else 0.0
+    for t in range(1, n):
+        tp = (high[t] + low[t] + close[t]) / 3.0
+        d = tp - prev
+        flat = abs(d) <= MFI_DEAD_ZONE * (abs(tp) + abs(prev))
+        prev = tp
+        mf = 0.0 if flat else tp * volume[t]
+        tmp[0][t] = 0.0 if d < 0.0 else mf
+        tmp[1][t] = mf if d < 0.0 else 0.0
+    for t in range(p, n):
+        pos = 0.0
+        neg = 0.0
+        for i in range(t - p + 1, t + 1):
+            pos += tmp[0][i]
+            neg += tmp[1][i]
+        total = pos + neg
+        if total <= 0.0:
+            res[t] = 0.0
+        else:
+            res[t] = 100.0 * (min(max(pos, 0.0), total) / total)
+
+
+@njit(cache=True)
+def _obv_core_nb(close, volume, res):
+    n = close.shape[0]
+    if n == 0:
+        return
+    obv = volume[0]
+    res[0] = obv
+    for t in range(1, n):
+        if close[t] > close[t - 1]:
+            obv += volume[t]
+        elif close[t] < close[t - 1]:
+            obv -= volume[t]
+        res[t] = obv
+
+
+@njit(cache=True)
+def _roc_core_nb(x, res, p):
+    for t in range(p, x.shape[0]):
+        prev = x[t - p]
+        res[t] = ((x[t] / prev) - 1.0) * 100.0 if prev != 0.0 else 0.0
+
+
+@njit(cache=True)
+def _dm_step_nb(high, low, t):
+    # (plus DM, minus DM) of bar t, TA-Lib's rule
+    diff_p = high[t] - high[t - 1]
+    diff_m = low[t - 1] - low[t]
+    if diff_m > 0 and diff_p < diff_m:
+        return 0.0, diff_m
+    if diff_p > 0 and diff_p > diff_m:
+        return diff_p, 0.0
+    return 0.0, 0.0
+
+
+@njit(cache=True)
+def _dx_nb(plus_dm, minus_dm, tr):
+    # DX in percent, or -1 when TA-Lib would skip the update
+    if -TA_EPSILON < tr < TA_EPSILON:
+        return -1.0
+    minus_di = 100.0 * (minus_dm / tr)
+    plus_di = 100.0 * (plus_dm / tr)
+    total = minus_di + plus_di
+    if -TA_EPSILON < total < TA_EPSILON:
+        return -1.0
+    return 100.0 * (abs(minus_di - plus_di) / total)
+
+
+@njit(cache=True)
+def _adx_core_nb(high, low, close, res, p):
+    n = close.shape[0]
+    if n <= 2 * p - 1:
+        return
+    plus_dm = 0.0
+    minus_dm = 0.0
+    tr = 0.0
+    for t in range(1, p):
+        dp, dm = _dm_step_nb(high, low, t)
+        plus_dm += dp
+        minus_dm += dm
+        tr += _true_range_nb(high[t], low[t], close[t - 1])
+    sum_dx = 0.0
+    for t in range(p, 2 * p):
+        dp, dm = _dm_step_nb(high, low, t)
+        minus_dm -= minus_dm / p
+        plus_dm -= plus_dm / p
+        minus_dm += dm
+        plus_dm += dp
+        tr = tr - (tr / p) + _true_range_nb(high[t], low[t], close[t - 1])
+        dx = _dx_nb(plus_dm, minus_dm, tr)
+        if dx >= 0.0:
+            sum_dx += dx
+    adx = sum_dx / p
+    res[2 * p - 1] = adx
+    for t in range(2 * p, n):
+        dp, dm = _dm_step_nb(high, low, t)
+        minus_dm -= minus_dm / p
+        plus_dm -= plus_dm / p
+        minus_dm += dm
+        plus_dm += dp
+        tr = tr - (tr / p) + _true_range_nb(high[t], low[t], close[t - 1])
+        dx = _dx_nb(plus_dm, minus_dm, tr)
+        if dx >= 0.0:
+            adx = ((adx * (p - 1)) + dx) / p
+        res[t] = adx
+
+
+@njit(cache=True)
+def _vwap_core_nb(high, low, close, volume, res, p):
+    for t in range(p - 1, close.shape[0]):
+        pv = 0.0
+        vol = 0.0
+        for i in range(t - p + 1, t + 1):
+            pv += (high[i] + low[i] + close[i]) / 3.0 * volume[i]
+            vol += volume[i]
+        if vol != 0.0:
+            res[t] = pv / vol
+
+
+@njit(cache=True)
+def _ind_core_nb(high, low, close, volume, res, tmp, op, p1, p2, p3, f):
+    if op == IND_SMA:
+        _sum_core_nb(close, res, p1, True)
+    elif op == IND_EMA:
+        _multi_ema_core_nb(close, res, tmp, p1, 1)
+    elif op == IND_WMA:
+        _linear_core_nb(close, res, p1, TS_WMA)
+    elif op == IND_DEMA:
+        _multi_ema_core_nb(close, res, tmp, p1, 2)
+    elif op == IND_TEMA:
+        _multi_ema_core_nb(close, res, tmp, p1, 3)
+    elif op <= IND_MACD_HIST:
+        _macd_core_nb(close, res, tmp, p1, p2, p3, op)
+    elif op == IND_RSI:
+        _rsi_core_nb(close, res, p1)
+    elif op <= IND_BBANDS_LOWER:
+        _bbands_core_nb(close, res, tmp, p1, f, op)
+    elif op <= IND_NATR:
+        _atr_core_nb(high, low, close, res, p1, op == IND_NATR)
+    elif op == IND_CCI:
+        _cci_core_nb(high, low, close, res, tmp, p1)
+    elif op == IND_WILLR:
+        _willr_core_nb(high, low, close, res, p1)
+    elif op == IND_MFI:
+        _mfi_core_nb(high, low, close, volume, res, tmp, p1)
+    elif op == IND_OBV:
+        _obv_core_nb(close, volume, res)
+    elif op == IND_ROC:
+        _roc_core_nb(close, res, p1)
+    elif op <= IND_STOCH_D:
+        _stoch_core_nb(high, low, close, res, tmp, p1, p2, p3, op)
+    elif op == IND_ADX:
+        _adx_core_nb(high, low, close, res, p1)
+    else:
+        _vwap_core_nb(high, low, close, volume, res, p1)
+
+
+@njit(parallel=True, cache=True)
+def ind_nb(high, low, close, volume, op, p1, p2, p3, f):
+    """Indicator ``op`` (an ``IND_*`` code) per column on rows where all inputs are finite.
+
+    ``p1, p2, p3`` are the integer periods, ``f`` the float parameter (Bollinger width).
+    Inputs an indicator does not use may be passed as ``close`` again.
+    """
+    n_rows, n_cols = close.shape
+    out = np.full((n_rows, n_cols), np.nan)
+    for j in prange(n_cols):
+        idx = np.empty(n_rows, np.int64)
+        hv = np.empty(n_rows)
+        lv = np.empty(n_rows)
+        cv = np.empty(n_rows)
+        vv = np.empty(n_rows)
+        n = 0
+        for t in range(n_rows):
+            a = high[t, j]
+            b = low[t, j]
+            c = close[t, j]
+            d = volume[t, j]
+            if np.isfinite(a) and np.isfinite(b) and np.isfinite(c) and np.isfinite(d):
+                idx[n] = t
+                hv[n] = a
+                lv[n] = b
+                cv[n] = c
+                vv[n] = d
+                n += 1
+        res = np.full(n, np.nan)
+        tmp = np.full((3, n), np.nan)
+        _ind_core_nb(hv[:n], lv[:n], cv[:n], vv[:n], res, tmp, op, p1, p2, p3, f)
+        for k in range(n):
+            out[idx[k], j] = res[k]
     return out

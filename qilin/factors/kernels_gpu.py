@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from qilin.backend import array_module
 from qilin.factors import kernels_cpu as kc
 
 _THREADS = 128
@@ -29,11 +30,314 @@ _CODES = "\n".join(
     if name.startswith(("TS_", "IND_")) and isinstance(getattr(kc, name), int)
 )
 
+_INDICATOR_SOURCE = r"""
+// ---------------------------------------------------------------------------------------
+// indicators (mirror kernels_cpu._*_core_nb); x/res/tmp rows are column-strided by s
+// ---------------------------------------------------------------------------------------
+__device__ double true_range(double high, double low, double prev_close) {
+    double r = high - low;
+    double a = fabs(high - prev_close);
+    if (a > r) r = a;
+    double b = fabs(low - prev_close);
+    if (b > r) r = b;
+    return r;
+}
+
+__device__ void multi_ema_core(const double* x, double* res, double* tmp0, double* tmp1,
+                               double* tmp2, long long n, long long s, int p, int depth) {
+    double* tmp[3] = {tmp0, tmp1, tmp2};
+    ema_core(x, tmp[0], n, s, p, p - 1);
+    for (int k = 1; k < depth; k++) {
+        long long off = (long long)k * (p - 1);
+        if (off >= n) return;
+        ema_core(tmp[k - 1] + off * s, tmp[k] + off * s, n - off, s, p, p - 1);
+    }
+    for (long long t = (long long)depth * (p - 1); t < n; t++) {
+        if (depth == 1) AT(res, t) = AT(tmp[0], t);
+        else if (depth == 2) AT(res, t) = 2.0 * AT(tmp[0], t) - AT(tmp[1], t);
+        else AT(res, t) = 3.0 * AT(tmp[0], t) - 3.0 * AT(tmp[1], t) + AT(tmp[2], t);
+    }
+}
+
+__device__ void macd_core(const double* x, double* res, double* tmp0, double* tmp1,
+                          double* tmp2, long long n, long long s, int fast, int slow,
+                          int signal, int which) {
+    if (slow < fast) { int sw = fast; fast = slow; slow = sw; }
+    ema_core(x, tmp0, n, s, fast, slow - 1);
+    ema_core(x, tmp1, n, s, slow, slow - 1);
+    for (long long t = slow - 1; t < n; t++) AT(tmp2, t) = AT(tmp0, t) - AT(tmp1, t);
+    if (slow - 1 >= n) return;
+    long long off = slow - 1;
+    ema_core(tmp2 + off * s, tmp1 + off * s, n - off, s, signal, signal - 1);
+    for (long long t = slow + signal - 2; t < n; t++) {
+        if (which == IND_MACD) AT(res, t) = AT(tmp2, t);
+        else if (which == IND_MACD_SIGNAL) AT(res, t) = AT(tmp1, t);
+        else AT(res, t) = AT(tmp2, t) - AT(tmp1, t);
+    }
+}
+
+__device__ void rsi_core(const double* x, double* res, long long n, long long s, int p) {
+    if (n <= p) return;
+    double gain = 0.0, loss = 0.0;
+    for (long long t = 1; t < p + 1; t++) {
+        double d = AT(x, t) - AT(x, t - 1);
+        if (d < 0) loss -= d; else gain += d;
+    }
+    loss /= p;
+    gain /= p;
+    double total = gain + loss;
+    AT(res, p) = TA_IS_ZERO(total) ? 0.0 : 100.0 * (gain / total);
+    for (long long t = p + 1; t < n; t++) {
+        double d = AT(x, t) - AT(x, t - 1);
+        loss *= p - 1;
+        gain *= p - 1;
+        if (d < 0) loss -= d; else gain += d;
+        loss /= p;
+        gain /= p;
+        total = gain + loss;
+        AT(res, t) = TA_IS_ZERO(total) ? 0.0 : 100.0 * (gain / total);
+    }
+}
+
+__device__ void bbands_core(const double* x, double* res, double* tmp0, double* tmp1,
+                            long long n, long long s, int p, double nbdev, int which) {
+    sum_core(x, tmp0, n, s, p, true);
+    moments_core(x, tmp1, n, s, p, TS_VAR, 0.0);
+    for (long long t = p - 1; t < n; t++) {
+        double var = AT(tmp1, t);
+        double sd = var >= TA_EPSILON ? sqrt(var) : 0.0;
+        if (which == IND_BBANDS_UPPER) AT(res, t) = AT(tmp0, t) + nbdev * sd;
+        else if (which == IND_BBANDS_MIDDLE) AT(res, t) = AT(tmp0, t);
+        else AT(res, t) = AT(tmp0, t) - nbdev * sd;
+    }
+}
+
+__device__ void atr_core(const double* high, const double* low, const double* close,
+                         double* res, long long n, long long s, int p, bool normalised) {
+    if (n <= p) return;
+    double atr = 0.0;
+    for (long long t = 1; t < p + 1; t++) {
+        atr += true_range(AT(high, t), AT(low, t), AT(close, t - 1));
+    }
+    atr /= p;
+    for (long long t = p; t < n; t++) {
+        if (t > p) {
+            atr *= p - 1;
+            atr += true_range(AT(high, t), AT(low, t), AT(close, t - 1));
+            atr /= p;
+        }
+        if (!normalised) AT(res, t) = atr;
+        else if (AT(close, t) != 0.0) AT(res, t) = (atr / AT(close, t)) * 100.0;
+        else AT(res, t) = 0.0;
+    }
+}
+
+__device__ void cci_core(const double* high, const double* low, const double* close,
+                         double* res, double* tmp0, long long n, long long s, int p) {
+    for (long long t = 0; t < n; t++) AT(tmp0, t) = (AT(high, t) + AT(low, t) + AT(close, t)) / 3.0;
+    for (long long t = p - 1; t < n; t++) {
+        double avg = window_mean(tmp0, s, t - p + 1, t + 1);
+        double dev = 0.0;
+        for (long long i = t - p + 1; i < t + 1; i++) dev += fabs(AT(tmp0, i) - avg);
+        double diff = AT(tmp0, t) - avg;
+        if (diff != 0.0 && dev != 0.0) AT(res, t) = diff / (0.015 * (dev / p));
+        else AT(res, t) = 0.0;
+    }
+}
+
+__device__ void window_extremes(const double* high, const double* low, long long s,
+                                long long start, long long stop, double* hh, double* ll) {
+    *hh = AT(high, start);
+    *ll = AT(low, start);
+    for (long long i = start + 1; i < stop; i++) {
+        if (AT(high, i) > *hh) *hh = AT(high, i);
+        if (AT(low, i) < *ll) *ll = AT(low, i);
+    }
+}
+
+__device__ void willr_core(const double* high, const double* low, const double* close,
+                           double* res, long long n, long long s, int p) {
+    for (long long t = p - 1; t < n; t++) {
+        double hh, ll;
+        window_extremes(high, low, s, t - p + 1, t + 1, &hh, &ll);
+        double diff = (hh - ll) / (-100.0);
+        AT(res, t) = diff != 0.0 ? (hh - AT(close, t)) / diff : 0.0;
+    }
+}
+
+__device__ void stoch_core(const double* high, const double* low, const double* close,
+                           double* res, double* tmp0, double* tmp1, long long n, long long s,
+                           int fastk, int slowk, int slowd, int which) {
+    for (long long t = fastk - 1; t < n; t++) {
+        double hh, ll;
+        window_extremes(high, low, s, t - fastk + 1, t + 1, &hh, &ll);
+        double diff = (hh - ll) / 100.0;
+        AT(tmp0, t) = diff != 0.0 ? (AT(close, t) - ll) / diff : 0.0;
+    }
+    long long k_start = fastk + slowk - 2;
+    for (long long t = k_start; t < n; t++) {
+        AT(tmp1, t) = window_mean(tmp0, s, t - slowk + 1, t + 1);
+    }
+    long long first = k_start + slowd - 1;
+    for (long long t = first; t < n; t++) {
+        if (which == IND_STOCH_K) AT(res, t) = AT(tmp1, t);
+        else AT(res, t) = window_mean(tmp1, s, t - slowd + 1, t + 1);
+    }
+}
+
+__device__ void mfi_core(const double* high, const double* low, const double* close,
+                         const double* volume, double* res, double* tmp0, double* tmp1,
+                         long long n, long long s, int p) {
+    double prev = n > 0 ? (AT(high, 0) + AT(low, 0) + AT(close, 0)) / 3.0 : 0.0;
+    for (long long t = 1; t < n; t++) {
+        double tp = (AT(high, t) + AT(low, t) + AT(close, t)) / 3.0;
+        double d = tp - prev;
+        bool flat = fabs(d) <= MFI_DEAD_ZONE * (fabs(tp) + fabs(prev));
+        prev = tp;
+        double mf = flat ? 0.0 : tp * AT(volume, t);
+        AT(tmp0, t) = d < 0.0 ? 0.0 : mf;
+        AT(tmp1, t) = d < 0.0 ? mf : 0.0;
+    }
+    for (long long t = p; t < n; t++) {
+        double pos = 0.0, neg = 0.0;
+        for (long long i = t - p + 1; i < t + 1; i++) {
+            pos += AT(tmp0, i);
+            neg += AT(tmp1, i);
+        }
+        double total = pos + neg;
+        if (total <= 0.0) AT(res, t) = 0.0;
+        else AT(res, t) = 100.0 * (fmin(fmax(pos, 0.0), total) / total);
+    }
+}
+
+__device__ void obv_core(const double* close, const double* volume, double* res, long long n,
+                         long long s) {
+    if (n == 0) return;
+    double obv = AT(volume, 0);
+    AT(res, 0) = obv;
+    for (long long t = 1; t < n; t++) {
+        if (AT(close, t) > AT(close, t - 1)) obv += AT(volume, t);
+        else if (AT(close, t) < AT(close, t - 1)) obv -= AT(volume, t);
+        AT(res, t) = obv;
+    }
+}
+
+__device__ void roc_core(const double* x, double* res, long long n, long long s, int p) {
+    for (long long t = p; t < n; t++) {
+        double prev = AT(x, t - p);
+        AT(res, t) = prev != 0.0 ? ((AT(x, t) / prev) - 1.0) * 100.0 : 0.0;
+    }
+}
+
+__device__ void dm_step(const double* high, const double* low, long long s, long long t,
+                        double* dp, double* dm) {
+    double diff_p = AT(high, t) - AT(high, t - 1);
+    double diff_m = AT(low, t - 1) - AT(low, t);
+    *dp = 0.0;
+    *dm = 0.0;
+    if (diff_m > 0 && diff_p < diff_m) *dm = diff_m;
+    else if (diff_p > 0 && diff_p > diff_m) *dp = diff_p;
+}
+
+__device__ double dx_value(double plus_dm, double minus_dm, double tr) {
+    if (TA_IS_ZERO(tr)) return -1.0;
+    double minus_di = 100.0 * (minus_dm / tr);
+    double plus_di = 100.0 * (plus_dm / tr);
+    double total = minus_di + plus_di;
+    if (TA_IS_ZERO(total)) return -1.0;
+    return 100.0 * (fabs(minus_di - plus_di) / total);
+}
+
+__device__ void adx_core(const double* high, const double* low, const double* close,
+                         double* res, long long n, long long s, int p) {
+    if (n <= 2 * p - 1) return;
+    double plus_dm = 0.0, minus_dm = 0.0, tr = 0.0, dp, dm;
+    for (long long t = 1; t < p; t++) {
+        dm_step(high, low, s, t, &dp, &dm);
+        plus_dm += dp;
+        minus_dm += dm;
+        tr += true_range(AT(high, t), AT(low, t), AT(close, t - 1));
+    }
+    double sum_dx = 0.0;
+    for (long long t = p; t < 2 * p; t++) {
+        dm_step(high, low, s, t, &dp, &dm);
+        minus_dm -= minus_dm / p;
+        plus_dm -= plus_dm / p;
+        minus_dm += dm;
+        plus_dm += dp;
+        tr = tr - (tr / p) + true_range(AT(high, t), AT(low, t), AT(close, t - 1));
+        double dx = dx_value(plus_dm, minus_dm, tr);
+        if (dx >= 0.0) sum_dx += dx;
+    }
+    double adx = sum_dx / p;
+    AT(res, 2 * p - 1) = adx;
+    for (long long t = 2 * p; t < n; t++) {
+        dm_step(high, low, s, t, &dp, &dm);
+        minus_dm -= minus_dm / p;
+        plus_dm -= plus_dm / p;
+        minus_dm += dm;
+        plus_dm += dp;
+        tr = tr - (tr / p) + true_range(AT(high, t), AT(low, t), AT(close, t - 1));
+        double dx = dx_value(plus_dm, minus_dm, tr);
+        if (dx >= 0.0) adx = ((adx * (p - 1)) + dx) / p;
+        AT(res, t) = adx;
+    }
+}
+
+__device__ void vwap_core(const double* high, const double* low, const double* close,
+                          const double* volume, double* res, long long n, long long s, int p) {
+    for (long long t = p - 1; t < n; t++) {
+        double pv = 0.0, vol = 0.0;
+        for (long long i = t - p + 1; i < t + 1; i++) {
+            pv += (AT(high, i) + AT(low, i) + AT(close, i)) / 3.0 * AT(volume, i);
+            vol += AT(volume, i);
+        }
+        if (vol != 0.0) AT(res, t) = pv / vol;
+    }
+}
+
+__global__ void ind_kernel(const double* hc, const double* lc, const double* cc,
+                           const double* vc, const long long* nvalid, double* res,
+                           double* tmp, long long T, long long N, int op, int p1, int p2,
+                           int p3, double f) {
+    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    long long s = N;
+    long long n = nvalid[j];
+    const double* high = hc + j;
+    const double* low = lc + j;
+    const double* close = cc + j;
+    const double* volume = vc + j;
+    double* r = res + j;
+    double* t0 = tmp + j;
+    double* t1 = tmp + T * N + j;
+    double* t2 = tmp + 2 * T * N + j;
+    if (op == IND_SMA) sum_core(close, r, n, s, p1, true);
+    else if (op == IND_EMA) multi_ema_core(close, r, t0, t1, t2, n, s, p1, 1);
+    else if (op == IND_WMA) linear_core(close, r, n, s, p1, TS_WMA);
+    else if (op == IND_DEMA) multi_ema_core(close, r, t0, t1, t2, n, s, p1, 2);
+    else if (op == IND_TEMA) multi_ema_core(close, r, t0, t1, t2, n, s, p1, 3);
+    else if (op <= IND_MACD_HIST) macd_core(close, r, t0, t1, t2, n, s, p1, p2, p3, op);
+    else if (op == IND_RSI) rsi_core(close, r, n, s, p1);
+    else if (op <= IND_BBANDS_LOWER) bbands_core(close, r, t0, t1, n, s, p1, f, op);
+    else if (op <= IND_NATR) atr_core(high, low, close, r, n, s, p1, op == IND_NATR);
+    else if (op == IND_CCI) cci_core(high, low, close, r, t0, n, s, p1);
+    else if (op == IND_WILLR) willr_core(high, low, close, r, n, s, p1);
+    else if (op == IND_MFI) mfi_core(high, low, close, volume, r, t0, t1, n, s, p1);
+    else if (op == IND_OBV) obv_core(close, volume, r, n, s);
+    else if (op == IND_ROC) roc_core(close, r, n, s, p1);
+    else if (op <= IND_STOCH_D) stoch_core(high, low, close, r, t0, t1, n, s, p1, p2, p3, op);
+    else if (op == IND_ADX) adx_core(high, low, close, r, n, s, p1);
+    else vwap_core(high, low, close, volume, r, n, s, p1);
+}
+"""
+
 CUDA_SOURCE = (
     _CODES
     + r"""
 #define QNAN __longlong_as_double(0x7ff8000000000000ULL)
 #define TA_EPSILON 1e-8
+#define MFI_DEAD_ZONE 1e-14
 #define TA_IS_ZERO(v) (((-TA_EPSILON) < (v)) && ((v) < TA_EPSILON))
 // column-strided access: element t of this thread's column
 #define AT(a, t) a[(long long)(t) * s]
@@ -334,9 +638,9 @@ __global__ void cs_rank_kernel(const double* x, const double* srt, const long lo
     long long right = bisect_right(row, s, m, v);
     out[k] = (left + right + 1.0) / (2.0 * m);
 }
-
 """
-    + "\n}  // extern \"C\"\n"
+    + _INDICATOR_SOURCE
+    + '\n}  // extern "C"\n'
 )
 
 
@@ -351,35 +655,50 @@ def _kernel(name: str) -> Any:
     return _module().get_function(name)
 
 
-def compress(*arrays: Any) -> tuple[list[Any], Any, Any]:
+def compress(*arrays: Any) -> tuple[list[Any], Any, tuple[Any, Any, Any]]:
     """Move each column's rows where all ``arrays`` are finite to the top of the column.
 
-    Returns the compressed copies (NaN below each column's count), the per-column counts
-    and ``(rows, cols, pos)``: where each kept entry came from and where it went.
-    """
-    import cupy as cp
+    Works on NumPy or CuPy arrays. Returns the compressed copies (NaN below each column's
+    count), the per-column counts and ``(rows, cols, pos)``: where each kept entry came
+    from and the row it went to.
 
-    valid = cp.isfinite(arrays[0])
+    Examples
+    --------
+    >>> import numpy as np
+    >>> (c,), n, _ = compress(np.array([[1.0, np.nan], [np.nan, 2.0], [3.0, 4.0]]))
+    >>> c.tolist(), n.tolist()
+    ([[1.0, 2.0], [3.0, 4.0], [nan, nan]], [2, 2])
+    """
+    xp = array_module(*arrays)
+    valid = xp.isfinite(arrays[0])
     for a in arrays[1:]:
-        valid &= cp.isfinite(a)
-    pos = cp.cumsum(valid, axis=0, dtype=cp.int64) - 1
-    rows, cols = cp.nonzero(valid)
+        valid &= xp.isfinite(a)
+    pos = xp.cumsum(valid, axis=0, dtype=xp.int64) - 1
+    rows, cols = xp.nonzero(valid)
     prow = pos[rows, cols]
     comps = []
     for a in arrays:
-        c = cp.full(a.shape, cp.nan, dtype=cp.float64)
+        c = xp.full(a.shape, xp.nan, dtype=xp.float64)
         c[prow, cols] = a[rows, cols]
         comps.append(c)
-    nvalid = valid.sum(axis=0, dtype=cp.int64)
+    nvalid = valid.sum(axis=0, dtype=xp.int64)
     return comps, nvalid, (rows, cols, prow)
 
 
 def scatter(res: Any, where: tuple[Any, Any, Any]) -> Any:
-    """Inverse of :func:`compress` for one result array."""
-    import cupy as cp
+    """Inverse of :func:`compress` for one result array.
 
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[1.0], [np.nan], [3.0]])
+    >>> (c,), _, where = compress(x)
+    >>> scatter(c * 10, where).tolist()
+    [[10.0], [nan], [30.0]]
+    """
+    xp = array_module(res)
     rows, cols, prow = where
-    out = cp.full(res.shape, cp.nan, dtype=cp.float64)
+    out = xp.full(res.shape, xp.nan, dtype=xp.float64)
     out[rows, cols] = res[prow, cols]
     return out
 
@@ -433,3 +752,20 @@ def cs_rank_gpu(x: Any) -> Any:
         *_grid(n_rows * n_cols), (x, srt, nrow, out, cp.int64(n_rows), cp.int64(n_cols))
     )
     return out
+
+
+def ind_gpu(high: Any, low: Any, close: Any, volume: Any, op: int, p1: int, p2: int, p3: int,
+            f: float) -> Any:
+    """GPU twin of :func:`qilin.factors.kernels_cpu.ind_nb`."""
+    import cupy as cp
+
+    n_rows, n_cols = close.shape
+    (hc, lc, cc, vc), nvalid, where = compress(high, low, close, volume)
+    res = cp.full((n_rows, n_cols), cp.nan, dtype=cp.float64)
+    tmp = cp.full((3, n_rows, n_cols), cp.nan, dtype=cp.float64)
+    _kernel("ind_kernel")(
+        *_grid(n_cols),
+        (hc, lc, cc, vc, nvalid, res, tmp, cp.int64(n_rows), cp.int64(n_cols), cp.int32(op),
+         cp.int32(p1), cp.int32(p2), cp.int32(p3), cp.float64(f)),
+    )
+    return scatter(res, where)
