@@ -31,7 +31,7 @@ def board_of(symbol: str) -> Board:
     """Board of an A-share symbol such as ``'600519.SH'`` (``'main'`` when unrecognised)."""
     code, _, exchange = symbol.partition(".")
     exchange = exchange.upper()
-    if exchange == "BJ" or code.startswith(("8", "43", "92")) and exchange != "SH":
+    if exchange == "BJ" or (code.startswith(("8", "43", "92")) and exchange != "SH"):
         return "bj"
     if code.startswith(("688", "689")):
         return "star"
@@ -66,7 +66,8 @@ def limit_pct_matrix(
 
     Examples
     --------
-    >>> m = limit_pct_matrix(["600000.SH", "300001.SZ"], pd.DatetimeIndex(["2020-01-02", "2021-01-04"]))
+    >>> days = pd.DatetimeIndex(["2020-01-02", "2021-01-04"])
+    >>> m = limit_pct_matrix(["600000.SH", "300001.SZ"], days)
     >>> m.tolist()
     [[0.1, 0.1], [0.1, 0.2]]
     """
