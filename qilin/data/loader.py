@@ -43,7 +43,13 @@ import pandas as pd
 from qilin.backend import Backend, BackendName, get_backend
 from qilin.config import MarketConfig
 from qilin.data.panel import Panel
-from qilin.data.validation import Policy, ValidationReport, _parse_dates, validate_bars
+from qilin.data.validation import (
+    Policy,
+    ValidationReport,
+    _parse_dates,
+    default_file_mode,
+    validate_bars,
+)
 from qilin.errors import BackendError, DataError
 
 log = logging.getLogger(__name__)
@@ -484,6 +490,7 @@ def save_bars(
                         df.iloc[i:i + chunk].to_csv(fh, index=False, header=(i == 0))
                         if progress:
                             progress(min(chunk, len(df) - i))
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

@@ -41,6 +41,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,7 +146,8 @@ def _ar1_log_vol(rng: np.random.Generator, shape: tuple[int, ...], level: np.nda
     return np.asarray(level) * np.exp(x - 0.5 * eta * eta / (1 - phi * phi))
 
 
-def _generate(n_symbols: int, n_days: int, seed: int, start: str | pd.Timestamp) -> _Market:
+def _generate(n_symbols: int, n_days: int, seed: int, start: str | pd.Timestamp,
+              progress: Callable[[int], None] | None = None) -> _Market:
     if n_symbols < 1 or n_days < 1:
         raise DataError(f"need n_symbols >= 1 and n_days >= 1, got {n_symbols}, {n_days}")
     rng = np.random.default_rng(seed)
@@ -224,6 +226,8 @@ def _generate(n_symbols: int, n_days: int, seed: int, start: str | pd.Timestamp)
     adj = np.ones(N)
     shares = float_shares.copy()
     for t in range(T):
+        if progress is not None and t % 50 == 49:
+            progress(50)
         live = trades[t]
         if not live.any():
             continue
@@ -248,6 +252,8 @@ def _generate(n_symbols: int, n_days: int, seed: int, start: str | pd.Timestamp)
                             ("float_mcap", close * shares)):
             out[name][t, live] = value[live]
         last_close = np.where(live, close, last_close)
+    if progress is not None and T % 50:
+        progress(T % 50)
     return _Market(dates, symbols, out, trades, np.where(trades, st_kind, 0).astype(np.int8),
                    names, industries)
 
@@ -328,12 +334,14 @@ def synthetic_bars(
     start: str | pd.Timestamp = "2016-01-04",
     backend: BackendName = "cpu",
     dtype: Any = np.float64,
+    progress: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """The same synthetic market as long-format daily bars (one row per existing bar).
 
     Parameters are those of :func:`synthetic_market` (``backend`` is accepted for symmetry;
-    the DataFrame is always a pandas one). Rows are sorted by symbol then date; columns are
-    :data:`BAR_COLUMNS`. Suspended and unlisted days have no row.
+    the DataFrame is always a pandas one); ``progress``, when given, is called with the
+    number of trading days simulated since its last call. Rows are sorted by symbol then
+    date; columns are :data:`BAR_COLUMNS`. Suspended and unlisted days have no row.
 
     Examples
     --------
@@ -345,7 +353,7 @@ def synthetic_bars(
     """
     get_backend(backend)  # validate the name even though bars are host data
     dt = _check_dtype(dtype)
-    m = _generate(n_symbols, n_days, seed, start)
+    m = _generate(n_symbols, n_days, seed, start, progress)
     valid_t = m.valid.T  # symbols x dates, so the flattened order is symbol then date
     sym_idx, date_idx = np.nonzero(valid_t)
     data: dict[str, Any] = {
