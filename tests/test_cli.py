@@ -105,9 +105,12 @@ def test_qilin_info_subprocess_json():
     assert out["packages"]["numpy"] == np.__version__
     assert out["python"] == platform.python_version()
 
-    bad = subprocess.run([str(QILIN), "info"], capture_output=True, text=True, timeout=120,
-                         env=dict(env, QILIN_CLUSTER__N_WORKERS="many"))
-    assert bad.returncode == 2
-    assert bad.stderr.strip() == (
+
+
+@needs_all_commands
+def test_main_bad_env_value_is_one_line_naming_the_variable(capsys, monkeypatch):
+    monkeypatch.setenv("QILIN_CLUSTER__N_WORKERS", "many")
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err.strip() == (
         "qilin: error: environment variable QILIN_CLUSTER__N_WORKERS='many': config key "
         "'cluster.n_workers' expects int | None")
