@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qilin.cluster import ClusterManager
+from qilin.cluster import ClusterManager, security_from_tls
 from qilin.config import TLSConfig, load_config
 from qilin.errors import ClusterError
 
@@ -229,6 +229,11 @@ def test_tls_scheduler_with_tls_config_files(tmp_path):
             assert cm.address == address
             assert client.run_on_scheduler(block_sum, 3) == block_sum(3)
             assert cm.describe()["scheduler_address"] == address
+        # a distributed Security object is accepted as is
+        with ClusterManager("remote", address=address, security=security_from_tls(tls),
+                            timeout=STARTUP_S, verbose=False) as client:
+            assert client.run_on_scheduler(block_sum, 4) == block_sum(4)
+        # without TLS the handshake never completes: a clear error within the timeout
         with pytest.raises(ClusterError, match="no Dask scheduler answered"):
             ClusterManager("remote", address=address, timeout=2.0, verbose=False).start()
 
