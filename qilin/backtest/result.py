@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -176,28 +177,18 @@ class BacktestResult:
             return pd.DataFrame({c: [] for c in cols})
         r = self.dates.get_indexer(t["date"])
         c = self.symbols.get_indexer(t["symbol"])
-        after = self.positions[r, c]
-        flow = np.where(t["side"] == "buy", -1.0, 1.0) * t["quantity"].to_numpy() \
-            * t["price"].to_numpy() - t["cost"].to_numpy()
         buys = t["side"].to_numpy() == "buy"
-        out: list[tuple[Any, ...]] = []
+        flow = np.where(buys, -1.0, 1.0) * t["quantity"].to_numpy() * t["price"].to_numpy() \
+            - t["cost"].to_numpy()
         order = np.lexsort((r, c))
-        open_sym, start, pnl, spent = -1, None, 0.0, 0.0
-        for k in order:
-            if c[k] != open_sym:
-                open_sym, start, pnl, spent = c[k], None, 0.0, 0.0
-            if start is None:
-                if not buys[k]:
-                    continue
-                start, pnl, spent = r[k], 0.0, 0.0
-            pnl += flow[k]
-            if buys[k]:
-                spent -= flow[k]
-            elif after[k] == 0:
-                out.append((self.symbols[c[k]], self.dates[start], self.dates[r[k]], pnl,
-                            pnl / spent if spent > 0 else np.nan))
-                start = None
-        return pd.DataFrame(out, columns=cols)
+        r, c, buys, flow = r[order], c[order], buys[order], flow[order]
+        flat_after = self.positions[r, c] == 0
+        sym, start, end, pnl, spent = _round_trips_nb(c, r, buys, flow, flat_after)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ret = np.where(spent > 0, pnl / spent, np.nan)
+        return pd.DataFrame({"symbol": np.asarray(self.symbols, dtype=object)[sym],
+                             "entry_date": self.dates[start], "exit_date": self.dates[end],
+                             "pnl": pnl, "return": ret})
 
     def metrics(self, benchmark: Any = None) -> pd.DataFrame:
         """Performance metrics per account (rows) — see :mod:`qilin.backtest.metrics`.
@@ -211,22 +202,64 @@ class BacktestResult:
         benchmark : array-like of daily returns aligned with ``dates``, optional
             Adds ``alpha beta information_ratio tracking_error``.
         """
-        filled = self.trades[self.trades["status"] == "filled"] if len(self.trades) else \
-            self.trades
-        per_account_trades = {a: filled[filled["symbol"] == a] for a in self.accounts} \
-            if len(self.accounts) == len(self.symbols) else {self.accounts[0]: filled}
+        filled = self.trades[self.trades["status"] == "filled"]
+        signal_mode = len(self.accounts) == len(self.symbols)
         out = M.summary(self.returns, periods_per_year=self.periods_per_year,
                         benchmark=benchmark, turnover=self.turnover, exposure=self.exposure)
         out.index = self.accounts
-        out["trade_count"] = [len(per_account_trades[a]) for a in self.accounts]
-        out["costs_paid"] = self.costs.sum(axis=0)
         trips = self.round_trips()
-        groups = ({a: trips[trips["symbol"] == a]["pnl"].to_numpy() for a in self.accounts}
-                  if len(self.accounts) == len(self.symbols)
-                  else {self.accounts[0]: trips["pnl"].to_numpy()})
-        out["round_trips"] = [len(groups[a]) for a in self.accounts]
-        out["win_rate"] = [M.win_rate(groups[a]) for a in self.accounts]
-        out["profit_factor"] = [M.profit_factor(groups[a]) for a in self.accounts]
-        out["average_trade"] = [M.average_trade(groups[a]) if len(groups[a]) else np.nan
-                                for a in self.accounts]
+        if signal_mode:
+            out["trade_count"] = filled["symbol"].value_counts().reindex(
+                self.accounts, fill_value=0).to_numpy()
+            pnl = trips.pivot_table(index=trips.groupby("symbol").cumcount(), columns="symbol",
+                                    values="pnl").reindex(columns=self.accounts).to_numpy() \
+                if len(trips) else np.full((1, len(self.accounts)), np.nan)
+            out["round_trips"] = trips["symbol"].value_counts().reindex(
+                self.accounts, fill_value=0).to_numpy()
+        else:
+            out["trade_count"] = len(filled)
+            pnl = trips["pnl"].to_numpy()[:, None] if len(trips) else np.full((1, 1), np.nan)
+            out["round_trips"] = len(trips)
+        out["costs_paid"] = self.costs.sum(axis=0)
+        out["win_rate"] = M.win_rate(pnl)
+        out["profit_factor"] = M.profit_factor(pnl)
+        out["average_trade"] = M.average_trade(pnl)
         return out
+
+
+@numba.njit(cache=True)
+def _round_trips_nb(col, row, is_buy, flow, flat_after):
+    """Round trips over filled trades sorted by (column, row); see ``round_trips``."""
+    n = len(col)
+    sym = np.empty(n, np.int64)
+    start = np.empty(n, np.int64)
+    end = np.empty(n, np.int64)
+    pnl = np.empty(n)
+    spent = np.empty(n)
+    k = 0
+    open_col = -1
+    opened = -1
+    acc = 0.0
+    cost = 0.0
+    for i in range(n):
+        if col[i] != open_col:
+            open_col = col[i]
+            opened = -1
+        if opened < 0:
+            if not is_buy[i]:
+                continue
+            opened = row[i]
+            acc = 0.0
+            cost = 0.0
+        acc += flow[i]
+        if is_buy[i]:
+            cost -= flow[i]
+        elif flat_after[i]:
+            sym[k] = col[i]
+            start[k] = opened
+            end[k] = row[i]
+            pnl[k] = acc
+            spent[k] = cost
+            k += 1
+            opened = -1
+    return sym[:k], start[:k], end[:k], pnl[:k], spent[:k]
