@@ -237,3 +237,19 @@ def test_bad_inputs():
         run_portfolio(p, scores=np.ones((2, 2)), top_k=0)
     with pytest.raises(BacktestError, match="weighting"):
         run_portfolio(p, scores=np.ones((2, 2)), weighting="cap")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_synthetic_market_random_scores_match_reference(seed):
+    from qilin.data.synthetic import synthetic_market
+
+    panel = synthetic_market(15, 250, seed=seed)
+    rng = np.random.default_rng(seed)
+    sc = rng.normal(size=panel.shape)
+    sc[rng.random(panel.shape) < 0.1] = np.nan
+    kw = dict(top_k=4, rebalance=1 + seed * 2, band=seed, lag=seed % 2,
+              price="open" if seed == 1 else "close", init_cash=300_000.0)
+    res = run_portfolio(panel, scores=sc, market="cn", **kw)
+    ref = reference_portfolio(panel, sc, "cn", **kw)
+    np.testing.assert_allclose(res.equity[:, 0], ref, rtol=1e-10)
+    assert (res.trades["status"] == "rejected").any()
