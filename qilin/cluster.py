@@ -464,7 +464,7 @@ class ClusterManager:
                 "use mode 'local' or 'auto'"
             )
         common = dict(common, threads_per_worker=self.threads_per_worker or 1)
-        return LocalCUDACluster(n_workers=self.n_workers, ip="127.0.0.1", **common)
+        return LocalCUDACluster(n_workers=self.n_workers, host="127.0.0.1", **common)
 
     def _resolve_security(self) -> Security | None:
         from qilin.config import TLSConfig
@@ -500,7 +500,6 @@ class ClusterManager:
         if security is not None and "://" not in address:
             address = f"tls://{address}"
         source = f"scheduler file {self.scheduler_file} -> " if not self.address else ""
-        self.address = address
         try:
             client = Client(address, security=security, timeout=self.timeout)
         except Exception as exc:

@@ -163,9 +163,12 @@ def test_connect_by_scheduler_file_from_config(remote, monkeypatch):
     cfg = load_config(cluster="remote")
     cm = ClusterManager.from_config(cfg.cluster, verbose=False)
     with cm as client:
-        assert cm.address == remote["address"]
+        assert cm.describe()["scheduler_address"] == remote["address"]
         assert client.submit(block_sum, 7).result() == block_sum(7)
         assert cm.describe()["n_workers"] == 2
+    assert not cm.started
+    with cm as again:  # a closed manager can connect again (re-reading the scheduler file)
+        assert again.submit(block_sum, 8).result() == block_sum(8)
 
 
 def test_asking_for_more_workers_than_connected_fails_after_timeout(remote):
@@ -226,9 +229,8 @@ def test_tls_scheduler_with_tls_config_files(tmp_path):
         cm = ClusterManager("remote", address=bare, security=tls, timeout=STARTUP_S,
                             verbose=False)
         with cm as client:  # no workers needed: the scheduler computes over the TLS comm
-            assert cm.address == address
             assert client.run_on_scheduler(block_sum, 3) == block_sum(3)
-            assert cm.describe()["scheduler_address"] == address
+            assert cm.describe()["scheduler_address"] == address  # tls:// was added
         # a distributed Security object is accepted as is
         with ClusterManager("remote", address=address, security=security_from_tls(tls),
                             timeout=STARTUP_S, verbose=False) as client:
