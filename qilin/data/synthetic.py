@@ -180,7 +180,8 @@ def _generate(n_symbols: int, n_days: int, seed: int, start: str | pd.Timestamp,
 
     # ---- suspensions: spells starting with small probability, geometric lengths
     starts = (rng.random((T, N)) < 0.0008) & listed
-    lengths = rng.geometric(0.25, (T, N))
+    lengths = np.zeros((T, N), dtype=np.int64)
+    lengths[starts] = rng.geometric(0.25, int(starts.sum()))
     suspended = np.zeros((T, N), dtype=bool)
     remaining = np.zeros(N, dtype=np.int64)
     for t in range(T):
@@ -204,22 +205,25 @@ def _generate(n_symbols: int, n_days: int, seed: int, start: str | pd.Timestamp,
     ret[jumps] += rng.normal(0.0, 0.07, int(jumps.sum()))
     gap_noise = rng.standard_normal((T, N)) * 0.004
     wick = np.abs(rng.standard_normal((2, T, N))) * 0.5 * idio_level
-    vwap_u = rng.beta(2.0, 2.0, (T, N))
+    vwap_u = rng.random((T, N))
     turnover = rng.lognormal(np.log(0.01), 0.6, N) * np.exp(rng.normal(0, 0.35, (T, N)))
 
     # ---- corporate actions: cash dividends and bonus shares on rare ex-dates
     actions = (rng.random((T, N)) < 1 / 480) & trades
     actions[first, np.arange(N)] = False
-    bonus = actions & (rng.random((T, N)) < 0.3)
-    ratio = np.where(bonus, rng.choice([1.2, 1.3, 1.5, 2.0], (T, N)), 1.0)
-    div_yield = np.where(actions & ~bonus, rng.uniform(0.005, 0.03, (T, N)), 0.0)
+    n_actions = int(actions.sum())
+    is_bonus = rng.random(n_actions) < 0.3
+    ratio = np.ones((T, N))
+    ratio[actions] = np.where(is_bonus, rng.choice([1.2, 1.3, 1.5, 2.0], n_actions), 1.0)
+    div_yield = np.zeros((T, N))
+    div_yield[actions] = np.where(is_bonus, 0.0, rng.uniform(0.005, 0.03, n_actions))
 
     price0 = np.round(np.exp(rng.normal(np.log(12.0), 0.7, N)), 2).clip(2.0, 300.0)
     float_shares = np.round(rng.lognormal(np.log(6e9), 0.9, N) / price0, -2)
     pct = limit_pct_matrix(pd.Index(symbols), dates, is_st=st_kind > 0)
 
     shape = (T, N)
-    out = {k: np.full(shape, np.nan) for k in
+    out = {k: np.empty(shape) for k in
            ("open", "high", "low", "close", "volume", "amount", "preclose", "adj_factor",
             "float_mcap")}
     last_close = price0.copy()
@@ -250,10 +254,12 @@ def _generate(n_symbols: int, n_days: int, seed: int, start: str | pd.Timestamp,
                             ("volume", vol), ("amount", np.round(vwap * vol, 2)),
                             ("preclose", pre), ("adj_factor", adj),
                             ("float_mcap", close * shares)):
-            out[name][t, live] = value[live]
+            out[name][t] = value  # rows without a bar are blanked below, in one pass
         last_close = np.where(live, close, last_close)
     if progress is not None and T % 50:
         progress(T % 50)
+    for arr in out.values():
+        arr[~trades] = np.nan
     return _Market(dates, symbols, out, trades, np.where(trades, st_kind, 0).astype(np.int8),
                    names, industries)
 
