@@ -300,3 +300,45 @@ def test_dropped_manager_closes_its_cluster():
     gc.collect()
     assert client.status == "closed"
     assert cluster.status.name == "closed"
+
+
+@pytest.fixture
+def fake_dask_cuda(monkeypatch):
+    """dask_cuda stand-in whose LocalCUDACluster records its arguments and starts a threads
+    cluster, so that the cuda plumbing (auto resolution, arguments, errors) runs on CPU."""
+    import types
+
+    from distributed import LocalCluster
+
+    calls = []
+
+    def local_cuda_cluster(**kwargs):
+        calls.append(kwargs)
+        return LocalCluster(n_workers=1, processes=False, threads_per_worker=1,
+                            dashboard_address=kwargs["dashboard_address"])
+
+    module = types.ModuleType("dask_cuda")
+    module.LocalCUDACluster = local_cuda_cluster
+    monkeypatch.setitem(sys.modules, "dask_cuda", module)
+    return calls
+
+
+def test_cuda_mode_plumbing_with_a_stand_in_dask_cuda(fake_dask_cuda, monkeypatch):
+    import qilin.backend
+
+    monkeypatch.setattr(qilin.backend, "gpu_count", lambda: 0)
+    assert resolve_mode("auto") == "local"  # dask-cuda alone is not enough
+    with pytest.raises(ClusterError, match="needs at least one visible CUDA GPU"):
+        ClusterManager("cuda", verbose=False).start()
+    assert fake_dask_cuda == []
+
+    monkeypatch.setattr(qilin.backend, "gpu_count", lambda: 2)
+    assert resolve_mode("auto") == "cuda"
+    cm = ClusterManager("auto", memory_limit="2GiB", verbose=False)
+    with cm as client:
+        assert cm.resolved_mode == "cuda"
+        assert client.submit(sum, [1, 2]).result() == 3
+    (kwargs,) = fake_dask_cuda
+    assert kwargs["n_workers"] is None  # dask-cuda: one worker per GPU
+    assert kwargs["threads_per_worker"] == 1 and kwargs["memory_limit"] == "2GiB"
+    assert kwargs["host"] == "127.0.0.1" and kwargs["dashboard_address"] == "127.0.0.1:0"
