@@ -67,6 +67,7 @@ __all__ = [
     "quantile_turnover",
     "quantize_factor",
     "rank_rows",
+    "rank_rows_grouped",
     "summary_table",
     "write_json_atomic",
 ]
@@ -837,24 +838,89 @@ def evaluate_factor(
     )
 
 
+def rank_rows_grouped(x: Any, codes: Any, n_groups: int) -> Any:
+    """Average ranks within each (row, group); NaN where ``x`` is NaN or the code is < 0.
+
+    ``codes`` are integer group codes ``0..n_groups-1`` (``-1``: no group), same shape as
+    ``x``. One sort per row by (group, value), so the cost does not grow with the number
+    of groups.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[5.0, 1.0, 3.0, 2.0, 2.0, np.nan]])
+    >>> rank_rows_grouped(x, np.array([[0, 1, 0, 1, 1, 0]]), 2).tolist()
+    [[2.0, 1.0, 1.0, 2.5, 2.5, nan]]
+    """
+    xp = array_module(x)
+    x = xp.asarray(x, dtype=xp.float64)
+    n_rows, n_cols = x.shape
+    if x.size == 0:
+        return x.copy()
+    valid = xp.isfinite(x) & (codes >= 0)
+    g = xp.where(valid, codes, n_groups).astype(xp.int64)  # unranked cells: an extra group
+    position = xp.empty(x.shape, dtype=xp.int64)
+    rows = xp.arange(n_rows)[:, None]
+    position[rows, xp.argsort(xp.where(valid, x, xp.nan), axis=1)] = xp.arange(n_cols)[None, :]
+    order = xp.argsort(g * n_cols + position, axis=1)  # by group, then by value
+    s = xp.where(valid, x, xp.nan)[rows, order]
+    gs = g[rows, order]
+    starts = xp.ones(x.shape, dtype=bool)
+    starts[:, 1:] = (s[:, 1:] != s[:, :-1]) | (gs[:, 1:] != gs[:, :-1])
+    tie = xp.cumsum(starts, axis=1) - 1
+    row_base = rows * n_cols
+    flat = (tie + row_base).ravel()
+    tie_counts = xp.bincount(flat, minlength=n_rows * n_cols)
+    tie_first = (xp.cumsum(tie_counts) - tie_counts)[flat].reshape(x.shape) - row_base
+    gflat = (gs + rows * (n_groups + 1)).ravel()
+    g_counts = xp.bincount(gflat, minlength=n_rows * (n_groups + 1))
+    g_first = (xp.cumsum(g_counts) - g_counts)[gflat].reshape(x.shape) - row_base
+    ranks_sorted = tie_first - g_first + (tie_counts[flat].reshape(x.shape) + 1) / 2.0
+    ranks = xp.empty_like(x)
+    ranks[rows, order] = ranks_sorted
+    return xp.where(valid, ranks, xp.nan)
+
+
+def _grouped_pearson(x: Any, y: Any, codes: Any, n_groups: int) -> Any:
+    """Pearson of ``x`` and ``y`` per (row, group) over cells where both are finite.
+
+    Returns a (rows, groups) array; NaN for fewer than two names or a constant side.
+    """
+    xp = array_module(x, y)
+    n_rows = x.shape[0]
+    mask = xp.isfinite(x) & xp.isfinite(y) & (codes >= 0)
+    flat = (xp.arange(n_rows)[:, None] * n_groups + codes)[mask]
+    xv, yv = x[mask], y[mask]
+    size = n_rows * n_groups
+    n = xp.bincount(flat, minlength=size)
+    safe_n = xp.maximum(n, 1)
+    dx = xv - (xp.bincount(flat, weights=xv, minlength=size) / safe_n)[flat]
+    dy = yv - (xp.bincount(flat, weights=yv, minlength=size) / safe_n)[flat]
+    sxy = xp.bincount(flat, weights=dx * dy, minlength=size)
+    sxx = xp.bincount(flat, weights=dx * dx, minlength=size)
+    syy = xp.bincount(flat, weights=dy * dy, minlength=size)
+    ok = (n >= 2) & (sxx > 0) & (syy > 0)
+    r = sxy / xp.sqrt(xp.where(ok, sxx * syy, 1.0))
+    return xp.where(ok, xp.clip(r, -1.0, 1.0), xp.nan).reshape(n_rows, n_groups)
+
+
 def _group_rank_ic(f: Any, fwd: Mapping[int, Any], masks: Mapping[int, Any],
                    hs: Sequence[int], groups: Any, panel: Panel) -> pd.DataFrame:
     """Rank IC per (date, group) like alphalens ``factor_information_coefficient(by_group)``."""
-    xp = panel.xp
     codes, labels = _group_codes(groups, panel)
     dev_codes = panel.backend.asarray(codes)
-    frames = []
-    for k, label in enumerate(labels):
-        in_group = dev_codes == k
-        per_h = {h: to_host(information_coefficient(f, fwd[h], "spearman",
-                                                    masks[h] & in_group)) for h in hs}
-        present = np.asarray(to_host(xp.stack([(masks[h] & in_group).any(axis=1)
-                                               for h in hs]).any(axis=0)))
-        df = pd.DataFrame(per_h, index=panel.dates)[present]
-        df.index = pd.MultiIndex.from_arrays([df.index, [label] * len(df)],
-                                             names=["date", "group"])
-        frames.append(df)
-    out = pd.concat(frames).sort_index() if frames else pd.DataFrame(columns=list(hs))
+    n_groups = len(labels)
+    per_h, present = {}, np.zeros((panel.shape[0], n_groups), dtype=bool)
+    for h in hs:
+        fr = rank_rows_grouped(_masked(f, masks[h]), dev_codes, n_groups)
+        rr = rank_rows_grouped(_masked(fwd[h], masks[h]), dev_codes, n_groups)
+        per_h[h] = to_host(_grouped_pearson(fr, rr, dev_codes, n_groups)).ravel()
+        used = to_host(masks[h] & (dev_codes >= 0))
+        for_rows = np.zeros_like(present)
+        np.logical_or.at(for_rows, (np.nonzero(used)[0], codes[used]), True)
+        present |= for_rows
+    index = pd.MultiIndex.from_product([panel.dates, labels], names=["date", "group"])
+    out = pd.DataFrame(per_h, index=index)[present.ravel()]
     out.columns = pd.Index(hs, name="horizon")
     return out
 

@@ -27,6 +27,7 @@ from qilin.factors.evaluation import (
     quantile_turnover,
     quantize_factor,
     rank_rows,
+    rank_rows_grouped,
     summary_table,
 )
 
@@ -157,6 +158,20 @@ def test_rank_rows_matches_scipy_average_ranks():
         ok = ~np.isnan(x[t])
         np.testing.assert_array_equal(r[t][ok], stats.rankdata(x[t][ok]))
         assert np.isnan(r[t][~ok]).all()
+
+
+def test_grouped_ranks_match_pandas_groupby_rank():
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 5, size=(30, 17)).astype(float)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    codes = rng.integers(-1, 4, size=x.shape)  # -1: no group
+    ranks = rank_rows_grouped(x, codes, 4)
+    long = pd.DataFrame({"row": np.repeat(np.arange(30), 17), "g": codes.ravel(),
+                         "x": x.ravel()})
+    long = long[long["g"] >= 0]
+    expected = np.full(x.size, np.nan)
+    expected[long.index] = long.groupby(["row", "g"])["x"].rank().to_numpy()
+    np.testing.assert_array_equal(ranks.ravel(), expected)
 
 
 def test_ic_statistics_match_scipy_ttest():
