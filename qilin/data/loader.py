@@ -236,6 +236,12 @@ def _need(df: Any, column: str, source: str) -> None:
                         f"{list(df.columns)}")
 
 
+def _text_columns(f: Path, ren: dict[str, str]) -> dict[str, Any]:
+    """CSV columns to read as text: codes such as ``000001`` must keep their zeros."""
+    header = _file_columns(f)
+    return {c: str for c in header if ren.get(c, c) in ("symbol", "name", "industry")}
+
+
 def _read_pandas(f: Path, cols: list[str] | None, ren: dict[str, str],
                  symbols: Sequence[str] | None) -> pd.DataFrame:
     try:
@@ -246,7 +252,7 @@ def _read_pandas(f: Path, cols: list[str] | None, ren: dict[str, str],
                     and sym_col in _file_columns(f):
                 filters = [(sym_col, "in", list(symbols))]
             return pd.read_parquet(f, columns=cols, filters=filters)
-        return pd.read_csv(f, usecols=cols)
+        return pd.read_csv(f, usecols=cols, dtype=_text_columns(f, ren))
     except DataError:
         raise
     except Exception as exc:
@@ -345,7 +351,7 @@ def _load_lazy(files: list[Path], engine: str, renames: dict[Path, dict[str, str
         if fmt == "parquet":
             ddf = reader.read_parquet(names, columns=cols)
         else:
-            ddf = reader.read_csv(names, usecols=cols)
+            ddf = reader.read_csv(names, usecols=cols, dtype=_text_columns(files[0], ren))
     except Exception as exc:
         raise DataError(f"{names[0]}: cannot read {fmt} with {engine}: {exc}") from exc
     ddf = ddf.rename(columns=ren)

@@ -98,6 +98,11 @@ def test_tushare_style_columns_are_renamed_and_reported(tmp_path) -> None:
     assert got["date"].tolist() == list(pd.to_datetime(["2024-01-03", "2024-01-02",
                                                         "2024-01-02"]))
     assert "ts_code" in load_bars(tmp_path / "daily.csv", aliases=False).columns
+    bare = raw.assign(ts_code=["600000", "600000", "000001"])
+    bare.to_csv(tmp_path / "bare.csv", index=False)
+    assert load_bars(tmp_path / "bare.csv")["symbol"].tolist() == ["600000", "600000", "000001"]
+    got_dask = load_bars(tmp_path / "bare.csv", engine="dask").compute()
+    assert sorted(got_dask["symbol"]) == ["000001", "600000", "600000"]
     panel, rep = load_panel(tmp_path / "daily.csv", backend="cpu", return_report=True)
     assert panel.shape == (2, 2)
     renames = rep.changes[rep.changes["action"] == "rename_column"]
