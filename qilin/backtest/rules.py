@@ -82,7 +82,7 @@ def previous_close(panel: Panel) -> np.ndarray:
     T, N = close.shape
     prev = np.full((T, N), np.nan)
     if T > 1:
-        filled = _ffill(close)
+        filled = ffill_rows(close)
         prev[1:] = filled[:-1]
     if "preclose" in panel:
         pre = to_host(panel["preclose"]).astype(np.float64)
@@ -114,7 +114,7 @@ def limit_hits(panel: Panel, rules: MarketRules, price: str = "close") -> tuple[
         return px >= up - LIMIT_TOL, px <= down + LIMIT_TOL
 
 
-def _ffill(a: np.ndarray) -> np.ndarray:
+def ffill_rows(a: np.ndarray) -> np.ndarray:
     """Forward-fill NaNs down each column."""
     idx = np.where(np.isfinite(a), np.arange(a.shape[0])[:, None], 0)
     np.maximum.accumulate(idx, axis=0, out=idx)

@@ -68,7 +68,7 @@ from qilin.backtest.result import (
     BacktestResult,
     gather_trades,
 )
-from qilin.backtest.rules import LIMIT_TOL, MarketRules, limit_arrays
+from qilin.backtest.rules import LIMIT_TOL, MarketRules, ffill_rows, limit_arrays
 from qilin.config import MarketConfig, load_market
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError
@@ -118,10 +118,9 @@ def simulate_signals_nb(target, exec_price, close, adj_ratio, up, down, init_cas
                 side = 0
                 if not valid:
                     reject = REJECT_SUSPENDED
-                    side = 1 if desired * (cash + qty * last_close if qty != 0.0 else cash) \
-                        > qty * last_close else -1
-                    if qty == 0.0:
-                        side = 1
+                    side = 1
+                    if qty != 0.0 and desired * (cash + qty * last_close) <= qty * last_close:
+                        side = -1
                 else:
                     eq = cash + qty * p
                     buy_px = p * (1.0 + slippage)
@@ -244,9 +243,9 @@ extern "C" __global__ void simulate_signals_cuda(
             int reject = 0, side = 0;
             if (!valid) {
                 reject = 2;
-                double eqm = (qty != 0.0) ? cash + qty * last_close : cash;
-                side = (desired * eqm > qty * last_close) ? 1 : -1;
-                if (qty == 0.0) side = 1;
+                side = 1;
+                if (qty != 0.0 && desired * (cash + qty * last_close) <= qty * last_close)
+                    side = -1;
             } else {
                 double eq = cash + qty * p;
                 double buy_px = p * (1.0 + slippage);
@@ -427,11 +426,9 @@ def adj_ratio(panel: Panel) -> np.ndarray:
     T, N = panel.shape
     if "adj_factor" not in panel:
         return np.ones((T, N))
-    from qilin.backtest.rules import _ffill
-
     adj = to_host(panel["adj_factor"]).astype(np.float64)
     prev = np.full((T, N), np.nan)
-    prev[1:] = _ffill(adj)[:-1]
+    prev[1:] = ffill_rows(adj)[:-1]
     with np.errstate(invalid="ignore", divide="ignore"):
         r = adj / prev
     return np.where(np.isfinite(r) & (r > 0), r, 1.0)
