@@ -1,1 +1,4 @@
-"""Vectorized backtests on Panels: signal and portfolio modes, costs, market rules, metrics, sweeps."""
+"""Vectorized backtests on Panels.
+
+Signal and portfolio modes, costs, market rules, metrics and parameter sweeps.
+"""
