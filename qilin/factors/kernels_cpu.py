@@ -502,26 +502,35 @@ def ts2_nb(x, y, op, w):
 # ------------------------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
 def cs_rank_nb(x):
-    """Average rank / count of each finite entry within its row; NaN for rows < 2 finite."""
+    """Average rank / count of each finite entry within its row; NaN for rows < 2 finite.
+
+    Sorts each row's finite values once and walks the runs of ties (the GPU twin gets the
+    same numbers by binary search of each value in the sorted row).
+    """
     n_rows, n_cols = x.shape
     out = np.full((n_rows, n_cols), np.nan)
     for i in prange(n_rows):
         buf = np.empty(n_cols)
+        col = np.empty(n_cols, np.int64)
         m = 0
         for j in range(n_cols):
             v = x[i, j]
             if np.isfinite(v):
                 buf[m] = v
+                col[m] = j
                 m += 1
         if m < 2:
             continue
-        srt = np.sort(buf[:m])
-        for j in range(n_cols):
-            v = x[i, j]
-            if np.isfinite(v):
-                left = _bisect_left_nb(srt, m, v)
-                right = _bisect_right_nb(srt, m, v)
-                out[i, j] = (left + right + 1.0) / (2.0 * m)
+        order = np.argsort(buf[:m])
+        k = 0
+        while k < m:
+            e = k
+            while e + 1 < m and buf[order[e + 1]] == buf[order[k]]:
+                e += 1
+            r = (k + e + 2.0) / (2.0 * m)
+            for q in range(k, e + 1):
+                out[i, col[order[q]]] = r
+            k = e + 1
     return out
 
 

@@ -1,9 +1,10 @@
 """Factor operators on dates x symbols arrays (NumPy on CPU, CuPy on GPU).
 
 Every operator takes 2-D arrays shaped (dates, symbols) of one array namespace and returns
-a float64 array of the same shape and namespace. A 1-D array is accepted as one series and
-returned 1-D. Time-series operators run a compiled kernel per column (numba on CPU, a CuPy
-kernel on GPU); cross-section operators work row by row with array operations.
+a float64 array of the same shape and namespace. A 1-D array is accepted as one series (for
+``ts_*``) or one cross-section (for ``cs_*``) and returned 1-D. Time-series operators run a
+compiled kernel per column (numba on CPU, a CuPy kernel on GPU); cross-section operators work
+row by row with array operations.
 
 NaN policy
 ----------
