@@ -469,7 +469,7 @@ def run_signals(
     rebalance_threshold: float = 0.0,
     costs: CostModel | Mapping[str, float] | None = None,
     rules: MarketRules | Mapping[str, Any] | None = None,
-    backend: str | Backend | None = "cpu",
+    backend: str | Backend | None = None,
 ) -> BacktestResult:
     """Backtest per-column signals; each symbol trades its own ``init_cash``.
 
@@ -494,8 +494,9 @@ def run_signals(
     rebalance_threshold : float
         Also re-trade when the held exposure drifts more than this from the target.
     costs, rules : CostModel / MarketRules or mappings of overrides, optional
-    backend : "cpu", "gpu", "auto" or Backend
-        Where the state machine runs (trade records are gathered on the host).
+    backend : "cpu", "gpu", "auto", Backend or None
+        Where the state machine runs (trade records are gathered on the host); None: the
+        panel's own backend.
 
     Returns
     -------
@@ -516,7 +517,7 @@ def run_signals(
     inputs["target"] = np.ascontiguousarray(shift_rows(desired, execution_shift(lag, price)))
     params = (float(init_cash), cm.commission_rate, cm.min_commission, cm.slippage,
               cm.stamp_duty_rate, float(mr.lot_size), float(rebalance_threshold))
-    be = get_backend(backend)
+    be = panel.backend if backend is None else get_backend(backend)
     out = _simulate_gpu(inputs, params, be) if be.is_gpu else _simulate_cpu(inputs, params)
     trades = gather_trades(panel.dates, panel.symbols, out["rec_side"], out["rec_status"],
                            out["rec_qty"], out["rec_price"], out["rec_cost"])
