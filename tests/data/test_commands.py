@@ -92,10 +92,7 @@ def test_real_subprocess(tmp_path) -> None:
         [str(exe), "data", "synth", "--symbols", "8", "--days", "30", "--seed", "3",
          "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    assert "240" in proc.stdout or "bars" in proc.stdout
-    pd.testing.assert_frame_equal(load_bars(out), synthetic_bars(8, 30, seed=3),
-                                  check_dtype=False)
-    proc = subprocess.run([str(exe), "data", "validate", str(out), "--market", "cn"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "no findings" in proc.stdout
+    want = synthetic_bars(8, 30, seed=3)
+    assert f"{len(want)} bars (8 symbols x 30 days, seed 3) written to {out}" in proc.stdout
+    assert "simulating days" in proc.stderr
+    pd.testing.assert_frame_equal(load_bars(out), want, check_dtype=False)
