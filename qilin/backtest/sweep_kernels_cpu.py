@@ -55,7 +55,7 @@ def _valid_positions_nb(row: np.ndarray) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
     """Simple moving average over the last ``window`` non-NaN observations of each row.
 
@@ -63,7 +63,7 @@ def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
     observations were seen.
     """
     out = np.full(x.shape, np.nan)
-    for i in nb.prange(x.shape[0]):
+    for i in range(x.shape[0]):
         pos = _valid_positions_nb(x[i])
         acc = 0.0
         for k in range(pos.shape[0]):
@@ -79,11 +79,11 @@ def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def rolling_std_nb(x: np.ndarray, window: int) -> np.ndarray:
     """Population standard deviation over the last ``window`` non-NaN observations."""
     out = np.full(x.shape, np.nan)
-    for i in nb.prange(x.shape[0]):
+    for i in range(x.shape[0]):
         pos = _valid_positions_nb(x[i])
         for k in range(window - 1, pos.shape[0]):
             mean = 0.0
@@ -98,12 +98,12 @@ def rolling_std_nb(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def ema_nb(x: np.ndarray, window: int) -> np.ndarray:
     """TA-Lib EMA (seeded with the SMA of the first ``window`` values) over non-NaN values."""
     out = np.full(x.shape, np.nan)
     alpha = 2.0 / (window + 1.0)
-    for i in nb.prange(x.shape[0]):
+    for i in range(x.shape[0]):
         pos = _valid_positions_nb(x[i])
         if pos.shape[0] < window:
             continue
@@ -118,11 +118,11 @@ def ema_nb(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def rsi_nb(x: np.ndarray, window: int) -> np.ndarray:
     """TA-Lib RSI (Wilder smoothing, seeded with simple averages) over non-NaN values."""
     out = np.full(x.shape, np.nan)
-    for i in nb.prange(x.shape[0]):
+    for i in range(x.shape[0]):
         pos = _valid_positions_nb(x[i])
         if pos.shape[0] <= window:
             continue
@@ -147,11 +147,11 @@ def rsi_nb(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def momentum_nb(x: np.ndarray, lookback: int) -> np.ndarray:
     """``x[t] / x[t - lookback] - 1`` over non-NaN observations (NaN on missing bars)."""
     out = np.full(x.shape, np.nan)
-    for i in nb.prange(x.shape[0]):
+    for i in range(x.shape[0]):
         pos = _valid_positions_nb(x[i])
         for k in range(lookback, pos.shape[0]):
             out[i, pos[k]] = x[i, pos[k]] / x[i, pos[k - lookback]] - 1.0
@@ -159,7 +159,7 @@ def momentum_nb(x: np.ndarray, lookback: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- simulation
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, init_cash,
                lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
                port_row, counters_row, inv_cols):
@@ -177,6 +177,8 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
     m1, a1 = coef[c, 1, 0], coef[c, 1, 1]
     m2, a2 = coef[c, 2, 0], coef[c, 2, 1]
     m3, a3 = coef[c, 3, 0], coef[c, 3, 1]
+    scaled = (idx[c, 0, 1] >= 0 or idx[c, 1, 1] >= 0 or idx[c, 2, 1] >= 0
+              or idx[c, 3, 1] >= 0)
     px = close[j]
     buy_ok = can_buy[j]
     sell_ok = can_sell[j]
@@ -199,12 +201,17 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
             qty *= ratio[t]
         s = t - lag
         if s >= 0:
-            entry = b0[s] + m0 * k0[s] + a0 > b1[s] + m1 * k1[s] + a1
-            exit_ = b2[s] + m2 * k2[s] + a2 > b3[s] + m3 * k3[s] + a3
+            if scaled:
+                entry = b0[s] + m0 * k0[s] + a0 > b1[s] + m1 * k1[s] + a1
+                exit_ = b2[s] + m2 * k2[s] + a2 > b3[s] + m3 * k3[s] + a3
+            else:
+                entry = b0[s] + a0 > b1[s] + a1
+                exit_ = b2[s] + a2 > b3[s] + a3
             if entry != exit_ and entry != desired:
                 desired = entry
                 pending = True
         p = px[t]
+        moved = False
         if pending and p == p and p > 0.0:
             eq = cash + qty * p
             buy_px = p * (1.0 + slip)
@@ -229,6 +236,7 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
                             cash -= notional + fee
                             qty += dq
                             pending = False
+                            moved = True
                             bought += notional + fee
                             n_trades += 1.0
                             turnover += notional / prev_equity
@@ -246,6 +254,7 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
                         if qty < QTY_EPS:
                             qty = 0.0
                         pending = False
+                        moved = True
                         sold += notional - fee
                         n_trades += 1.0
                         turnover += notional / prev_equity
@@ -259,13 +268,14 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
                 pending = False
         if p == p:
             last_close = p
-        held = qty * last_close if qty != 0.0 else 0.0
-        equity = cash + held
-        if equity > 0.0:
-            exposure += held / equity
-        if t > 0:
-            port_row[t] += (equity / prev_equity - 1.0) * inv_cols
-        prev_equity = equity
+        if qty != 0.0 or moved:  # a flat column without a fill has a return of exactly 0
+            held = qty * last_close if qty != 0.0 else 0.0
+            equity = cash + held
+            if equity > 0.0:
+                exposure += held / equity
+            if t > 0:
+                port_row[t] += (equity / prev_equity - 1.0) * inv_cols
+            prev_equity = equity
     counters_row[0] += n_trades
     counters_row[1] += n_wins
     counters_row[2] += n_closed

@@ -444,12 +444,12 @@ class SweepResult:
         row = self.best(metric, 1)
         if row.empty:
             raise BacktestError("the sweep has no combinations")
-        return {k: _py(row.iloc[0][k]) for k in self.param_names}
+        return {k: _py(row[k].iloc[0]) for k in self.param_names}
 
     def summary(self, metric: str = "sharpe_ratio") -> str:
         """One line: combinations run, speed and the best parameters with their metrics."""
         row = self.best(metric, 1).iloc[0]
-        params = ", ".join(f"{k}={_py(row[k])}" for k in self.param_names)
+        params = ", ".join(f"{k}={v}" for k, v in self.best_params(metric).items())
         figures = ", ".join(f"{k}={row[k]:.4g}" for k in
                             ("sharpe_ratio", "annual_return", "max_drawdown") if k in row)
         rate = self.cell_steps / self.elapsed_s if self.elapsed_s > 0 else float("nan")
