@@ -368,29 +368,35 @@ class AlertManager:
         bool
             True when the alert was dispatched to the handlers.
         """
-        if self._closed:
-            raise MonitoringError(f"AlertManager is closed; cannot fire {alert.rule}/"
-                                  f"{alert.subject}")
-        if not self._admit(alert):
-            return False
-        if self.metrics is not None:
-            self.metrics.alerts.labels(rule=alert.rule, severity=alert.severity).inc()
-            self.metrics.observe_alert_subject(alert)
-        with self._lock:
-            targets = [(n, h, self._executors[n]) for n, h in self._handlers.items()]
-        futures: dict[Future[None], str] = {ex.submit(h.handle, alert): n for n, h, ex in targets}
-        done, pending = wait_futures(futures, timeout=self.handler_timeout_s)
-        for fut in done:
-            exc = fut.exception()
-            if exc is not None:
-                self._failed(futures[fut], "error", exc, alert)
-        for fut in pending:
-            self._failed(futures[fut], "timeout", None, alert)
-        return True
+        return self.fire_many([alert]) == 1
 
     def fire_many(self, alerts: Iterable[Alert]) -> int:
-        """Fire each alert in order; returns how many were dispatched."""
-        return sum(self.fire(a) for a in alerts)
+        """Admit each alert in order, then hand the admitted ones to every handler as one
+        batch (one thread hand-off per handler); returns how many were dispatched."""
+        if self._closed:
+            raise MonitoringError("AlertManager is closed; cannot fire alerts")
+        batch = [a for a in alerts if self._admit(a)]
+        if not batch:
+            return 0
+        if self.metrics is not None:
+            for a in batch:
+                self.metrics.alerts.labels(rule=a.rule, severity=a.severity).inc()
+                self.metrics.observe_alert_subject(a)
+        with self._lock:
+            targets = [(n, h, self._executors[n]) for n, h in self._handlers.items()]
+        futures: dict[Future[None], str] = {
+            ex.submit(self._run_handler, n, h, batch): n for n, h, ex in targets}
+        _, pending = wait_futures(futures, timeout=self.handler_timeout_s)
+        for fut in pending:
+            self._failed(futures[fut], "timeout", None, batch[0])
+        return len(batch)
+
+    def _run_handler(self, name: str, handler: AlertHandler, batch: list[Alert]) -> None:
+        for alert in batch:
+            try:
+                handler.handle(alert)
+            except Exception as exc:
+                self._failed(name, "error", exc, alert)
 
     def reset_cooldowns(self) -> None:
         """Forget when each key last fired."""

@@ -147,15 +147,15 @@ def _fired(values: np.ndarray, threshold: float, two_sided: bool) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- streaming
-@numba.njit(cache=True, inline="always")
-def _stats_nb(ring: np.ndarray, s1: np.ndarray, s2: np.ndarray, nnan: np.ndarray,
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _stats_nb(ring: np.ndarray, off: np.ndarray, s1: np.ndarray, s2: np.ndarray, nnan: np.ndarray,
               anchor: np.ndarray, slot: int, i: int, w: int, n: int) -> tuple:
     """Mean, std, mean of squares of slot ``slot`` for symbol ``i`` (NaN when not ready)."""
-    if n < w or nnan[slot, i] > 0:
+    if n < w or nnan[i, slot] > 0:
         return np.nan, np.nan, np.nan
-    a = s1[slot, i]
-    b = s2[slot, i]
-    k = anchor[slot, i]
+    a = s1[i, slot]
+    b = s2[i, slot]
+    k = anchor[i, slot]
     mean = k + a / w
     var = (b - a * a / w) / (w - 1)
     if var < 0.0:
@@ -164,67 +164,77 @@ def _stats_nb(ring: np.ndarray, s1: np.ndarray, s2: np.ndarray, nnan: np.ndarray
     return mean, np.sqrt(var), msq
 
 
-@numba.njit(cache=True, inline="always")
-def _push_nb(ring: np.ndarray, s1: np.ndarray, s2: np.ndarray, nnan: np.ndarray,
-             anchor: np.ndarray, slot: int, i: int, w: int, n: int, x: float) -> None:
-    """Append ``x`` as the ``n``-th value (0-based) of slot ``slot`` for symbol ``i``."""
-    pos = n % w
-    k = anchor[slot, i]
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _push_nb(ring: np.ndarray, off: np.ndarray, head: np.ndarray, s1: np.ndarray,
+             s2: np.ndarray, nnan: np.ndarray, anchor: np.ndarray, slot: int, i: int, w: int,
+             n: int, x: float) -> None:
+    """Append ``x`` as the ``n``-th value (0-based) of slot ``slot`` for symbol ``i``;
+    ``head[i, slot]`` is ``n % w``, kept as a counter to avoid an integer division."""
+    pos = head[i, slot]
+    k = anchor[i, slot]
     if n >= w:
-        old = ring[slot, i, pos]
+        old = ring[i, off[slot] + pos]
         if np.isnan(old):
-            nnan[slot, i] -= 1
+            nnan[i, slot] -= 1
         else:
             d = old - k
-            s1[slot, i] -= d
-            s2[slot, i] -= d * d
-    ring[slot, i, pos] = x
+            s1[i, slot] -= d
+            s2[i, slot] -= d * d
+    ring[i, off[slot] + pos] = x
     if np.isnan(x):
-        nnan[slot, i] += 1
+        nnan[i, slot] += 1
     else:
         d = x - k
-        s1[slot, i] += d
-        s2[slot, i] += d * d
-    if pos == w - 1:
+        s1[i, slot] += d
+        s2[i, slot] += d * d
+    if pos < w - 1:
+        head[i, slot] = pos + 1
+    else:
+        head[i, slot] = 0
         # Once per window, rebuild the sums from the ring around a fresh anchor so that
         # rounding from the add/remove updates cannot accumulate over a long stream.
         k = np.nan
         for j in range(w):
-            if not np.isnan(ring[slot, i, j]):
-                k = ring[slot, i, j]
+            if not np.isnan(ring[i, off[slot] + j]):
+                k = ring[i, off[slot] + j]
         if np.isnan(k):
             k = 0.0
         a = 0.0
         b = 0.0
         m = 0
         for j in range(w):
-            v = ring[slot, i, j]
+            v = ring[i, off[slot] + j]
             if np.isnan(v):
                 m += 1
             else:
                 a += v - k
                 b += (v - k) * (v - k)
-        anchor[slot, i] = k
-        s1[slot, i] = a
-        s2[slot, i] = b
-        nnan[slot, i] = m
+        anchor[i, slot] = k
+        s1[i, slot] = a
+        s2[i, slot] = b
+        nnan[i, slot] = m
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _z_nb(x: float, mean: float, std: float, msq: float) -> float:
     if std * std > 1e-12 * msq:
         return (x - mean) / std
     return np.nan
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def anomaly_update_nb(price: np.ndarray, volume: np.ndarray, skip_missing: bool,
-                      wins: np.ndarray, thr: np.ndarray, last_price: np.ndarray,
+                      wins: np.ndarray, off: np.ndarray, head: np.ndarray, thr: np.ndarray,
+                      last_price: np.ndarray,
                       count: np.ndarray, ring: np.ndarray, s1: np.ndarray, s2: np.ndarray,
                       nnan: np.ndarray, anchor: np.ndarray, out: np.ndarray,
                       flags: np.ndarray) -> None:
-    """Advance every symbol by one tick; write the rule values to ``out`` (5 x N: returns,
-    return z, price z, volatility ratio, volume ratio) and a bit per fired rule to ``flags``.
+    """Advance every symbol by one tick.
+
+    Slot ``k`` (returns for the z-score, short and long volatility; prices; volumes) keeps
+    its ring in ``ring[:, off[k]:off[k] + wins[k]]``. Writes the rule values to ``out``
+    (5 x N: returns, return z, price z, volatility ratio, volume ratio) and one bit per
+    fired rule to ``flags``.
     """
     n_sym = price.shape[0]
     for i in range(n_sym):
@@ -238,20 +248,20 @@ def anomaly_update_nb(price: np.ndarray, volume: np.ndarray, skip_missing: bool,
         r_t = p / last_price[i] - 1.0
         last_price[i] = p
         v = volume[i]
-        m0, sd0, q0 = _stats_nb(ring, s1, s2, nnan, anchor, _S_RET_Z, i, wins[0], n)
-        m3, sd3, q3 = _stats_nb(ring, s1, s2, nnan, anchor, _S_PRICE, i, wins[3], n)
-        m4, _sd4, _q4 = _stats_nb(ring, s1, s2, nnan, anchor, _S_VOLUME, i, wins[4], n)
+        m0, sd0, q0 = _stats_nb(ring, off, s1, s2, nnan, anchor, _S_RET_Z, i, wins[0], n)
+        m3, sd3, q3 = _stats_nb(ring, off, s1, s2, nnan, anchor, _S_PRICE, i, wins[3], n)
+        m4, _sd4, _q4 = _stats_nb(ring, off, s1, s2, nnan, anchor, _S_VOLUME, i, wins[4], n)
         z_ret = _z_nb(r_t, m0, sd0, q0)
         z_px = _z_nb(p, m3, sd3, q3)
         v_ratio = v / m4 if m4 > 0.0 else np.nan
-        _push_nb(ring, s1, s2, nnan, anchor, _S_RET_Z, i, wins[0], n, r_t)
-        _push_nb(ring, s1, s2, nnan, anchor, _S_VOL_SHORT, i, wins[1], n, r_t)
-        _push_nb(ring, s1, s2, nnan, anchor, _S_VOL_LONG, i, wins[2], n, r_t)
-        _push_nb(ring, s1, s2, nnan, anchor, _S_PRICE, i, wins[3], n, p)
-        _push_nb(ring, s1, s2, nnan, anchor, _S_VOLUME, i, wins[4], n, v)
+        _push_nb(ring, off, head, s1, s2, nnan, anchor, _S_RET_Z, i, wins[0], n, r_t)
+        _push_nb(ring, off, head, s1, s2, nnan, anchor, _S_VOL_SHORT, i, wins[1], n, r_t)
+        _push_nb(ring, off, head, s1, s2, nnan, anchor, _S_VOL_LONG, i, wins[2], n, r_t)
+        _push_nb(ring, off, head, s1, s2, nnan, anchor, _S_PRICE, i, wins[3], n, p)
+        _push_nb(ring, off, head, s1, s2, nnan, anchor, _S_VOLUME, i, wins[4], n, v)
         count[i] = n + 1
-        _m1, sd1, _q1 = _stats_nb(ring, s1, s2, nnan, anchor, _S_VOL_SHORT, i, wins[1], n + 1)
-        _m2, sd2, q2 = _stats_nb(ring, s1, s2, nnan, anchor, _S_VOL_LONG, i, wins[2], n + 1)
+        _m1, sd1, _q1 = _stats_nb(ring, off, s1, s2, nnan, anchor, _S_VOL_SHORT, i, wins[1], n + 1)
+        _m2, sd2, q2 = _stats_nb(ring, off, s1, s2, nnan, anchor, _S_VOL_LONG, i, wins[2], n + 1)
         vol_ratio = sd1 / sd2 if sd2 * sd2 > 1e-12 * q2 else np.nan
         out[0, i] = r_t
         out[1, i] = z_ret
@@ -362,17 +372,20 @@ class AnomalyDetector:
         self._thr = np.array([t[r] for r in RULES], dtype=np.float64)
         self._last = np.full(n_symbols, np.nan)
         self._count = np.zeros(n_symbols, dtype=np.int64)
-        self._ring = np.full((5, n_symbols, int(wins.max())), np.nan)
-        self._s1 = np.zeros((5, n_symbols))
-        self._s2 = np.zeros((5, n_symbols))
-        self._nnan = np.zeros((5, n_symbols), dtype=np.int64)
-        self._anchor = np.zeros((5, n_symbols))
+        # symbol-major: one symbol's rings and sums are adjacent in memory
+        self._off = np.concatenate([[0], np.cumsum(wins)[:-1]]).astype(np.int64)
+        self._ring = np.full((n_symbols, int(wins.sum())), np.nan)
+        self._head = np.zeros((n_symbols, 5), dtype=np.int64)
+        self._s1 = np.zeros((n_symbols, 5))
+        self._s2 = np.zeros((n_symbols, 5))
+        self._nnan = np.zeros((n_symbols, 5), dtype=np.int64)
+        self._anchor = np.zeros((n_symbols, 5))
         self._nan_volume = np.full(n_symbols, np.nan)
 
     def state_nbytes(self) -> int:
         """Bytes held by the streaming state (constant for a given number of symbols)."""
-        return sum(a.nbytes for a in (self._last, self._count, self._ring, self._s1, self._s2,
-                                      self._nnan, self._anchor, self._nan_volume))
+        return sum(a.nbytes for a in (self._last, self._count, self._ring, self._head, self._s1,
+                                      self._s2, self._nnan, self._anchor, self._nan_volume))
 
     def update(self, price: Any, volume: Any = None) -> Signals:
         """Advance by one tick: ``price`` (and ``volume``) are vectors over all symbols."""
@@ -389,7 +402,8 @@ class AnomalyDetector:
                                   f"prices {p.shape}")
         out = np.empty((5, self.n_symbols))
         flags = np.empty(self.n_symbols, dtype=np.int64)
-        anomaly_update_nb(p, v, self.skip_missing, self._wins, self._thr, self._last,
+        anomaly_update_nb(p, v, self.skip_missing, self._wins, self._off, self._head, self._thr,
+                          self._last,
                           self._count, self._ring, self._s1, self._s2, self._nnan,
                           self._anchor, out, flags)
         values = {"return_zscore": out[1], "price_zscore": out[2],

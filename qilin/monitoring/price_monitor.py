@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -54,6 +55,41 @@ RULES = ("price_above", "price_below", "pct_move", "limit_up", "limit_down")
 RULE_KINDS = ("above", "below", "move_pct")
 _ASHARE = r"\.(?:SH|SZ|BJ)$"
 _LIMIT_TOL = 1e-6
+
+
+@numba.njit(cache=True, error_model="numpy")
+def price_rules_nb(price: np.ndarray, given_prev: np.ndarray, ref: np.ndarray,
+                   above: np.ndarray, below: np.ndarray, move_pct: np.ndarray,
+                   default_move: float, pct: np.ndarray, use_limits: bool,
+                   fired: np.ndarray, move: np.ndarray, move_thr: np.ndarray,
+                   up: np.ndarray, down: np.ndarray) -> None:
+    """One tick of every price rule for every symbol; advances ``ref`` (the last close).
+
+    The limit prices follow :func:`qilin.data.boards.limit_prices` operation for operation.
+    """
+    for i in range(price.shape[0]):
+        p = price[i]
+        prev = given_prev[i]
+        if np.isnan(prev):
+            prev = ref[i]
+        mv = p / prev - 1.0
+        mt = move_pct[i]
+        if np.isnan(mt):
+            mt = default_move
+        move[i] = mv
+        move_thr[i] = mt
+        fired[0, i] = p > above[i]
+        fired[1, i] = p < below[i]
+        fired[2, i] = abs(mv) > mt
+        if use_limits:
+            u = np.floor(prev * (1 + pct[i]) * 100 + 0.5 + 1e-9) / 100
+            d = np.floor(prev * (1 - pct[i]) * 100 + 0.5 + 1e-9) / 100
+            up[i] = u
+            down[i] = d
+            fired[3, i] = p >= u - _LIMIT_TOL
+            fired[4, i] = p <= d + _LIMIT_TOL
+        if not np.isnan(p):
+            ref[i] = p
 
 
 @dataclass
@@ -108,6 +144,9 @@ class PriceMonitor:
         self._below = np.full(n, np.nan)
         self._move = np.full(n, np.nan)
         self._ref = np.full(n, np.nan)
+        self._nan = np.full(n, np.nan)
+        self._last_date: Any = None
+        self._last_pct = self._nan
         if self.limits:
             two = pd.DatetimeIndex([CHINEXT_REFORM_DATE - pd.Timedelta(days=1),
                                     CHINEXT_REFORM_DATE])
@@ -238,24 +277,37 @@ class PriceMonitor:
         overrides the remembered close; ``st`` marks special-treatment names.
         """
         p = np.asarray(price, dtype=np.float64)
-        if p.shape != self._ref.shape:
-            raise MonitoringError(f"PriceMonitor.update: expected {len(self.symbols)} prices, "
+        n = len(self.symbols)
+        if p.shape != (n,):
+            raise MonitoringError(f"PriceMonitor.update: expected {n} prices, "
                                   f"got shape {p.shape}")
-        ref = self._ref
-        if prev_close is not None:
-            given = np.asarray(prev_close, dtype=np.float64)
-            ref = np.where(np.isfinite(given), given, ref)
-        pct = None
+        given = self._nan if prev_close is None else np.asarray(prev_close, dtype=np.float64)
+        pct = self._nan
         if self.limits:
             if date is None:
                 raise MonitoringError("PriceMonitor.update: limit detection needs the date")
-            pct = self._pct_before if pd.Timestamp(date) < CHINEXT_REFORM_DATE \
-                else self._pct_after
+            if date is not self._last_date:
+                self._last_date = date
+                self._last_pct = self._pct_before if pd.Timestamp(date) < CHINEXT_REFORM_DATE \
+                    else self._pct_after
+            pct = self._last_pct
             if st is not None:
                 pct = np.where(np.asarray(st, dtype=bool) & self._main, ST_LIMIT, pct)
-        out = self._evaluate(p, ref, pct)
-        self._ref = np.where(np.isfinite(p), p, self._ref)
-        return out
+        fired = np.empty((5, n), dtype=np.bool_)
+        move, move_thr = np.empty(n), np.empty(n)
+        up, down = np.empty(n), np.empty(n)
+        default = np.nan if self.default_move_pct is None else float(self.default_move_pct)
+        price_rules_nb(p, given, self._ref, self._above, self._below, self._move, default,
+                       pct, self.limits, fired, move, move_thr, up, down)
+        values = {"price_above": p, "price_below": p, "pct_move": move}
+        thresholds: dict[str, Any] = {"price_above": self._above.copy(),
+                                      "price_below": self._below.copy(), "pct_move": move_thr}
+        masks = {"price_above": fired[0], "price_below": fired[1], "pct_move": fired[2]}
+        if self.limits:
+            values["limit_up"] = values["limit_down"] = p
+            thresholds["limit_up"], thresholds["limit_down"] = up, down
+            masks["limit_up"], masks["limit_down"] = fired[3], fired[4]
+        return Signals(values, masks, thresholds)
 
     def reset(self) -> None:
         """Forget the remembered previous closes (rules are kept)."""
