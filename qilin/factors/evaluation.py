@@ -769,7 +769,8 @@ def evaluate_factor(
     labels = quantize_factor(f, q, mask=base)
     if dropna == "all":
         base &= labels > 0
-    masks = {h: base & xp.isfinite(fwd[h]) for h in {*hs, 1}}
+    masks = {h: base if dropna == "all" and h in hs else base & xp.isfinite(fwd[h])
+             for h in {*hs, 1}}
     dates = panel.dates
 
     base_ranks = rank_rows(_masked(f, base))  # every horizon's mask is `base` under "all"
@@ -838,6 +839,14 @@ def evaluate_factor(
     )
 
 
+def _stable_argsort_rows(a: Any) -> Any:
+    xp = array_module(a)
+    try:
+        return xp.argsort(a, axis=1, kind="stable")
+    except TypeError:  # an xp without ``kind``: CuPy's sorts are stable already
+        return xp.argsort(a, axis=1)
+
+
 def rank_rows_grouped(x: Any, codes: Any, n_groups: int) -> Any:
     """Average ranks within each (row, group); NaN where ``x`` is NaN or the code is < 0.
 
@@ -858,13 +867,16 @@ def rank_rows_grouped(x: Any, codes: Any, n_groups: int) -> Any:
     if x.size == 0:
         return x.copy()
     valid = xp.isfinite(x) & (codes >= 0)
-    g = xp.where(valid, codes, n_groups).astype(xp.int64)  # unranked cells: an extra group
-    position = xp.empty(x.shape, dtype=xp.int64)
+    small = xp.int16 if n_groups < 2**15 - 1 else xp.int64  # numpy radix-sorts int16
+    g = xp.where(valid, codes, n_groups).astype(small)  # unranked cells: an extra group
     rows = xp.arange(n_rows)[:, None]
-    position[rows, xp.argsort(xp.where(valid, x, xp.nan), axis=1)] = xp.arange(n_cols)[None, :]
-    order = xp.argsort(g * n_cols + position, axis=1)  # by group, then by value
-    s = xp.where(valid, x, xp.nan)[rows, order]
-    gs = g[rows, order]
+    xv = xp.where(valid, x, xp.nan)
+    by_value = xp.argsort(xv, axis=1)
+    g_by_value = xp.take_along_axis(g, by_value, axis=1)
+    then_group = _stable_argsort_rows(g_by_value)  # by group, ties keep the value order
+    order = xp.take_along_axis(by_value, then_group, axis=1)
+    s = xp.take_along_axis(xv, order, axis=1)
+    gs = xp.take_along_axis(g_by_value, then_group, axis=1).astype(xp.int64)
     starts = xp.ones(x.shape, dtype=bool)
     starts[:, 1:] = (s[:, 1:] != s[:, :-1]) | (gs[:, 1:] != gs[:, :-1])
     tie = xp.cumsum(starts, axis=1) - 1
@@ -911,8 +923,11 @@ def _group_rank_ic(f: Any, fwd: Mapping[int, Any], masks: Mapping[int, Any],
     dev_codes = panel.backend.asarray(codes)
     n_groups = len(labels)
     per_h, present = {}, np.zeros((panel.shape[0], n_groups), dtype=bool)
+    shared = len({id(masks[h]) for h in hs}) == 1
+    f_ranks = rank_rows_grouped(_masked(f, masks[hs[0]]), dev_codes, n_groups)
     for h in hs:
-        fr = rank_rows_grouped(_masked(f, masks[h]), dev_codes, n_groups)
+        fr = f_ranks if shared or h == hs[0] else rank_rows_grouped(
+            _masked(f, masks[h]), dev_codes, n_groups)
         rr = rank_rows_grouped(_masked(fwd[h], masks[h]), dev_codes, n_groups)
         per_h[h] = to_host(_grouped_pearson(fr, rr, dev_codes, n_groups)).ravel()
         used = to_host(masks[h] & (dev_codes >= 0))
