@@ -44,6 +44,7 @@ TS_DELAY = 17
 TS_DELTA = 18
 TS_PCT_CHANGE = 19
 TS_COUNT = 20
+TS_MAD = 21
 
 # --- two-input rolling kernels (ts2_nb) ----------------------------------------------------
 TS_CORR = 0
@@ -364,6 +365,17 @@ def _count_core_nb(x, res, w):
 
 
 @njit(cache=True)
+def _mad_core_nb(x, res, w):
+    # Mean absolute deviation from the window mean (Qlib Mad): O(window) per step.
+    for t in range(w - 1, x.shape[0]):
+        avg = _window_mean_nb(x, t - w + 1, t + 1)
+        dev = 0.0
+        for i in range(t - w + 1, t + 1):
+            dev += abs(x[i] - avg)
+        res[t] = dev / w
+
+
+@njit(cache=True)
 def _ts1_core_nb(x, res, op, w, p, ibuf, fbuf):
     if op == TS_SUM or op == TS_MEAN:
         _sum_core_nb(x, res, w, op == TS_MEAN)
@@ -379,8 +391,10 @@ def _ts1_core_nb(x, res, op, w, p, ibuf, fbuf):
         _ema_core_nb(x, res, w, w - 1)
     elif op <= TS_PCT_CHANGE:
         _shift_core_nb(x, res, w, op)
-    else:
+    elif op == TS_COUNT:
         _count_core_nb(x, res, w)
+    else:
+        _mad_core_nb(x, res, w)
 
 
 @njit(parallel=True, cache=True)

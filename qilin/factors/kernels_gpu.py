@@ -559,6 +559,15 @@ __device__ void count_core(const double* x, double* res, long long n, long long 
     }
 }
 
+__device__ void mad_core(const double* x, double* res, long long n, long long s, int w) {
+    for (long long t = w - 1; t < n; t++) {
+        double avg = window_mean(x, s, t - w + 1, t + 1);
+        double dev = 0.0;
+        for (long long i = t - w + 1; i < t + 1; i++) dev += fabs(AT(x, i) - avg);
+        AT(res, t) = dev / w;
+    }
+}
+
 __global__ void ts1_kernel(const double* comp, const long long* nvalid, double* res,
                            long long* ibuf, double* fbuf, long long N, int op, int w,
                            double p) {
@@ -575,7 +584,8 @@ __global__ void ts1_kernel(const double* comp, const long long* nvalid, double* 
     else if (op <= TS_WMA) linear_core(x, r, n, s, w, op);
     else if (op == TS_EMA) ema_core(x, r, n, s, w, w - 1);
     else if (op <= TS_PCT_CHANGE) shift_core(x, r, n, s, w, op);
-    else count_core(x, r, n, s, w);
+    else if (op == TS_COUNT) count_core(x, r, n, s, w);
+    else mad_core(x, r, n, s, w);
 }
 
 __global__ void ts2_kernel(const double* xc, const double* yc, const long long* nvalid,

@@ -78,6 +78,7 @@ __all__ = [
     "ts_delta",
     "ts_ema",
     "ts_kurt",
+    "ts_mad",
     "ts_max",
     "ts_mean",
     "ts_median",
@@ -227,6 +228,18 @@ def ts_kurt(x: Any, window: int) -> Any:
     3.228
     """
     return _rolling(x, kc.TS_KURT, check_int(window, "window"))
+
+
+def ts_mad(x: Any, window: int) -> Any:
+    """Rolling mean absolute deviation from the window mean (Qlib Mad).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ts_mad(np.array([1.0, 2.0, 6.0]), 3).tolist()
+    [nan, nan, 2.0]
+    """
+    return _rolling(x, kc.TS_MAD, check_int(window, "window"))
 
 
 def ts_max(x: Any, window: int) -> Any:

@@ -68,6 +68,10 @@ CASES = {
     "ts_std0": (lambda x: ops.ts_std(x, W, ddof=0), lambda s: s.rolling(W).std(ddof=0)),
     "ts_skew": (lambda x: ops.ts_skew(x, W), lambda s: s.rolling(W).skew()),
     "ts_kurt": (lambda x: ops.ts_kurt(x, W), lambda s: s.rolling(W).kurt()),
+    "ts_mad": (
+        lambda x: ops.ts_mad(x, W),
+        lambda s: s.rolling(W).apply(lambda v: np.abs(v - v.mean()).mean(), raw=True),
+    ),
     "ts_max": (lambda x: ops.ts_max(x, W), lambda s: s.rolling(W).max()),
     "ts_min": (lambda x: ops.ts_min(x, W), lambda s: s.rolling(W).min()),
     "ts_argmax": (

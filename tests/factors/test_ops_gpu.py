@@ -55,6 +55,7 @@ TS_OPS = {
     "ts_std": lambda x: ops.ts_std(x, 7, ddof=0),
     "ts_skew": lambda x: ops.ts_skew(x, 9),
     "ts_kurt": lambda x: ops.ts_kurt(x, 9),
+    "ts_mad": lambda x: ops.ts_mad(x, 6),
     "ts_max": lambda x: ops.ts_max(x, 5),
     "ts_min": lambda x: ops.ts_min(x, 5),
     "ts_argmax": lambda x: ops.ts_argmax(x, 5),
@@ -272,7 +273,7 @@ TS1_CASES = [
     (kc.TS_QUANTILE, 6, 0.3), (kc.TS_QUANTILE, 6, 1.0), (kc.TS_SLOPE, 8, 0.0),
     (kc.TS_RSQUARE, 8, 0.0), (kc.TS_RESI, 8, 0.0), (kc.TS_WMA, 8, 0.0), (kc.TS_EMA, 6, 0.0),
     (kc.TS_DELAY, 2, 0.0), (kc.TS_DELTA, 2, 0.0), (kc.TS_PCT_CHANGE, 2, 0.0),
-    (kc.TS_COUNT, 5, 0.0),
+    (kc.TS_COUNT, 5, 0.0), (kc.TS_MAD, 6, 0.0),
 ]
 
 
