@@ -169,7 +169,7 @@ def soak(total_symbol_ticks: int, n_symbols: int, date: pd.Timestamp) -> list[st
     n_ticks = total_symbol_ticks // n_symbols
     chunk = 2000
     rss = []
-    marks = {0, n_ticks // 2, n_ticks - 1}
+    marks = {0, n_ticks // 100, n_ticks // 2, n_ticks - 1}
     t0, c0 = time.perf_counter(), time.process_time()
     clock = pd.Timestamp("2024-01-02 09:30")
     dispatched = 0
@@ -192,10 +192,11 @@ def soak(total_symbol_ticks: int, n_symbols: int, date: pd.Timestamp) -> list[st
              f"symbol-ticks/s wall, {n_ticks * n_symbols / cpu:,.0f} per CPU-second, incl. "
              f"tick generation and alert dispatch), {dispatched:,} alerts dispatched, "
              f"{manager.stats['suppressed_cooldown']:,} suppressed by cooldown"]
-    for (t, r), label in zip(rss, ("start", "middle", "end"), strict=False):
+    for (t, r), label in zip(rss, ("start", "1%", "middle", "end"), strict=False):
         lines.append(f"  RSS at {label:6s} (tick {t:>9,}): {r / 2**20:8.1f} MiB")
     lines.append(f"  RSS growth start->end: {(rss[-1][1] - rss[0][1]) / 2**20:+.1f} MiB; "
-                 f"middle->end: {(rss[-1][1] - rss[1][1]) / 2**20:+.1f} MiB; "
+                 f"1%->end: {(rss[-1][1] - rss[1][1]) / 2**20:+.1f} MiB; "
+                 f"middle->end: {(rss[-1][1] - rss[2][1]) / 2**20:+.1f} MiB; "
                  f"detector state: {det.state_nbytes() / 2**20:.2f} MiB")
     return lines
 
