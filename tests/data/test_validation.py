@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qilin.data.synthetic import synthetic_bars
 from qilin.data.validation import CHECKS, ValidationReport, validate_bars
@@ -262,3 +264,34 @@ def test_bad_parameters() -> None:
         validate_bars(df, ohlc_fix="nudge")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="DataFrame"):
         validate_bars([1, 2])  # type: ignore[arg-type]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(st.floats(0.5, 50), st.floats(0.5, 50), st.floats(0.5, 50),
+                  st.floats(0.5, 50), st.sampled_from([0.0, 10.0, 500.0])),
+        min_size=1, max_size=25),
+    how=st.sampled_from(["widen", "clip"]),
+)
+def test_repair_always_yields_consistent_bars_and_records_every_cell(data, how) -> None:
+    o, h, l, c, v = (np.array(x) for x in zip(*data, strict=True))
+    df = pd.DataFrame({"date": pd.bdate_range("2024-01-01", periods=len(o)), "symbol": "X",
+                       "open": o, "high": h, "low": l, "close": c, "volume": v})
+    out, rep = validate_bars(df, policy="repair", ohlc_fix=how, jump_threshold=10.0)
+    assert ((out["low"] <= out["open"]) & (out["open"] <= out["high"])).all()
+    assert ((out["low"] <= out["close"]) & (out["close"] <= out["high"])).all()
+    # every cell that differs from the input is in report.changes, with old and new values
+    merged = out.merge(df, on=["date", "symbol"], suffixes=("", "_in"))
+    recorded = {(r.date, r.column): (r.old, r.new) for r in
+                rep.changes[rep.changes["action"] == "set_value"].itertuples()}
+    for col in ("open", "high", "low", "close"):
+        diff = merged[merged[col] != merged[f"{col}_in"]]
+        for r in diff.itertuples():
+            assert recorded[(r.date, col)] == (getattr(r, f"{col}_in"), getattr(r, col))
+    assert len(recorded) == sum((merged[c] != merged[f"{c}_in"]).sum()
+                                for c in ("open", "high", "low", "close"))
+    # drop keeps exactly the rows without error findings
+    kept, rep_drop = validate_bars(df, policy="drop", jump_threshold=10.0)
+    bad_rows = set(rep_drop.errors["row"])
+    assert len(kept) == len(df) - len(bad_rows)
