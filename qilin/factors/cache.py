@@ -35,16 +35,24 @@ from qilin.backend import to_host
 CACHE_VERSION = "1"
 
 
-def data_fingerprint(panel: Any, fields: Iterable[str]) -> str:
-    """Hash of a Panel's dates, symbols, valid mask and the named fields' contents."""
+def field_fingerprints(panel: Any, fields: Iterable[str]) -> dict[str, str]:
+    """Hash of each named field's contents, and of the axes and ``valid`` under ``""``."""
     h = hashlib.blake2b(digest_size=16)
     h.update(np.asarray(panel.dates.asi8).tobytes())
     h.update("\x1f".join(map(str, panel.symbols)).encode())
     h.update(np.ascontiguousarray(to_host(panel.valid)).tobytes())
+    out = {"": h.hexdigest()}
     for name in sorted(set(fields)):
-        h.update(name.encode())
+        h = hashlib.blake2b(digest_size=16)
         h.update(np.ascontiguousarray(to_host(panel[name]), dtype=np.float64).tobytes())
-    return h.hexdigest()
+        out[name] = h.hexdigest()
+    return out
+
+
+def data_fingerprint(fingerprints: dict[str, str], fields: Iterable[str]) -> str:
+    """Fingerprint of the data one factor reads: the axes plus the fields it uses."""
+    parts = [fingerprints[""]] + [f"{n}={fingerprints[n]}" for n in sorted(set(fields))]
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
 class FactorCache:

@@ -32,10 +32,13 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +50,7 @@ import pandas as pd
 from qilin.backend import Backend, BackendName, get_backend, to_host
 from qilin.data.panel import Panel
 from qilin.errors import DataError, ExpressionError
-from qilin.factors.cache import FactorCache, data_fingerprint
+from qilin.factors.cache import FactorCache, data_fingerprint, field_fingerprints
 from qilin.factors.expr import (
     Call,
     Const,
@@ -126,20 +129,57 @@ def plan_stages(roots: list[Node]) -> list[Stage]:
     return stages
 
 
-def _eval_stage_block(
+def _eval_stage(
     stage_nodes: list[Node], outputs: list[str], registry: OperatorRegistry,
-    backend: Backend, names: list[str], *arrays: Any,
-) -> Any:
-    """Evaluate one stage on one block; returns a ``(len(outputs), rows, cols)`` array."""
+    backend: Backend, names: list[str], arrays: list[Any],
+) -> dict[str, Any]:
+    """Evaluate one stage on one block; returns the output arrays by key."""
     inputs = {name: backend.asarray(a, dtype=np.float64) for name, a in zip(names, arrays,
                                                                             strict=True)}
     values = evaluate_nodes(stage_nodes, inputs, outputs, registry)
     shape = next(iter(inputs.values())).shape
+    return {k: _full_on(backend, values[k], shape) for k in outputs}
+
+
+def _eval_stage_block(
+    stage_nodes: list[Node], outputs: list[str], registry: OperatorRegistry,
+    backend: Backend, names: list[str], *arrays: Any,
+) -> Any:
+    """:func:`_eval_stage` stacked as one ``(len(outputs), rows, cols)`` array (dask blocks).
+
+    Runs compiled kernels single-threaded: the cluster already runs one task per core.
+    """
+    with numba_threads(1):
+        values = _eval_stage(stage_nodes, outputs, registry, backend, names, list(arrays))
+    return backend.xp.stack([values[k] for k in outputs])
+
+
+@contextlib.contextmanager
+def numba_threads(n: int | None) -> Iterator[None]:
+    """Run numba ``parallel=True`` kernels of this thread with ``n`` threads (None: as is).
+
+    Dask workers already use every core; nested kernel thread pools would oversubscribe
+    them (on a busy machine a small kernel call then costs milliseconds instead of
+    microseconds).
+    """
+    if n is None:
+        yield
+        return
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _full_on(backend: Backend, value: Any, shape: tuple[int, ...]) -> Any:
+    if hasattr(value, "shape") and tuple(value.shape) == tuple(shape):
+        return value
     xp = backend.xp
-    out = xp.empty((len(outputs), *shape), dtype=np.float64)
-    for i, key in enumerate(outputs):
-        out[i] = values[key]
-    return out
+    return xp.broadcast_to(xp.asarray(value, dtype=np.float64), shape).copy()
 
 
 # ------------------------------------------------------------------------------ result
@@ -291,6 +331,7 @@ class FactorCalculator:
         self.block_dates = block_dates
         self.progress = progress
         self.registry = registry if registry is not None else active_registry()
+        self.kernel_threads: int | None = None  # numba threads per call; None keeps numba's
 
     # ------------------------------------------------------------------------ helpers
     @property
@@ -341,8 +382,9 @@ class FactorCalculator:
         missing: dict[str, Node] = {}
         keys: dict[str, str] = {}
         if self.cache is not None:
-            fp = data_fingerprint(panel, variables_of(roots.values()))
+            prints = field_fingerprints(panel, variables_of(roots.values()))
             for name, node in roots.items():
+                fp = data_fingerprint(prints, variables_of([node]))
                 keys[name] = self.cache.key(node.key, fp, self.dtype)
                 hit = self.cache.get(keys[name])
                 if hit is not None and hit.shape == panel.shape:
@@ -375,34 +417,45 @@ class FactorCalculator:
     def _compute_local(self, panel: Panel, roots: list[Node]) -> dict[str, np.ndarray]:
         stages = plan_stages(roots)
         T, N = panel.shape
-        be = self.backend
-        blocks = [(st, sl) for st in stages for sl in _slices(
-            self._symbol_chunks(N) if st.layout == SYMBOLS else self._date_chunks(T))]
-        bar = _progress_bar(len(blocks), self.progress, "factors")
-        fields_cache: dict[str, Any] = {}
-        held: dict[str, np.ndarray] = {}
+        plan = [(st, list(_slices(self._symbol_chunks(N) if st.layout == SYMBOLS
+                                  else self._date_chunks(T)))) for st in stages]
+        bar = _progress_bar(sum(len(sl) for _, sl in plan), self.progress, "factor blocks")
+        held: dict[str, Any] = {}
         try:
-            for stage in stages:
-                for name in stage.fields:
-                    if name not in fields_cache:
-                        fields_cache[name] = be.asarray(panel[name], dtype=np.float64)
-                results = {k: np.empty((T, N), dtype=np.float64) for k in stage.outputs}
-                chunks = (self._symbol_chunks(N) if stage.layout == SYMBOLS
-                          else self._date_chunks(T))
-                for sl in _slices(chunks):
-                    index = (slice(None), sl) if stage.layout == SYMBOLS else (sl, slice(None))
-                    names = stage.fields + stage.inputs
-                    arrays = [fields_cache[f][index] for f in stage.fields]
-                    arrays += [be.asarray(held[k][index]) for k in stage.inputs]
-                    block = _eval_stage_block(stage.nodes, stage.outputs, self.registry, be,
-                                              names, *arrays)
-                    for i, key in enumerate(stage.outputs):
-                        results[key][index] = to_host(block[i])
-                    bar.update(1)
-                held.update(results)
+            with numba_threads(self.kernel_threads):
+                self._run_local_stages(panel, plan, held, bar)
         finally:
             bar.close()
-        return held
+        root_keys = {r.key for r in roots}
+        return {k: to_host(v) for k, v in held.items() if k in root_keys}
+
+    def _run_local_stages(self, panel: Panel, plan: list[tuple[Stage, list[slice]]],
+                          held: dict[str, Any], bar: Any) -> None:
+        T, N = panel.shape
+        be = self.backend
+        fields: dict[str, Any] = {}
+        for stage, slices in plan:
+            for name in stage.fields:
+                if name not in fields:
+                    fields[name] = be.asarray(panel[name], dtype=np.float64)
+            names = stage.fields + stage.inputs
+            if len(slices) == 1:  # the whole panel in one block: no copies
+                arrays = [fields[f] for f in stage.fields] + [held[k] for k in stage.inputs]
+                held.update(_eval_stage(stage.nodes, stage.outputs, self.registry, be,
+                                        names, arrays))
+                bar.update(1)
+                continue
+            results = {k: be.xp.empty((T, N), dtype=np.float64) for k in stage.outputs}
+            for sl in slices:
+                index = (slice(None), sl) if stage.layout == SYMBOLS else (sl, slice(None))
+                arrays = [fields[f][index] for f in stage.fields]
+                arrays += [held[k][index] for k in stage.inputs]
+                block = _eval_stage(stage.nodes, stage.outputs, self.registry, be, names,
+                                    arrays)
+                for key, value in block.items():
+                    results[key][index] = value
+                bar.update(1)
+            held.update(results)
 
     def _compute_cluster(self, panel: Panel, roots: list[Node]) -> dict[str, np.ndarray]:
         import dask.array as da
@@ -414,28 +467,41 @@ class FactorCalculator:
         needed = sorted({f for st in stages for f in st.fields})
         leaves = self._scatter_fields(panel, needed, sym_chunks)
         arrays: dict[str, Any] = dict(leaves)
+        root_keys = {r.key for r in roots if not isinstance(r, Const | Var)}
+        finals: list[tuple[list[str], Any]] = []
         for stage in stages:
             layout = ((T,), sym_chunks) if stage.layout == SYMBOLS else (date_chunks, (N,))
             names = stage.fields + stage.inputs
             inputs = [arrays[k].rechunk(layout) for k in names]
+            # a partial keeps dask from traversing (and rebuilding) the node dataclasses
+            task = functools.partial(_eval_stage_block, stage.nodes, stage.outputs,
+                                     self.registry, self.backend, names)
             stacked = da.map_blocks(
-                _eval_stage_block, stage.nodes, stage.outputs, self.registry, self.backend,
-                names, *inputs, new_axis=0, chunks=((len(stage.outputs),), *layout),
+                task, *inputs, new_axis=0, chunks=((len(stage.outputs),), *layout),
+                name=f"qilin-factor-stage{stage.index}-{uuid.uuid4().hex}",
                 dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64),
             )
             for i, key in enumerate(stage.outputs):
                 arrays[key] = stacked[i]
-        root_keys = [r.key for r in roots if not isinstance(r, Const)]
-        final = [arrays[k].map_blocks(to_host, dtype=np.float64,
-                                      meta=np.empty((0, 0), dtype=np.float64))
-                 for k in root_keys]
-        futures = self.client.compute(final)
+            wanted = [i for i, k in enumerate(stage.outputs) if k in root_keys]
+            if wanted:
+                part = stacked if len(wanted) == len(stage.outputs) else stacked[wanted]
+                finals.append(([stage.outputs[i] for i in wanted], part.map_blocks(
+                    to_host, dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64))))
+        futures = self.client.compute([f for _, f in finals])
         if self.progress:
             from distributed import progress
 
             progress(futures)
         results = self.client.gather(futures)
-        return dict(zip(root_keys, results, strict=True))
+        out: dict[str, np.ndarray] = {}
+        for (keys, _), block in zip(finals, results, strict=True):
+            for i, key in enumerate(keys):
+                out[key] = block[i]
+        for r in roots:
+            if isinstance(r, Var):
+                out[r.key] = to_host(panel[r.name])
+        return out
 
     def _scatter_fields(self, panel: Panel, names: list[str], sym_chunks: tuple[int, ...]
                         ) -> dict[str, Any]:
@@ -478,6 +544,8 @@ class FactorCalculator:
                                   "every symbol at once (use compute())")
         sub = FactorCalculator(self.factors, None, self.backend, self.dtype, None, None, None,
                                False, self.registry)
+        if self.client is not None:
+            sub.kernel_threads = 1
         chunks = self._symbol_chunks(panel.shape[1]) if self.block_symbols else _chunks(
             panel.shape[1], 500)
         slices = list(_slices(chunks))

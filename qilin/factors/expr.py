@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -129,8 +130,8 @@ class Call(Node):
     args: tuple[Node, ...] = ()
     kind: str = field(default="elementwise", compare=False)
 
-    @property
-    def key(self) -> str:
+    @cached_property
+    def key(self) -> str:  # type: ignore[override]
         return f"{self.op}({','.join(a.key for a in self.args)})"
 
     def children(self) -> tuple[Node, ...]:

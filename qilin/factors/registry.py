@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,6 +38,8 @@ import numpy as np
 
 from qilin.backend import array_module
 from qilin.errors import ExpressionError
+
+log = logging.getLogger(__name__)
 
 OperatorKind = Literal["ts", "cs", "elementwise"]
 ParamKind = Literal["series", "window", "int", "number"]
@@ -310,7 +313,9 @@ def _bind_module(reg: OperatorRegistry, module_name: str, kind_of: Callable[[str
                  ) -> None:
     try:
         module = importlib.import_module(module_name)
-    except ImportError:
+    except Exception as exc:  # a broken optional module must not take the language down
+        log.warning("operators of %s are unavailable: %s: %s", module_name,
+                    type(exc).__name__, exc)
         return
     exported = getattr(module, "__all__", None)
     for name, func in vars(module).items():
