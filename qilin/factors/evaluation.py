@@ -941,7 +941,7 @@ def _group_rank_ic(f: Any, fwd: Mapping[int, Any], masks: Mapping[int, Any],
 
 
 def evaluate_factors(
-    factors: pd.DataFrame | Mapping[str, Any],
+    factors: pd.DataFrame | Panel | Mapping[str, Any] | Any,
     panel: Panel,
     **kwargs: Any,
 ) -> dict[str, FactorEvaluation]:
@@ -949,9 +949,10 @@ def evaluate_factors(
 
     Parameters
     ----------
-    factors : DataFrame or mapping
-        A long frame with ``date``, ``symbol`` and one column per factor, or a mapping of
-        name to anything :func:`factor_matrix` accepts.
+    factors : DataFrame, Panel, FactorResult or mapping
+        A long frame with ``date``, ``symbol`` and one column per factor; a Panel whose
+        fields are factors (or a ``FactorCalculator.compute`` result); or a mapping of name
+        to anything :func:`factor_matrix` accepts.
 
     Examples
     --------
@@ -963,14 +964,22 @@ def evaluate_factors(
     >>> sorted(evs), round(float(evs["a"].rank_ic.iloc[0, 0] + evs["b"].rank_ic.iloc[0, 0]), 12)
     (['a', 'b'], 0.0)
     """
-    if isinstance(factors, pd.DataFrame):
+    items: dict[str, Any]
+    if isinstance(getattr(factors, "panel", None), Panel):  # a FactorCalculator result
+        factors = factors.panel  # type: ignore[union-attr]
+    if isinstance(factors, Panel):
+        same = factors.dates.equals(panel.dates) and factors.symbols.equals(panel.symbols)
+        items = {n: a if same else pd.DataFrame(to_host(a), index=factors.dates,
+                                                 columns=factors.symbols)
+                 for n, a in factors.fields.items()}
+    elif isinstance(factors, pd.DataFrame):
         if not {"date", "symbol"} <= set(factors.columns):
             raise DataError("a factors frame needs 'date' and 'symbol' columns plus factor columns")
         names = [c for c in factors.columns if c not in ("date", "symbol")]
         if not names:
             raise DataError("the factors frame has no factor columns besides date and symbol")
         indexed = factors.set_index(["date", "symbol"])
-        items: dict[str, Any] = {n: indexed[n] for n in names}
+        items = {n: indexed[n] for n in names}
     else:
         items = dict(factors)
     return {n: evaluate_factor(v, panel, name=n, **kwargs) for n, v in items.items()}

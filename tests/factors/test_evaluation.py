@@ -318,6 +318,25 @@ def test_evaluate_factors_and_summary_table_on_synthetic_market():
     assert set(gic.index.get_level_values("group")) <= set(panel.info["industry"])
 
 
+def test_evaluate_factors_accepts_factor_panels_and_calculator_results():
+    from qilin.data.synthetic import synthetic_market
+    from qilin.factors.calculator import FactorCalculator
+
+    panel = synthetic_market(n_symbols=25, n_days=80, seed=9).adjusted()
+    result = FactorCalculator([("rev5", "close / ts_delay(close, 5)")], backend="cpu",
+                              progress=False).compute(panel)
+    direct = evaluate_factor(result["rev5"], panel, horizons=(1, 5), name="rev5")
+    assert direct.rank_ic[1].notna().sum() > 60
+    via_result = evaluate_factors(result, panel, horizons=(1, 5))["rev5"]
+    pd.testing.assert_frame_equal(via_result.rank_ic, direct.rank_ic, atol=1e-12)
+    # a factor Panel on fewer dates is aligned by date and symbol
+    sub = result.panel.select(start=panel.dates[10])
+    via_sub = evaluate_factors(sub, panel, horizons=(1, 5))["rev5"]
+    assert via_sub.rank_ic.index.equals(panel.dates)
+    pd.testing.assert_frame_equal(via_sub.rank_ic.iloc[10:], direct.rank_ic.iloc[10:],
+                                  atol=1e-12)
+
+
 # ----------------------------------------------------------------- alphalens on real data
 @pytest.fixture(scope="module")
 def sp500_case(sp500_path):
