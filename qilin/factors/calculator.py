@@ -567,12 +567,14 @@ class FactorCalculator:
         """Write long Parquet (``date, symbol, <factors>``), streaming per symbol block.
 
         Rows are ordered by symbol block, then date and symbol. Factor sets with
-        cross-sectional operators are computed whole (:meth:`compute`) and then written.
-        The file appears atomically when complete.
+        cross-sectional operators, and calculators with a cache (whose entries hold whole
+        panels), are computed whole (:meth:`compute`) and then written. The file appears
+        atomically when complete.
         """
         path = Path(path)
         roots = self.parse(panel.fields)
-        if any(st.layout == DATES for st in plan_stages(list(roots.values()))):
+        if self.cache is not None or any(
+                st.layout == DATES for st in plan_stages(list(roots.values()))):
             return self.compute(panel).to_parquet(path)
         _atomic_parquet(path, (_arrow_table(r.to_long()) for r in self.iter_blocks(panel)))
         return path

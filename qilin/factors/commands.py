@@ -69,14 +69,12 @@ def _factors_from_yaml(path: Path) -> list[tuple[str, str]]:
                           "'factors:') or a list of {name, expr}")
 
 
-def load_data(path: str) -> Any:
+def load_data(path: str, validate: str | None = "raise") -> Any:
     """The Panel in ``path`` (via ``qilin.data.loader.load_panel`` when available)."""
-    try:
-        loader = importlib.import_module("qilin.data.loader")
-    except ImportError:
-        loader = None
-    if loader is not None and hasattr(loader, "load_panel"):
-        return loader.load_panel(path)
+    if importlib.util.find_spec("qilin.data.loader") is not None:
+        from qilin.data.loader import load_panel
+
+        return load_panel(path, backend="cpu", validate=validate)
     import pandas as pd
 
     from qilin.data.panel import Panel
@@ -111,7 +109,7 @@ def _compute(args: argparse.Namespace) -> int:
 
     factors = parse_factor_arg(args.factors)
     start = time.perf_counter()
-    panel = load_data(args.data)
+    panel = load_data(args.data, None if args.validate == "none" else args.validate)
     if args.adjust:
         panel = panel.adjusted()
     with _client(args.cluster) as client:
@@ -144,6 +142,9 @@ def register(subparsers: Any) -> None:
     compute.add_argument("--cache-dir", default=None, help="reuse results cached here")
     compute.add_argument("--block-symbols", type=int, default=None,
                          help="symbols per block (bounds memory)")
+    compute.add_argument("--validate", default="raise",
+                         choices=["raise", "drop", "repair", "none"],
+                         help="validation policy for the bars (default raise)")
     compute.add_argument("--adjust", action="store_true",
                          help="back-adjust prices with adj_factor before computing")
     compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
