@@ -113,6 +113,7 @@ def test_tushare_style_columns_are_renamed_and_reported(tmp_path) -> None:
     assert normalize_columns(["Px_Last"], aliases={"px_last": "close"}) == {"Px_Last": "close"}
 
 
+@pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index")  # dask's
 def test_dask_engine_is_lazy_and_matches_pandas(tmp_path, bars) -> None:
     import dask.dataframe as dd
 
