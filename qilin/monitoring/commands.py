@@ -54,7 +54,6 @@ def _serve(metrics: QilinMetrics, host: str | None, port: int | None) -> Metrics
 
 
 def _replay(args: argparse.Namespace) -> int:
-    cfg = load_config().monitoring
     rules = load_rules(args.rules) if args.rules else MonitorRules(cooldown_s=0.0)
     if args.speed < 0:
         raise MonitoringError(f"--speed must be >= 0 (0 or inf: as fast as possible), got "
@@ -70,7 +69,7 @@ def _replay(args: argparse.Namespace) -> int:
         handlers.append(LogHandler())
     manager = AlertManager(handlers, cooldown_s=rules.cooldown_s,
                            max_per_second=rules.max_per_second,
-                           handler_timeout_s=cfg.latency_threshold_s * 50, metrics=metrics)
+                           handler_timeout_s=5.0, metrics=metrics)
     try:
         summary = replay(frame, rules, manager, metrics, speed=args.speed)
         manager.close()

@@ -174,3 +174,15 @@ def test_system_subprocess_serves_metrics_for_bounded_duration(tmp_path):
     assert proc.returncode == 0, stderr
     assert "sampled" in stdout and "alerts dispatched" in stdout
     assert np.isfinite(float(stdout.split("CPU ")[1].split("%")[0]))
+
+
+def test_monitor_is_registered_in_the_qilin_command():
+    res = subprocess.run([sys.executable, "-m", "qilin.cli", "monitor", "system",
+                          "--interval", "0.2", "--duration", "0.5", "--metrics-port", "-1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "sampled" in res.stdout
+    bad = subprocess.run([sys.executable, "-m", "qilin.cli", "monitor", "system",
+                          "--interval", "0", "--duration", "1", "--metrics-port", "-1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--interval must be > 0" in bad.stderr
