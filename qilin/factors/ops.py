@@ -133,12 +133,17 @@ def as_panel_array(x: Any, name: str = "x") -> tuple[Any, bool]:
     """
     xp = array_module(x)
     a = xp.asarray(x, dtype=xp.float64)
-    if a.ndim == 1:
-        return xp.ascontiguousarray(a.reshape(-1, 1)), True
-    if a.ndim != 2:
+    was_1d = a.ndim == 1
+    if was_1d:
+        a = a.reshape(-1, 1)
+    elif a.ndim != 2:
         raise DataError(f"{name} must be a 2-D (dates x symbols) or 1-D array, got shape "
                         f"{tuple(a.shape)}")
-    return xp.ascontiguousarray(a), False
+    a = xp.ascontiguousarray(a)
+    if xp is np and not a.flags.writeable:
+        # numba compiles read-only arrays as a separate type: one copy beats a recompile
+        a = a.copy()
+    return a, was_1d
 
 
 def _same_shape(a: Any, b: Any, names: tuple[str, str]) -> None:

@@ -369,3 +369,15 @@ def test_elementwise_nan_safe_without_warnings() -> None:
         assert np.array_equal(ops.mul(a, 2), a * 2, equal_nan=True)
     # the builtins remain usable by callers
     assert abs(-1) == 1 and max(1, 2) == 2
+
+
+def test_read_only_and_non_contiguous_inputs() -> None:
+    x = _panel()
+    ro = x.copy()
+    ro.setflags(write=False)
+    assert_same(ops.ts_mean(ro, 5), ops.ts_mean(x, 5))
+    fortran = np.asfortranarray(x)
+    assert_same(ops.ts_rank(fortran, 5), ops.ts_rank(x, 5))
+    assert_same(ops.ts_mean(x[:, ::2], 5), ops.ts_mean(x, 5)[:, ::2])
+    assert_same(ops.ts_mean(x.astype(np.float32), 5),
+                ops.ts_mean(x.astype(np.float32).astype(np.float64), 5))
