@@ -119,3 +119,40 @@ def test_latency_and_error_rate_rules():
     assert [a.rule for a in got] == ["latency_high", "error_rate_high"]
     with pytest.raises(MonitoringError, match="latency threshold"):
         PerformanceMonitor(latency_thresholds={"prediction": 0})
+
+
+def test_nvml_readings_are_mapped(monkeypatch):
+    """The NVML path, with a stand-in pynvml module (this machine has no NVIDIA driver)."""
+    import sys
+    import types
+
+    calls: list[str] = []
+    fake = types.SimpleNamespace(
+        NVML_TEMPERATURE_GPU=0,
+        nvmlInit=lambda: calls.append("init"),
+        nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetName=lambda h: b"NVIDIA H100 80GB HBM3" if h == 0 else "NVIDIA H200",
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=(h + 1) * 2**30,
+                                                                total=80 * 2**30),
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=37 + h),
+        nvmlDeviceGetTemperature=lambda h, sensor: 55 + h,
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    gpus, note = read_gpus()
+    assert note == "" and calls == ["init", "shutdown"]
+    assert [(g.index, g.name, g.utilization, g.memory_used_bytes, g.temperature_c)
+            for g in gpus] == [(0, "NVIDIA H100 80GB HBM3", 0.37, 2**30, 55.0),
+                               (1, "NVIDIA H200", 0.38, 2 * 2**30, 56.0)]
+    metrics = QilinMetrics()
+    snap = SystemMonitor(metrics=metrics).sample()
+    assert len(snap.gpus) == 2 and metrics.value("qilin_gpu_available") == 1
+    assert metrics.value("qilin_gpu_memory_usage_ratio", gpu="1") == pytest.approx(2 / 80)
+
+    def broken_init() -> None:
+        raise RuntimeError("NVML Shared Library Not Found")
+
+    monkeypatch.setattr(fake, "nvmlInit", broken_init)
+    gpus, note = read_gpus()
+    assert gpus == [] and "NVML could not start" in note and "Not Found" in note
