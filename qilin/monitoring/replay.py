@@ -5,7 +5,8 @@ or ``time``), a price (``close`` or ``price``) and optionally ``volume``, ``prec
 ``name`` (A-share ST flags). All rows sharing a time form one batch — one vectorised update
 over every symbol. Daily bars (every time at midnight) are replayed as bars: a missing bar
 is a gap. Anything else is replayed as ticks: a symbol without a tick at a time keeps its
-state, and percent moves and limits are measured against the previous *day's* last price.
+state, and percent moves and limits are measured against the previous *day's* last price
+(the ``preclose`` column where given; on a symbol's first day, its previous tick).
 
 Rules come from a YAML file (:func:`load_rules`)::
 
