@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "qilin.factors.commands",
     "qilin.backtest.commands",
     "qilin.monitoring.commands",
+    "qilin.research",
 )
 
 
