@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -61,6 +62,7 @@ def noop(x: int) -> int:
 def run_workload(n_workers: int, panel, grid: str, strategies, reps: int) -> dict:
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                      silence_logs=logging.CRITICAL,  # shutdown heartbeat noise
                       env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}) as cluster, \
             Client(cluster) as client:
         an = DistributedStockAnalyzer(client, panel, block_size=max(
