@@ -5,8 +5,10 @@ Two layers:
 * with a CUDA GPU (``gpu`` fixture): every operator and indicator on CuPy input equals the
   NumPy result, on random data with NaN gaps;
 * everywhere a C++ compiler exists: the CUDA source itself is compiled for the host (CUDA
-  qualifiers and thread indices shimmed, one "thread" per column in a loop) and run through
-  the same compress / scatter steps, so the kernel logic is checked even without a GPU.
+  qualifiers and thread indices shimmed) and launched through the real wrappers of
+  ``kernels_gpu`` (``ts1_gpu`` ...) with a stand-in ``cupy`` made of NumPy plus that host
+  ``RawModule``; every (block, thread) of the grid runs in turn. This checks the kernel
+  logic, the compress / scatter steps and the kernel arguments even without a GPU.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ def test_gpu_indicators_equal_cpu(gpu, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# the CUDA source, compiled for the host
+# the CUDA source, compiled for the host, launched through the real GPU wrappers
 # ------------------------------------------------------------------------------------------
 _SHIM = r"""
 #include <cmath>
@@ -192,78 +194,84 @@ using std::sqrt;
 using std::fmin;
 using std::fmax;
 #define __device__ static inline
-#define __global__ static
+#define __global__
 struct EmuDim { unsigned x; };
 static EmuDim blockIdx, blockDim, threadIdx;
 static inline double __longlong_as_double(unsigned long long v) {
     double d; std::memcpy(&d, &v, 8); return d;
 }
+extern "C" void emu_set_thread(unsigned block, unsigned thread, unsigned dim) {
+    blockIdx.x = block; threadIdx.x = thread; blockDim.x = dim;
+}
 """
 
-_DRIVERS = r"""
-extern "C" {
-void emu_ts1(const double* comp, const long long* nvalid, double* res, long long* ibuf,
-             double* fbuf, long long N, int op, int w, double p) {
-    blockDim.x = 1; threadIdx.x = 0;
-    for (long long j = 0; j < N; j++) {
-        blockIdx.x = (unsigned)j; ts1_kernel(comp, nvalid, res, ibuf, fbuf, N, op, w, p);
-    }
-}
-void emu_ts2(const double* xc, const double* yc, const long long* nvalid, double* res,
-             long long N, int op, int w) {
-    blockDim.x = 1; threadIdx.x = 0;
-    for (long long j = 0; j < N; j++) {
-        blockIdx.x = (unsigned)j; ts2_kernel(xc, yc, nvalid, res, N, op, w);
-    }
-}
-void emu_cs_rank(const double* x, const double* srt, const long long* nrow, double* out,
-                 long long R, long long N) {
-    blockDim.x = 1; threadIdx.x = 0;
-    for (long long k = 0; k < R * N; k++) {
-        blockIdx.x = (unsigned)k; cs_rank_kernel(x, srt, nrow, out, R, N);
-    }
-}
-void emu_ind(const double* hc, const double* lc, const double* cc, const double* vc,
-             const long long* nvalid, double* res, double* tmp, long long T, long long N,
-             int op, int p1, int p2, int p3, double f) {
-    blockDim.x = 1; threadIdx.x = 0;
-    for (long long j = 0; j < N; j++) {
-        blockIdx.x = (unsigned)j;
-        ind_kernel(hc, lc, cc, vc, nvalid, res, tmp, T, N, op, p1, p2, p3, f);
-    }
-}
-}
-"""
+
+def _ctype(arg):
+    if isinstance(arg, np.ndarray):
+        assert arg.flags.c_contiguous, "kernels index arrays as C-ordered"
+        return ctypes.c_void_p(arg.ctypes.data)
+    return {np.int64: ctypes.c_longlong, np.int32: ctypes.c_int,
+            np.float64: ctypes.c_double}[type(arg)](arg)
+
+
+class _HostFunction:
+    """A kernel of the host build, launched like ``RawKernel(grid, block, args)``: every
+    (block, thread) of the grid runs in turn."""
+
+    def __init__(self, lib: ctypes.CDLL, name: str):
+        self.lib, self.fn = lib, getattr(lib, name)
+
+    def __call__(self, grid, block, args) -> None:
+        cargs = [_ctype(a) for a in args]
+        for b in range(grid[0]):
+            for t in range(block[0]):
+                self.lib.emu_set_thread(b, t, block[0])
+                self.fn(*cargs)
 
 
 @pytest.fixture(scope="module")
-def host_cuda(tmp_path_factory) -> ctypes.CDLL:
+def host_build(tmp_path_factory):
+    """Compile ``CUDA_SOURCE`` for the host once per module; returns a loader by source."""
     cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
     if cxx is None:
         pytest.skip("no C++ compiler to build the CUDA source for the host")
     folder: Path = tmp_path_factory.mktemp("host_cuda")
-    src = folder / "kernels.cpp"
-    src.write_text(_SHIM + kg.CUDA_SOURCE + _DRIVERS)
-    lib = folder / "kernels.so"
-    subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-x", "c++", str(src), "-o", str(lib)],
-                   check=True, capture_output=True, timeout=120)
-    return ctypes.CDLL(str(lib))
+    built: dict[str, ctypes.CDLL] = {}
+
+    def load(code: str) -> ctypes.CDLL:
+        if code not in built:
+            src = folder / f"kernels{len(built)}.cpp"
+            src.write_text(_SHIM + code)
+            lib = src.with_suffix(".so")
+            subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-x", "c++", str(src), "-o",
+                            str(lib)], check=True, capture_output=True, timeout=120)
+            built[code] = ctypes.CDLL(str(lib))
+        return built[code]
+
+    return load
 
 
-def _ptr(a: np.ndarray) -> ctypes.c_void_p:
-    assert a.flags.c_contiguous
-    return ctypes.c_void_p(a.ctypes.data)
+@pytest.fixture
+def host_cuda(host_build, monkeypatch):
+    """``qilin.factors.kernels_gpu`` with a stand-in ``cupy`` (NumPy for the array calls and
+    a ``RawModule`` built for the host), removed again after the test."""
+    import sys
+    import types
 
+    class RawModule:
+        def __init__(self, code: str, options=()):
+            self.lib = host_build(code)
 
-def _emu_ts1(lib, x: np.ndarray, op: int, w: int, p: float) -> np.ndarray:
-    (comp,), nvalid, where = kg.compress(x)
-    res = np.full(x.shape, np.nan)
-    ibuf = np.empty((x.shape[0] + 1, x.shape[1]), dtype=np.int64)
-    fbuf = np.empty((w + 1, x.shape[1]))
-    lib.emu_ts1(_ptr(comp), _ptr(nvalid), _ptr(res), _ptr(ibuf), _ptr(fbuf),
-                ctypes.c_longlong(x.shape[1]), ctypes.c_int(op), ctypes.c_int(w),
-                ctypes.c_double(p))
-    return kg.scatter(res, where)
+        def get_function(self, name: str) -> _HostFunction:
+            return _HostFunction(self.lib, name)
+
+    fake = types.ModuleType("cupy")
+    fake.__dict__.update({k: v for k, v in vars(np).items() if not k.startswith("__")})
+    fake.RawModule = RawModule
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    kg._module.cache_clear()
+    yield kg
+    kg._module.cache_clear()
 
 
 TS1_CASES = [
@@ -280,29 +288,19 @@ TS1_CASES = [
 @pytest.mark.parametrize(("op", "w", "p"), TS1_CASES)
 def test_host_compiled_cuda_ts1_equals_numba(host_cuda, op: int, w: int, p: float) -> None:
     x = D["cond"] if op == kc.TS_COUNT else D["close"]
-    _close(_emu_ts1(host_cuda, x, op, w, p), kc.ts1_nb(x, op, w, p), rtol=1e-12)
+    _close(host_cuda.ts1_gpu(x, op, w, p), kc.ts1_nb(x, op, w, p), rtol=1e-12)
 
 
 @pytest.mark.parametrize("op", [kc.TS_CORR, kc.TS_COV])
 def test_host_compiled_cuda_ts2_equals_numba(host_cuda, op: int) -> None:
     x, y = D["close"], D["other"]
-    (xc, yc), nvalid, where = kg.compress(x, y)
-    res = np.full(x.shape, np.nan)
-    host_cuda.emu_ts2(_ptr(xc), _ptr(yc), _ptr(nvalid), _ptr(res), ctypes.c_longlong(N),
-                      ctypes.c_int(op), ctypes.c_int(9))
-    _close(kg.scatter(res, where), kc.ts2_nb(x, y, op, 9), rtol=1e-12)
+    _close(host_cuda.ts2_gpu(x, y, op, 9), kc.ts2_nb(x, y, op, 9), rtol=1e-12)
 
 
 def test_host_compiled_cuda_cs_rank_equals_numba(host_cuda) -> None:
     x = np.round(D["close"], 0)
     x[5, 1:] = np.nan
-    valid = np.isfinite(x)
-    srt = np.ascontiguousarray(np.sort(np.where(valid, x, np.inf), axis=1))
-    nrow = valid.sum(axis=1).astype(np.int64)
-    out = np.empty(x.shape)
-    host_cuda.emu_cs_rank(_ptr(x), _ptr(srt), _ptr(nrow), _ptr(out), ctypes.c_longlong(T),
-                          ctypes.c_longlong(N))
-    _close(out, kc.cs_rank_nb(x), rtol=1e-15)
+    _close(host_cuda.cs_rank_gpu(x), kc.cs_rank_nb(x), rtol=1e-15)
 
 
 IND_CASES = [
@@ -322,13 +320,8 @@ IND_CASES = [
 @pytest.mark.parametrize(("op", "p1", "p2", "p3", "f"), IND_CASES)
 def test_host_compiled_cuda_indicators_equal_numba(host_cuda, op, p1, p2, p3, f) -> None:
     h, l, c, v = D["high"], D["low"], D["close"], D["volume"]
-    (hc, lc, cc, vc), nvalid, where = kg.compress(h, l, c, v)
-    res = np.full(c.shape, np.nan)
-    tmp = np.full((3, T, N), np.nan)
-    host_cuda.emu_ind(_ptr(hc), _ptr(lc), _ptr(cc), _ptr(vc), _ptr(nvalid), _ptr(res),
-                      _ptr(tmp), ctypes.c_longlong(T), ctypes.c_longlong(N), ctypes.c_int(op),
-                      ctypes.c_int(p1), ctypes.c_int(p2), ctypes.c_int(p3), ctypes.c_double(f))
-    _close(kg.scatter(res, where), kc.ind_nb(h, l, c, v, op, p1, p2, p3, f), rtol=1e-12)
+    _close(host_cuda.ind_gpu(h, l, c, v, op, p1, p2, p3, f),
+           kc.ind_nb(h, l, c, v, op, p1, p2, p3, f), rtol=1e-12)
 
 
 def test_cuda_source_compiles_with_nvcc(tmp_path) -> None:
