@@ -228,21 +228,22 @@ def anomaly_update_nb(price: np.ndarray, volume: np.ndarray, skip_missing: bool,
                       last_price: np.ndarray,
                       count: np.ndarray, ring: np.ndarray, s1: np.ndarray, s2: np.ndarray,
                       nnan: np.ndarray, anchor: np.ndarray, out: np.ndarray,
-                      flags: np.ndarray) -> None:
+                      fired: np.ndarray) -> None:
     """Advance every symbol by one tick.
 
     Slot ``k`` (returns for the z-score, short and long volatility; prices; volumes) keeps
     its ring in ``ring[:, off[k]:off[k] + wins[k]]``. Writes the rule values to ``out``
-    (5 x N: returns, return z, price z, volatility ratio, volume ratio) and one bit per
-    fired rule to ``flags``.
+    (5 x N: returns, return z, price z, volatility ratio, volume ratio) and whether each
+    rule fired to ``fired`` (4 x N, in the order of ``RULES``).
     """
     n_sym = price.shape[0]
     for i in range(n_sym):
         p = price[i]
-        flags[i] = 0
         if skip_missing and np.isnan(p):
             for r in range(5):
                 out[r, i] = np.nan
+            for r in range(4):
+                fired[r, i] = False
             continue
         n = count[i]
         r_t = p / last_price[i] - 1.0
@@ -268,16 +269,10 @@ def anomaly_update_nb(price: np.ndarray, volume: np.ndarray, skip_missing: bool,
         out[2, i] = z_px
         out[3, i] = vol_ratio
         out[4, i] = v_ratio
-        f = 0
-        if abs(z_ret) > thr[0]:
-            f |= 1
-        if abs(z_px) > thr[1]:
-            f |= 2
-        if vol_ratio > thr[2]:
-            f |= 4
-        if v_ratio > thr[3]:
-            f |= 8
-        flags[i] = f
+        fired[0, i] = abs(z_ret) > thr[0]
+        fired[1, i] = abs(z_px) > thr[1]
+        fired[2, i] = vol_ratio > thr[2]
+        fired[3, i] = v_ratio > thr[3]
 
 
 def warm_up() -> None:
@@ -352,12 +347,12 @@ class AnomalyDetector:
         return self._signals(values, ret)
 
     def _signals(self, values: dict[str, np.ndarray], ret: np.ndarray,
-                 flags: np.ndarray | None = None) -> Signals:
+                 masks: np.ndarray | None = None) -> Signals:
         thr = self.config.thresholds()
-        if flags is None:
+        if masks is None:
             fired = {r: _fired(values[r], thr[r], r.endswith("zscore")) for r in RULES}
         else:
-            fired = {r: (flags & (1 << k)) != 0 for k, r in enumerate(RULES)}
+            fired = {r: masks[k] for k, r in enumerate(RULES)}
         return Signals({**values, "returns": ret}, fired, dict(thr))
 
     # ------------------------------------------------------------ streaming
@@ -401,11 +396,11 @@ class AnomalyDetector:
             raise MonitoringError(f"AnomalyDetector.update: volume shape {v.shape} != "
                                   f"prices {p.shape}")
         out = np.empty((5, self.n_symbols))
-        flags = np.empty(self.n_symbols, dtype=np.int64)
+        masks = np.empty((4, self.n_symbols), dtype=np.bool_)
         anomaly_update_nb(p, v, self.skip_missing, self._wins, self._off, self._head, self._thr,
                           self._last,
                           self._count, self._ring, self._s1, self._s2, self._nnan,
-                          self._anchor, out, flags)
+                          self._anchor, out, masks)
         values = {"return_zscore": out[1], "price_zscore": out[2],
                   "volatility_spike": out[3], "volume_spike": out[4]}
-        return self._signals(values, out[0], flags)
+        return self._signals(values, out[0], masks)

@@ -164,15 +164,20 @@ class PriceMonitor:
                                   f"{len(self.symbols)} monitored symbols)")
         return int(j)
 
+    def _set(self, kind: str, j: int, value: float) -> None:
+        # Copy on write: Signals already returned keep the thresholds they were judged by.
+        attr = {"above": "_above", "below": "_below", "move_pct": "_move"}[kind]
+        arr = getattr(self, attr).copy()
+        arr[j] = value
+        setattr(self, attr, arr)
+
     def add_rule(self, rule: PriceRule) -> None:
         """Set the thresholds a rule gives (other kinds of the symbol are kept)."""
         j = self._col(rule.symbol)
-        if rule.above is not None:
-            self._above[j] = rule.above
-        if rule.below is not None:
-            self._below[j] = rule.below
-        if rule.move_pct is not None:
-            self._move[j] = rule.move_pct
+        for kind in RULE_KINDS:
+            value = getattr(rule, kind)
+            if value is not None:
+                self._set(kind, j, value)
 
     def remove_rule(self, symbol: str, kind: str | None = None) -> None:
         """Unset one kind (``above``, ``below``, ``move_pct``) or all rules of a symbol."""
@@ -180,9 +185,9 @@ class PriceMonitor:
             raise MonitoringError(f"unknown price rule kind {kind!r}; expected one of "
                                   f"{', '.join(RULE_KINDS)}")
         j = self._col(symbol)
-        for k, arr in zip(RULE_KINDS, (self._above, self._below, self._move), strict=True):
+        for k in RULE_KINDS:
             if kind is None or kind == k:
-                arr[j] = np.nan
+                self._set(k, j, np.nan)
 
     @property
     def rules(self) -> list[PriceRule]:
@@ -212,9 +217,8 @@ class PriceMonitor:
                 "pct_move": np.abs(move) > move_thr,
             }
         values = {"price_above": price, "price_below": price, "pct_move": move}
-        thresholds: dict[str, Any] = {"price_above": self._above.copy(),
-                                      "price_below": self._below.copy(),
-                                      "pct_move": move_thr}
+        thresholds: dict[str, Any] = {"price_above": self._above,
+                                      "price_below": self._below, "pct_move": move_thr}
         if pct is not None:
             up, down = limit_prices(prev, pct)
             with np.errstate(invalid="ignore"):
@@ -300,8 +304,8 @@ class PriceMonitor:
         price_rules_nb(p, given, self._ref, self._above, self._below, self._move, default,
                        pct, self.limits, fired, move, move_thr, up, down)
         values = {"price_above": p, "price_below": p, "pct_move": move}
-        thresholds: dict[str, Any] = {"price_above": self._above.copy(),
-                                      "price_below": self._below.copy(), "pct_move": move_thr}
+        thresholds: dict[str, Any] = {"price_above": self._above,
+                                      "price_below": self._below, "pct_move": move_thr}
         masks = {"price_above": fired[0], "price_below": fired[1], "pct_move": fired[2]}
         if self.limits:
             values["limit_up"] = values["limit_down"] = p

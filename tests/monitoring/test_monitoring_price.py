@@ -39,8 +39,10 @@ def test_rules_added_and_removed_at_run_time():
     mon.add_rule(PriceRule("A", above=11.0))
     mon.add_rule(PriceRule("A", below=5.0))                  # keeps the 'above' rule
     assert mon.rules == [PriceRule("A", above=11.0, below=5.0)]
-    assert mon.update([12.0, 10.0]).fired["price_above"].tolist() == [True, False]
+    before = mon.update([12.0, 10.0])
+    assert before.fired["price_above"].tolist() == [True, False]
     mon.remove_rule("A", "above")
+    assert before.thresholds["price_above"][0] == 11.0     # earlier results keep theirs
     assert not mon.update([12.0, 10.0]).fired["price_above"].any()
     mon.remove_rule("A")
     assert mon.rules == []
