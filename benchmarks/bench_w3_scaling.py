@@ -70,8 +70,7 @@ def run_workload(n_workers: int, panel, grid: str, strategies, reps: int) -> dic
         # warm-up: imports and JIT compilation on every worker, outside the timings
         an.optimize_parameters_parallel("fast=2 slow=5", tile_size=1, backend="cpu")
         an.backtest_parallel([strategies[0]])
-        an.analyze_stocks_parallel(symbol_stats, symbols=an.symbols[:n_workers * 2],
-                                   block_size=1)
+        an.analyze_stocks_parallel(an.symbols[:n_workers * 2], symbol_stats, block_size=1)
         out: dict = {}
         t0 = time.perf_counter()
         res = an.analyze_stocks_parallel(symbol_stats)

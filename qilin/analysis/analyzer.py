@@ -190,8 +190,8 @@ class DistributedStockAnalyzer:
     # ------------------------------------------------------------------- analyze
     def analyze_stocks_parallel(
         self,
-        func: Callable[[pd.DataFrame], Mapping[str, Any] | pd.Series | Any],
-        symbols: Iterable[str] | None = None,
+        symbols: Iterable[str] | Callable[[pd.DataFrame], Any] | None = None,
+        func: Callable[[pd.DataFrame], Mapping[str, Any] | pd.Series | Any] | None = None,
         block_size: int | None = None,
         columns: Sequence[str] | None = None,
         progress: bool = False,
@@ -200,11 +200,12 @@ class DistributedStockAnalyzer:
 
         Parameters
         ----------
+        symbols : iterable of str, optional
+            Defaults to every symbol of the data. A callable given here (with ``func``
+            omitted) is taken as ``func``: ``analyze_stocks_parallel(func)`` analyses all.
         func : callable
             Receives that symbol's bars (long DataFrame sorted by date, missing bars
             dropped); a scalar result becomes a ``value`` column.
-        symbols : iterable of str, optional
-            Defaults to every symbol of the data.
         block_size : int, optional
             Symbols per task.
         columns : sequence of str, optional
@@ -218,6 +219,10 @@ class DistributedStockAnalyzer:
             One row per successful symbol (index ``symbol``), in the requested order;
             ``.errors`` lists failures with their tracebacks.
         """
+        if callable(symbols) and func is None:
+            symbols, func = None, symbols
+        if not callable(func):
+            raise DataError("analyze_stocks_parallel needs a per-symbol function func(bars)")
         blocks = self._blocks(symbols, block_size)
         cols = None if columns is None else ["date", "symbol",
                                              *[c for c in columns if c not in ("date", "symbol")]]

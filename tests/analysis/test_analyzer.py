@@ -60,13 +60,14 @@ def test_analyze_from_parquet_path_reads_blocks_on_workers(client, tmp_path):
     bars.to_parquet(path)
     an = DistributedStockAnalyzer(client, path, block_size=4)
     syms = an.symbols[2:7]
-    out = an.analyze_stocks_parallel(lambda b: b["volume"].sum(), symbols=syms,
-                                     columns=["volume"])
+    out = an.analyze_stocks_parallel(syms, lambda b: b["volume"].sum(), columns=["volume"])
     exp = bars[bars.symbol.isin(syms)].groupby("symbol")["volume"].sum()
     np.testing.assert_allclose(out.loc[syms, "value"].to_numpy(), exp.loc[syms].to_numpy())
     assert list(out.index) == syms
     with pytest.raises(DataError, match="symbols not in the data"):
-        an.analyze_stocks_parallel(len, symbols=["NOPE"])
+        an.analyze_stocks_parallel(["NOPE"], len)
+    with pytest.raises(DataError, match="per-symbol function"):
+        an.analyze_stocks_parallel(syms)
     with pytest.raises(DataError, match="not found"):
         DistributedStockAnalyzer(client, tmp_path / "missing.parquet")
 
