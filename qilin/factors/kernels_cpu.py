@@ -412,7 +412,7 @@ def ts1_nb(x, op, w, p):
         n = _compress_nb(x[:, j], idx, vals)
         res = np.full(n, np.nan)
         ibuf = np.empty(n + 1, np.int64)
-        fbuf = np.empty(w + 1)
+        fbuf = np.empty(min(w, n) + 1)
         _ts1_core_nb(vals[:n], res, op, w, p, ibuf, fbuf)
         for k in range(n):
             out[idx[k], j] = res[k]

@@ -722,12 +722,13 @@ def ts1_gpu(x: Any, op: int, w: int, p: float) -> Any:
     import cupy as cp
 
     n_rows, n_cols = x.shape
+    w = min(w, n_rows + 1)  # any longer window gives all-NaN too; keeps it an int32
     (comp,), nvalid, where = compress(x)
     res = cp.full((n_rows, n_cols), cp.nan, dtype=cp.float64)
     need_i = kc.TS_MAX <= op <= kc.TS_ARGMIN
     need_f = kc.TS_RANK <= op <= kc.TS_QUANTILE
     ibuf = cp.empty((n_rows + 1, n_cols) if need_i else (1, 1), dtype=cp.int64)
-    fbuf = cp.empty((w + 1, n_cols) if need_f else (1, 1), dtype=cp.float64)
+    fbuf = cp.empty((min(w, n_rows) + 1, n_cols) if need_f else (1, 1), dtype=cp.float64)
     _kernel("ts1_kernel")(
         *_grid(n_cols),
         (comp, nvalid, res, ibuf, fbuf, cp.int64(n_cols), cp.int32(op), cp.int32(w),
@@ -741,6 +742,7 @@ def ts2_gpu(x: Any, y: Any, op: int, w: int) -> Any:
     import cupy as cp
 
     n_rows, n_cols = x.shape
+    w = min(w, n_rows + 1)
     (xc, yc), nvalid, where = compress(x, y)
     res = cp.full((n_rows, n_cols), cp.nan, dtype=cp.float64)
     _kernel("ts2_kernel")(
@@ -770,6 +772,7 @@ def ind_gpu(high: Any, low: Any, close: Any, volume: Any, op: int, p1: int, p2: 
     import cupy as cp
 
     n_rows, n_cols = close.shape
+    p1, p2, p3 = (min(p, n_rows + 1) for p in (p1, p2, p3))
     (hc, lc, cc, vc), nvalid, where = compress(high, low, close, volume)
     res = cp.full((n_rows, n_cols), cp.nan, dtype=cp.float64)
     tmp = cp.full((3, n_rows, n_cols), cp.nan, dtype=cp.float64)

@@ -381,3 +381,9 @@ def test_read_only_and_non_contiguous_inputs() -> None:
     assert_same(ops.ts_mean(x[:, ::2], 5), ops.ts_mean(x, 5)[:, ::2])
     assert_same(ops.ts_mean(x.astype(np.float32), 5),
                 ops.ts_mean(x.astype(np.float32).astype(np.float64), 5))
+
+
+def test_window_longer_than_history_is_all_nan_without_huge_buffers() -> None:
+    x = _panel()[:20]
+    for fn in (ops.ts_rank, ops.ts_median, ops.ts_max, ops.ts_std, ops.ts_mean):
+        assert np.isnan(fn(x, 10**9)).all()

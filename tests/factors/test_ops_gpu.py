@@ -297,6 +297,15 @@ def test_host_compiled_cuda_ts2_equals_numba(host_cuda, op: int) -> None:
     _close(host_cuda.ts2_gpu(x, y, op, 9), kc.ts2_nb(x, y, op, 9), rtol=1e-12)
 
 
+def test_host_compiled_cuda_windows_longer_than_history(host_cuda) -> None:
+    x = D["close"][:30]
+    for op in (kc.TS_RANK, kc.TS_MEAN, kc.TS_MAX, kc.TS_EMA):
+        assert np.isnan(host_cuda.ts1_gpu(x, op, 2**40, 0.0)).all()
+    assert np.isnan(host_cuda.ts2_gpu(x, x, kc.TS_CORR, 2**40)).all()
+    h, l, v = D["high"][:30], D["low"][:30], D["volume"][:30]
+    assert np.isnan(host_cuda.ind_gpu(h, l, x, v, kc.IND_MACD, 3, 2**40, 2, 0.0)).all()
+
+
 def test_host_compiled_cuda_cs_rank_equals_numba(host_cuda) -> None:
     x = np.round(D["close"], 0)
     x[5, 1:] = np.nan
