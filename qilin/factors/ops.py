@@ -188,6 +188,18 @@ def ts_mean(x: Any, window: int) -> Any:
 def ts_var(x: Any, window: int, ddof: int = 1) -> Any:
     """Rolling variance (``ddof=1``: sample variance like pandas/Qlib).
 
+    Parameters
+    ----------
+    x : array (dates, symbols)
+    window : int >= 1
+        Number of finite observations per window.
+    ddof : int >= 0
+        Delta degrees of freedom; NaN where ``window - ddof <= 0``.
+
+    Returns
+    -------
+    float64 array like ``x``
+
     Examples
     --------
     >>> import numpy as np
@@ -200,6 +212,16 @@ def ts_var(x: Any, window: int, ddof: int = 1) -> Any:
 
 def ts_std(x: Any, window: int, ddof: int = 1) -> Any:
     """Rolling standard deviation (``ddof=1`` by default; indicators pass ``ddof=0``).
+
+    Parameters
+    ----------
+    x : array (dates, symbols)
+    window : int >= 1
+    ddof : int >= 0
+
+    Returns
+    -------
+    float64 array like ``x``; exactly 0 for a window of identical values.
 
     Examples
     --------
@@ -312,6 +334,17 @@ def ts_rank(x: Any, window: int) -> Any:
 def ts_quantile(x: Any, window: int, q: float) -> Any:
     """Rolling quantile with linear interpolation (pandas ``rolling(w).quantile(q)``).
 
+    Parameters
+    ----------
+    x : array (dates, symbols)
+    window : int >= 1
+    q : float in [0, 1]
+        0.5 is the median, 1.0 the maximum.
+
+    Returns
+    -------
+    float64 array like ``x``
+
     Examples
     --------
     >>> import numpy as np
@@ -400,6 +433,16 @@ def ts_ema(x: Any, span: int) -> Any:
     """Exponential moving average, alpha = 2/(span+1), seeded with the SMA of the first
     ``span`` observations (TA-Lib EMA).
 
+    Parameters
+    ----------
+    x : array (dates, symbols)
+    span : int >= 1
+        The first output is at the ``span``-th finite observation.
+
+    Returns
+    -------
+    float64 array like ``x``
+
     Examples
     --------
     >>> import numpy as np
@@ -411,6 +454,16 @@ def ts_ema(x: Any, span: int) -> Any:
 
 def ts_delay(x: Any, d: int) -> Any:
     """The value ``d`` finite observations earlier (Qlib Ref).
+
+    Parameters
+    ----------
+    x : array (dates, symbols)
+    d : int >= 1
+        Shift in observations of the column (missing rows are not counted).
+
+    Returns
+    -------
+    float64 array like ``x``
 
     Examples
     --------
@@ -561,6 +614,16 @@ def cs_zscore(x: Any, ddof: int = 0) -> Any:
     """``(x - row mean) / row std``; population std (``ddof=0``) by default.
 
     A row with zero dispersion is NaN.
+
+    Parameters
+    ----------
+    x : array (dates, symbols)
+    ddof : int >= 0
+        Use 1 for the sample std (pandas ``std()``, alphalens).
+
+    Returns
+    -------
+    float64 array like ``x``
 
     Examples
     --------
