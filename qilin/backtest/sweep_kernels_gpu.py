@@ -29,6 +29,11 @@ KERNEL_NAME = "simulate_signals"
 THREADS_PER_BLOCK = 128
 
 _SOURCE = r"""
+#ifndef WARP_SUM
+#define WARP_SUM(x) for (int off = 16; off > 0; off >>= 1) \
+    x += __shfl_down_sync(0xffffffffu, x, off)
+#define LANE_ZERO ((threadIdx.x & 31) == 0)
+#endif
 extern "C" __global__ void simulate_signals(
     const double* __restrict__ S, const long long* __restrict__ idx,
     const double* __restrict__ coef, const double* __restrict__ close,
@@ -142,14 +147,14 @@ extern "C" __global__ void simulate_signals(
         if (equity > 0.0) exposure += held / equity;
         double r = (active && t > 0) ? (equity / prev_equity - 1.0) * inv_cols : 0.0;
         prev_equity = equity;
-        for (int off = 16; off > 0; off >>= 1) r += __shfl_down_sync(0xffffffffu, r, off);
-        if ((threadIdx.x & 31) == 0 && r != 0.0) atomicAdd(&port[(long long)c * T + t], r);
+        WARP_SUM(r);
+        if (LANE_ZERO && r != 0.0) atomicAdd(&port[(long long)c * T + t], r);
     }
     double cnt[5] = {n_trades, n_wins, n_closed, turnover, exposure};
     for (int q = 0; q < 5; ++q) {
         double x = active ? cnt[q] : 0.0;
-        for (int off = 16; off > 0; off >>= 1) x += __shfl_down_sync(0xffffffffu, x, off);
-        if ((threadIdx.x & 31) == 0 && x != 0.0) atomicAdd(&counters[c * 5 + q], x);
+        WARP_SUM(x);
+        if (LANE_ZERO && x != 0.0) atomicAdd(&counters[c * 5 + q], x);
     }
 }
 """
