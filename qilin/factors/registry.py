@@ -137,7 +137,7 @@ def _params_from_signature(func: Callable[..., Any]) -> tuple[Param, ...]:
                                  and not isinstance(p.default, int | float)):
             break  # an optional non-numeric option ends the expression arguments
         default = None if p.default is inspect.Parameter.empty else p.default
-        if p.name in WINDOW_NAMES:
+        if p.name in WINDOW_NAMES or p.name.endswith("period"):
             kind: ParamKind = "window"
         elif p.name in INT_NAMES:
             kind = "int"

@@ -236,3 +236,14 @@ def test_common_subexpressions_run_once(panel):
     out = evaluate_nodes(nodes, {"close": panel["close"]}, [r.key for r in roots], reg)
     assert sorted(calls) == [5, 10]
     np.testing.assert_array_equal(out[roots[1].key], ops.ts_mean(panel["close"], 5) - 1)
+
+
+def test_indicators_are_operators(panel):
+    from qilin.factors import indicators
+
+    np.testing.assert_array_equal(evaluate("rsi(close, 14)", panel),
+                                  indicators.rsi(panel["close"], 14))
+    spec = default_registry().get("stoch_k")
+    assert [p.kind for p in spec.params] == ["series"] * 3 + ["window"] * 3
+    with pytest.raises(ExpressionError, match="'timeperiod' of rsi must be a positive integer"):
+        parse("rsi(close, 0)")
