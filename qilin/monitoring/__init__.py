@@ -17,7 +17,7 @@ from qilin.monitoring.anomaly import AnomalyConfig, AnomalyDetector
 from qilin.monitoring.performance import PerformanceMonitor, Timing
 from qilin.monitoring.price_monitor import PriceMonitor, PriceRule
 from qilin.monitoring.prometheus import MetricsServer, QilinMetrics, exported_metric_names
-from qilin.monitoring.replay import MonitorRules, StreamingMonitor, load_rules, replay
+from qilin.monitoring.replay import MonitorRules, StreamingMonitor, load_rules, replay_frame
 from qilin.monitoring.signals import Signals
 from qilin.monitoring.system import GPUStats, SystemMonitor, SystemSnapshot
 
@@ -44,5 +44,5 @@ __all__ = [
     "WebhookHandler",
     "exported_metric_names",
     "load_rules",
-    "replay",
+    "replay_frame",
 ]

@@ -39,7 +39,7 @@ from qilin.monitoring.replay import (
     finalize_atomic,
     load_frame,
     load_rules,
-    replay,
+    replay_frame,
 )
 from qilin.monitoring.system import SystemMonitor
 
@@ -71,7 +71,7 @@ def _replay(args: argparse.Namespace) -> int:
                            max_per_second=rules.max_per_second,
                            handler_timeout_s=5.0, metrics=metrics)
     try:
-        summary = replay(frame, rules, manager, metrics, speed=args.speed)
+        summary = replay_frame(frame, rules, manager, metrics, speed=args.speed)
         manager.close()
         finalize_atomic(partial, out)
         if args.textfile:

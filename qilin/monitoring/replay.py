@@ -211,7 +211,7 @@ class StreamingMonitor:
         return sig
 
 
-def replay(frame: pd.DataFrame, rules: MonitorRules, alerts: AlertManager | None = None,
+def replay_frame(frame: pd.DataFrame, rules: MonitorRules, alerts: AlertManager | None = None,
            metrics: QilinMetrics | None = None, speed: float = math.inf,
            on_batch: Callable[[int], None] | None = None) -> ReplaySummary:
     """Replay a normalised frame (:func:`load_frame`) batch by batch.

@@ -186,3 +186,35 @@ def test_monitor_is_registered_in_the_qilin_command():
                           "--interval", "0", "--duration", "1", "--metrics-port", "-1"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--interval must be > 0" in bad.stderr
+
+
+def test_replay_frame_in_process_counts_and_metrics():
+    from qilin.monitoring.alerts import AlertManager, CallbackHandler
+    from qilin.monitoring.prometheus import QilinMetrics
+    from qilin.monitoring.replay import MonitorRules, replay_frame
+
+    frame = pd.DataFrame({
+        "time": pd.to_datetime(["2024-01-02"] * 2 + ["2024-01-03"] * 2 + ["2024-01-04"]),
+        "symbol": ["A", "B", "A", "B", "A"],
+        "price": [10.0, 20.0, 11.0, 20.1, 11.1],
+        "volume": [1.0, 2.0, 1.0, 2.0, 1.0],
+    })
+    got: list = []
+    metrics = QilinMetrics()
+    manager = AlertManager([CallbackHandler(got.append)], cooldown_s=0, metrics=metrics)
+    summary = replay_frame(frame, MonitorRules(default_move_pct=0.05), manager, metrics)
+    manager.close()
+    assert (summary.mode, summary.ticks, summary.symbols, summary.symbol_ticks) == \
+        ("bar", 3, 2, 5)
+    assert [(a.subject, a.rule, str(a.time.date())) for a in got] == [
+        ("A", "pct_move", "2024-01-03")]                     # +10%; B +0.5%, A +0.9% do not
+    assert summary.signals["pct_move"] == 1 and summary.alerts_dispatched == 1
+    assert metrics.value("qilin_monitor_ticks_total") == 3
+    assert metrics.value("qilin_monitor_symbol_ticks_total") == 5
+    assert metrics.value("qilin_monitor_signals_total", rule="pct_move") == 1
+    assert metrics.value("qilin_monitor_last_tick_timestamp_seconds") == \
+        pd.Timestamp("2024-01-04", tz="UTC").timestamp()
+    from qilin.errors import DataError
+
+    with pytest.raises(DataError, match="repeat a"):
+        replay_frame(pd.concat([frame, frame.iloc[:1]]), MonitorRules())
