@@ -162,7 +162,7 @@ def momentum_nb(x: np.ndarray, lookback: int) -> np.ndarray:
 @nb.njit(cache=True, inline="always")
 def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, init_cash,
                lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
-               port_row, counters_row, inv_cols):
+               port_row, counters_row, inv_cols, corporate_actions):
     T = close.shape[1]
     zero = S.shape[0] - 1  # the caller appends an all-zero series for absent operands
     b0 = S[idx[c, 0, 0] if idx[c, 0, 0] >= 0 else zero, j]
@@ -188,7 +188,7 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
     desired = False
     pending = False
     last_close = math.nan
-    prev_equity = init_cash
+    prev_inv = 1.0 / init_cash  # 1 / previous equity: one division per step
     bought = 0.0
     sold = 0.0
     n_trades = 0.0
@@ -197,7 +197,7 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
     turnover = 0.0
     exposure = 0.0
     for t in range(T):
-        if qty != 0.0:
+        if corporate_actions and qty != 0.0:
             qty *= ratio[t]
         s = t - lag
         if s >= 0:
@@ -239,7 +239,7 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
                             moved = True
                             bought += notional + fee
                             n_trades += 1.0
-                            turnover += notional / prev_equity
+                            turnover += notional * prev_inv
             elif tq < qty - QTY_EPS:
                 if sell_ok[t]:
                     dq = qty if tq <= 0.0 else math.floor((qty - tq) / lot + QTY_EPS) * lot
@@ -257,7 +257,7 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
                         moved = True
                         sold += notional - fee
                         n_trades += 1.0
-                        turnover += notional / prev_equity
+                        turnover += notional * prev_inv
                         if qty == 0.0:
                             n_closed += 1.0
                             if sold > bought:
@@ -271,11 +271,11 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
         if qty != 0.0 or moved:  # a flat column without a fill has a return of exactly 0
             held = qty * last_close if qty != 0.0 else 0.0
             equity = cash + held
-            if equity > 0.0:
-                exposure += held / equity
+            inv = 1.0 / equity if equity > 0.0 else 0.0
+            exposure += held * inv
             if t > 0:
-                port_row[t] += (equity / prev_equity - 1.0) * inv_cols
-            prev_equity = equity
+                port_row[t] += (equity * prev_inv - 1.0) * inv_cols
+            prev_inv = inv
     counters_row[0] += n_trades
     counters_row[1] += n_wins
     counters_row[2] += n_closed
@@ -314,12 +314,18 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
         Receives the sums named in :data:`COUNTER_NAMES`.
     """
     C = idx.shape[0]
-    N = close.shape[0]
+    N, T = close.shape
+    has_ca = np.zeros(N, dtype=np.bool_)
+    for j in range(N):
+        for t in range(T):
+            if adj_ratio[j, t] != 1.0:
+                has_ca[j] = True
+                break
     for c in nb.prange(C):
         for j in range(N):
             _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag,
                        init_cash, lot, commission_rate, min_commission, slip, stamp_duty,
-                       t_plus_one, port[c], counters[c], inv_cols)
+                       t_plus_one, port[c], counters[c], inv_cols, has_ca[j])
 
 
 # --------------------------------------------------------------------------- metrics

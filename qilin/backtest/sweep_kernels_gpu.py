@@ -59,7 +59,7 @@ extern "C" __global__ void simulate_signals(
         M[s] = coef[(c * 4 + s) * 2];
         A[s] = coef[(c * 4 + s) * 2 + 1];
     }
-    double cash = init_cash, qty = 0.0, last_close = nan(""), prev_equity = init_cash;
+    double cash = init_cash, qty = 0.0, last_close = nan(""), prev_inv = 1.0 / init_cash;
     double bought = 0.0, sold = 0.0, n_trades = 0.0, n_wins = 0.0, n_closed = 0.0;
     double turnover = 0.0, exposure = 0.0;
     const double eps = 1e-9;
@@ -110,7 +110,7 @@ extern "C" __global__ void simulate_signals(
                             pending = false;
                             bought += notional + fee;
                             n_trades += 1.0;
-                            turnover += notional / prev_equity;
+                            turnover += notional * prev_inv;
                         }
                     }
                 }
@@ -128,7 +128,7 @@ extern "C" __global__ void simulate_signals(
                         pending = false;
                         sold += notional - fee;
                         n_trades += 1.0;
-                        turnover += notional / prev_equity;
+                        turnover += notional * prev_inv;
                         if (qty == 0.0) {
                             n_closed += 1.0;
                             if (sold > bought) n_wins += 1.0;
@@ -144,9 +144,10 @@ extern "C" __global__ void simulate_signals(
         if (p == p) last_close = p;
         const double held = qty != 0.0 ? qty * last_close : 0.0;
         const double equity = cash + held;
-        if (equity > 0.0) exposure += held / equity;
-        double r = (active && t > 0) ? (equity / prev_equity - 1.0) * inv_cols : 0.0;
-        prev_equity = equity;
+        const double inv = equity > 0.0 ? 1.0 / equity : 0.0;
+        exposure += held * inv;
+        double r = (active && t > 0) ? (equity * prev_inv - 1.0) * inv_cols : 0.0;
+        prev_inv = inv;
         WARP_SUM(r);
         if (LANE_ZERO && r != 0.0) atomicAdd(&port[(long long)c * T + t], r);
     }
