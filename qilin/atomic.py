@@ -34,15 +34,29 @@ from typing import Any
 import numpy as np
 
 
+def default_file_mode() -> int:
+    """``0o666`` minus the process umask: the mode ``open()`` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary file path next to ``path``; move it to ``path`` on success."""
+def atomic_path(path: str | os.PathLike[str], keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path next to ``path``; move it to ``path`` on success.
+
+    The file gets the mode a plain ``open()`` would give it (not ``mkstemp``'s 0600).
+    ``keep_suffix`` ends the temporary name with ``path``'s extensions, for writers that
+    infer the format from the name.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    suffix = "".join(target.suffixes) if keep_suffix and target.suffixes else ".tmp"
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from qilin.atomic import atomic_path
 from qilin.backend import Backend, BackendName, get_backend
 from qilin.config import MarketConfig
 from qilin.data.panel import Panel
@@ -47,7 +47,6 @@ from qilin.data.validation import (
     Policy,
     ValidationReport,
     _parse_dates,
-    default_file_mode,
     validate_bars,
 )
 from qilin.errors import BackendError, DataError
@@ -474,32 +473,20 @@ def save_bars(
     if fmt is None:
         raise DataError(f"{target}: unsupported output type (use .parquet, .pq, .csv or "
                         ".csv.gz)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(target, keep_suffix=True) as tmp:
         if fmt == "parquet":
             df.to_parquet(tmp, index=False)
             if progress:
                 progress(len(df))
+        elif target.name.lower().endswith(".gz"):
+            df.to_csv(tmp, index=False, compression="gzip")
+            if progress:
+                progress(len(df))
         else:
             chunk = 200_000
-            compression = "gzip" if target.name.lower().endswith(".gz") else None
-            if compression:
-                df.to_csv(tmp, index=False, compression=compression)
-                if progress:
-                    progress(len(df))
-            else:
-                with open(tmp, "w", newline="") as fh:
-                    for i in range(0, max(len(df), 1), chunk):
-                        df.iloc[i:i + chunk].to_csv(fh, index=False, header=(i == 0))
-                        if progress:
-                            progress(min(chunk, len(df) - i))
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            with open(tmp, "w", newline="") as fh:
+                for i in range(0, max(len(df), 1), chunk):
+                    df.iloc[i:i + chunk].to_csv(fh, index=False, header=(i == 0))
+                    if progress:
+                        progress(min(chunk, len(df) - i))
     return target

@@ -28,12 +28,12 @@ from typing import Any
 
 import pandas as pd
 
+from qilin.atomic import write_json_atomic
 from qilin.errors import DataError, ParameterError
 from qilin.factors.evaluation import (
     DEFAULT_HORIZONS,
     evaluate_factors,
     summary_table,
-    write_json_atomic,
 )
 
 

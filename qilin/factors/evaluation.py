@@ -33,10 +33,8 @@ Examples
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from qilin.atomic import write_json_atomic
 from qilin.backend import Backend, BackendName, array_module, get_backend, to_host
 from qilin.data.panel import Panel
 from qilin.errors import DataError, ParameterError
@@ -69,7 +68,6 @@ __all__ = [
     "rank_rows",
     "rank_rows_grouped",
     "summary_table",
-    "write_json_atomic",
 ]
 
 
@@ -676,30 +674,6 @@ class FactorEvaluation:
         from qilin.factors.evaluation_plots import plot_evaluation
 
         return plot_evaluation(self, out_dir)
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as strict JSON (no NaN) via a temp file in the same folder + os.replace.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as d:
-    ...     json.loads(write_json_atomic(Path(d) / "a.json", {"x": 1.5}).read_text())
-    {'x': 1.5}
-    """
-    path = Path(path)
-    text = json.dumps(obj, indent=2, allow_nan=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ------------------------------------------------------------------ evaluation

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from qilin.atomic import atomic_path
 
 if TYPE_CHECKING:
     from qilin.factors.evaluation import FactorEvaluation
@@ -39,14 +40,8 @@ def _figure(nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Any, Any]:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
