@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qilin.config import load_config
-from qilin.errors import MonitoringError, QilinError
+from qilin.errors import MonitoringError
 from qilin.monitoring.alerts import AlertManager, JsonlFileHandler, LogHandler
 from qilin.monitoring.prometheus import MetricsServer, QilinMetrics
 from qilin.monitoring.replay import (
@@ -162,18 +162,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``monitor ...`` without the other areas' commands (``python -m`` entry)."""
-    parser = argparse.ArgumentParser(prog="qilin")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except QilinError as exc:
-        print(f"qilin: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("qilin: interrupted", file=sys.stderr)
-        return 130
+    from qilin.cli import run
 
+    parser = argparse.ArgumentParser(prog="qilin")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    register(parser.add_subparsers(dest="command", required=True))
+    return run(parser, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

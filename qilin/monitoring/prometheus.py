@@ -29,7 +29,6 @@ True
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from qilin.atomic import atomic_path
 from qilin.errors import MonitoringError
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -202,18 +202,10 @@ class QilinMetrics:
     def write_textfile(self, path: str | Path) -> Path:
         """Write the textfile-collector file atomically (temp file + ``os.replace``)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(generate_latest(self.registry))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            fh.write(generate_latest(self.registry))
+            fh.flush()
+            os.fsync(fh.fileno())
         return path
 
     def push(self, gateway: str, job: str = "qilin",
