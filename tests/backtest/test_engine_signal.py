@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from realdata import load_subset
 
 from qilin.backtest.costs import CostModel
 from qilin.backtest.engine import run_signals
@@ -18,13 +19,6 @@ from qilin.errors import BacktestError
 ASHARE_SYMBOLS = ["000001.SZ", "600519.SH", "300014.SZ", "688005.SH", "600289.SH",
                   "000410.SZ", "002540.SZ", "430489.BJ", "603988.SH", "000607.SZ"]
 SP_SYMBOLS = ["AAPL", "MSFT", "XOM", "GE", "LNT", "DISCA", "AMZN", "JPM"]
-
-
-def load_subset(path, symbols, start=None, end=None) -> Panel:
-    df = pd.read_parquet(path, filters=[("symbol", "in", symbols)])
-    if start is not None:
-        df = df[(df["date"] >= start) & (df["date"] <= end)]
-    return Panel.from_long(df)
 
 
 @pytest.fixture(scope="module")
