@@ -30,6 +30,8 @@ import numpy as np
 
 #: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
 COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_days")
+#: Combinations simulated together over each symbol (cache blocking of the fused kernel).
+COMBO_GROUP = 16
 #: Quantity tolerance of the engine (``qilin.backtest.signal.QTY_EPS``).
 QTY_EPS = 1e-9
 #: Column order of :func:`returns_metrics_nb` output.
@@ -60,22 +62,33 @@ def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
     """Simple moving average over the last ``window`` non-NaN observations of each row.
 
     ``x`` is ``(symbols, dates)``; NaN where the bar is NaN or fewer than ``window`` valid
-    observations were seen.
+    observations were seen. A ring buffer keeps the window; the running sum is recomputed
+    from the ring every 1024 observations against drift.
     """
     out = np.full(x.shape, np.nan)
+    ring = np.empty(window)
     for i in range(x.shape[0]):
-        pos = _valid_positions_nb(x[i])
         acc = 0.0
-        for k in range(pos.shape[0]):
-            acc += x[i, pos[k]]
-            if k >= window:
-                acc -= x[i, pos[k - window]]
-            if k >= window - 1:
-                if k % 256 == 0:  # re-sum now and then against drift
+        n = 0
+        head = 0
+        for t in range(x.shape[1]):
+            v = x[i, t]
+            if v != v:
+                continue
+            if n >= window:
+                acc -= ring[head]
+            ring[head] = v
+            acc += v
+            head += 1
+            if head == window:
+                head = 0
+            n += 1
+            if n >= window:
+                if n % 1024 == 0:
                     acc = 0.0
-                    for m in range(k - window + 1, k + 1):
-                        acc += x[i, pos[m]]
-                out[i, pos[k]] = acc / window
+                    for m in range(window):
+                        acc += ring[m]
+                out[i, t] = acc / window
     return out
 
 
@@ -104,17 +117,21 @@ def ema_nb(x: np.ndarray, window: int) -> np.ndarray:
     out = np.full(x.shape, np.nan)
     alpha = 2.0 / (window + 1.0)
     for i in range(x.shape[0]):
-        pos = _valid_positions_nb(x[i])
-        if pos.shape[0] < window:
-            continue
-        acc = 0.0
-        for k in range(window):
-            acc += x[i, pos[k]]
-        ema = acc / window
-        out[i, pos[window - 1]] = ema
-        for k in range(window, pos.shape[0]):
-            ema = ema + alpha * (x[i, pos[k]] - ema)
-            out[i, pos[k]] = ema
+        n = 0
+        ema = 0.0
+        for t in range(x.shape[1]):
+            v = x[i, t]
+            if v != v:
+                continue
+            n += 1
+            if n < window:
+                ema += v
+            elif n == window:
+                ema = (ema + v) / window
+                out[i, t] = ema
+            else:
+                ema = ema + alpha * (v - ema)
+                out[i, t] = ema
     return out
 
 
@@ -321,11 +338,18 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
             if adj_ratio[j, t] != 1.0:
                 has_ca[j] = True
                 break
-    for c in nb.prange(C):
+    # cache blocking: a group of combinations walks the symbols together, so a symbol's
+    # rows (prices, indicators) are reused from cache by the whole group while the group's
+    # accumulator rows stay resident
+    n_groups = (C + COMBO_GROUP - 1) // COMBO_GROUP
+    for g in nb.prange(n_groups):
+        lo = g * COMBO_GROUP
+        hi = min(C, lo + COMBO_GROUP)
         for j in range(N):
-            _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag,
-                       init_cash, lot, commission_rate, min_commission, slip, stamp_duty,
-                       t_plus_one, port[c], counters[c], inv_cols, has_ca[j])
+            for c in range(lo, hi):
+                _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag,
+                           init_cash, lot, commission_rate, min_commission, slip, stamp_duty,
+                           t_plus_one, port[c], counters[c], inv_cols, has_ca[j])
 
 
 # --------------------------------------------------------------------------- metrics
