@@ -59,8 +59,12 @@ def signal_close(panel: Panel) -> np.ndarray:
     return close
 
 
-def compute_series(key: SeriesKey, px: np.ndarray) -> np.ndarray:
+def compute_series(key: SeriesKey, px: np.ndarray, out: np.ndarray | None = None
+                   ) -> np.ndarray:
     """Indicator ``key`` of ``px`` (``(symbols, dates)`` host array), same layout.
+
+    With ``out`` (a C-contiguous float64 array of ``px``'s shape) the result is written
+    there (no new allocation for ``sma``/``ema``) and ``out`` is returned.
 
     Examples
     --------
@@ -70,6 +74,12 @@ def compute_series(key: SeriesKey, px: np.ndarray) -> np.ndarray:
     """
     kind, w = key
     px = np.ascontiguousarray(px, dtype=np.float64)
+    if out is not None and kind in ("sma", "ema"):
+        (kcpu.rolling_mean_into_nb if kind == "sma" else kcpu.ema_into_nb)(px, w, out)
+        return out
+    if out is not None:
+        out[...] = compute_series(key, px)
+        return out
     if kind == "close":
         return px
     if kind == "sma":

@@ -65,7 +65,15 @@ def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
     observations were seen. A ring buffer keeps the window; the running sum is recomputed
     from the ring every 1024 observations against drift.
     """
-    out = np.full(x.shape, np.nan)
+    out = np.empty(x.shape)
+    rolling_mean_into_nb(x, window, out)
+    return out
+
+
+@nb.njit(cache=True)
+def rolling_mean_into_nb(x: np.ndarray, window: int, out: np.ndarray) -> None:
+    """:func:`rolling_mean_nb` writing into ``out`` (same shape as ``x``)."""
+    out[:] = np.nan
     ring = np.empty(window)
     for i in range(x.shape[0]):
         acc = 0.0
@@ -89,7 +97,6 @@ def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
                     for m in range(window):
                         acc += ring[m]
                 out[i, t] = acc / window
-    return out
 
 
 @nb.njit(cache=True)
@@ -114,7 +121,15 @@ def rolling_std_nb(x: np.ndarray, window: int) -> np.ndarray:
 @nb.njit(cache=True)
 def ema_nb(x: np.ndarray, window: int) -> np.ndarray:
     """TA-Lib EMA (seeded with the SMA of the first ``window`` values) over non-NaN values."""
-    out = np.full(x.shape, np.nan)
+    out = np.empty(x.shape)
+    ema_into_nb(x, window, out)
+    return out
+
+
+@nb.njit(cache=True)
+def ema_into_nb(x: np.ndarray, window: int, out: np.ndarray) -> None:
+    """:func:`ema_nb` writing into ``out`` (same shape as ``x``)."""
+    out[:] = np.nan
     alpha = 2.0 / (window + 1.0)
     for i in range(x.shape[0]):
         n = 0
@@ -132,7 +147,6 @@ def ema_nb(x: np.ndarray, window: int) -> np.ndarray:
             else:
                 ema = ema + alpha * (v - ema)
                 out[i, t] = ema
-    return out
 
 
 @nb.njit(cache=True)

@@ -68,7 +68,7 @@ from qilin.errors import BacktestError
 METRICS = (*kcpu.METRIC_NAMES, "n_trades", "win_rate", "turnover", "exposure")
 #: Metrics where smaller is better (``best`` sorts them ascending).
 LOWER_IS_BETTER = frozenset({"annual_volatility", "turnover"})
-DEFAULT_MEMORY_BUDGET = 1 << 30
+DEFAULT_MEMORY_BUDGET = 1 << 28
 
 
 # ------------------------------------------------------------------------------- grids
@@ -310,12 +310,13 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
         return (*kgpu.simulate_signals_gpu(m, keys, idx, coef, args, block), be.name)
     port = np.zeros((len(combos), T))
     counters = np.zeros((len(combos), len(kcpu.COUNTER_NAMES)))
+    stack = np.empty((len(keys) + 1, block, T))  # reused by every symbol block
     for lo in range(0, N, block):
         sl = slice(lo, min(N, lo + block))
         px = np.ascontiguousarray(m.signal_px[sl])
-        S = np.empty((len(keys) + 1, sl.stop - lo, T))
+        S = stack if sl.stop - lo == block else np.empty((len(keys) + 1, sl.stop - lo, T))
         for k, key in enumerate(keys):
-            S[k] = compute_series(key, px)
+            compute_series(key, px, out=S[k])
         S[-1] = 0.0
         kcpu.simulate_signals_nb(S, idx, coef, m.close[sl], m.can_buy[sl], m.can_sell[sl],
                                  m.adj_ratio[sl], *args, port, counters)
@@ -541,7 +542,7 @@ def run_sweep(
     tile_size : int, optional
         Combinations per tile (default: all locally; about 4 tiles per worker on a cluster).
     memory_budget : int, optional
-        Bytes for a tile's indicator stack (default 1 GiB); sets the symbol block size.
+        Bytes for a tile's indicator stack (default 256 MiB); sets the symbol block size.
     lag : int
         Execution lag in bars (signal at close t, trade at close t+lag).
     init_cash : float
