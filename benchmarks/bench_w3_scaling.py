@@ -80,8 +80,7 @@ def run_workload(n_workers: int, panel, grid: str, strategies, reps: int) -> dic
         an.backtest_parallel(strategies)
         out["backtest"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        opt = an.optimize_parameters_parallel(grid, backend="cpu",
-                                              tile_size=max(1, 8 // n_workers))
+        opt = an.optimize_parameters_parallel(grid, backend="cpu")  # ~4 tiles per worker
         out["optimize"] = time.perf_counter() - t0
         out["n_combos"] = len(opt.table)
         client.gather(client.map(noop, range(50), pure=False))
@@ -97,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workers", type=int, default=2, help="N of the 1-vs-N comparison")
     args = ap.parse_args(argv)
-    n_sym, n_days = (60, 500) if args.quick else (240, 1500)
-    grid = "fast=2:9:1 slow=20:60:10" if args.quick else "fast=2:21:1 slow=30:120:10"
+    n_sym, n_days = (60, 500) if args.quick else (500, 2520)
+    grid = "fast=2:9:1 slow=20:60:10" if args.quick else "fast=2:21:1 slow=50:290:20"
     strategies = [("ma_cross", {"fast": f, "slow": s}) for f, s in ((5, 20), (10, 60))] + \
         [("rsi", {"window": 14, "lower": 30, "upper": 70}),
          ("bollinger", {"window": 20, "k": 2.0, "mode": "reversion"})]
