@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CI
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.stats import percentileofscore
 
@@ -21,7 +22,7 @@ from qilin.factors.calculator import FactorCalculator
 from qilin.factors.expr import parse
 
 WINDOWS = (5, 20, 60)
-N_SYMBOLS = 60
+N_SYMBOLS = 30 if CI else 60
 TESTED_FAMILIES = (
     "ROC", "MA", "STD", "BETA", "RSQR", "RESI", "MAX", "MIN", "QTLU", "QTLD", "RANK", "RSV",
     "IMAX", "IMIN", "IMXD", "CORR", "CORD", "CNTP", "CNTN", "CNTD", "SUMP", "SUMN", "SUMD",
