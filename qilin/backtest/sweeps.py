@@ -471,13 +471,11 @@ class SweepResult:
                 raise BacktestError(f"heatmap axis {p!r} is not a parameter {self.param_names}")
         pivot = self.table.pivot_table(index=y, columns=x, values=metric, aggfunc=agg)
         if path is not None:
-            import matplotlib
+            from matplotlib.figure import Figure  # no pyplot: leaves the session's backend alone
 
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(figsize=(max(4, 0.4 * pivot.shape[1] + 2),
-                                            max(3, 0.3 * pivot.shape[0] + 2)))
+            fig = Figure(figsize=(max(4, 0.4 * pivot.shape[1] + 2),
+                                  max(3, 0.3 * pivot.shape[0] + 2)))
+            ax = fig.subplots()
             im = ax.imshow(pivot.to_numpy(dtype=float), aspect="auto", origin="lower",
                            cmap="viridis")
             ax.set_xticks(range(pivot.shape[1]), [str(v) for v in pivot.columns], rotation=90)
@@ -488,7 +486,6 @@ class SweepResult:
             fig.colorbar(im, ax=ax, label=metric)
             fig.tight_layout()
             _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-            plt.close(fig)
         return pivot
 
     def to_parquet(self, path: str | Path) -> Path:
