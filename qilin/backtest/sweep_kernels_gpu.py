@@ -211,7 +211,7 @@ def simulate_signals_gpu(m: Any, keys: list, idx: np.ndarray, coef: np.ndarray, 
         px = np.ascontiguousarray(m.signal_px[sl])
         S = cp.empty((max(1, len(keys)), T, sl.stop - lo))
         for k, key in enumerate(keys):
-            S[k] = cp.asarray(compute_series(key, px).T)
+            S[k] = cp.asarray(np.ascontiguousarray(compute_series(key, px).T))
         launch(S, d_idx, d_coef, _to_device(m.close, sl, cp.float64),
                _to_device(m.can_buy, sl, cp.uint8), _to_device(m.can_sell, sl, cp.uint8),
                _to_device(m.adj_ratio, sl, cp.float64), args, port, counters)
