@@ -486,8 +486,10 @@ class FactorCalculator:
             wanted = [i for i, k in enumerate(stage.outputs) if k in root_keys]
             if wanted:
                 part = stacked if len(wanted) == len(stage.outputs) else stacked[wanted]
+                out_dtype = _DTYPES[self.dtype]
                 finals.append(([stage.outputs[i] for i in wanted], part.map_blocks(
-                    to_host, dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64))))
+                    functools.partial(_host_as, dtype=out_dtype), dtype=out_dtype,
+                    meta=np.empty((0, 0, 0), dtype=out_dtype))))
         futures = self.client.compute([f for _, f in finals])
         if self.progress:
             from distributed import progress
@@ -594,6 +596,11 @@ def _slices(chunks: tuple[int, ...]) -> Iterator[slice]:
     for c in chunks:
         yield slice(start, start + c)
         start += c
+
+
+def _host_as(block: Any, dtype: Any) -> np.ndarray:
+    """A block on the host in the output dtype (cast on the worker: less to gather)."""
+    return to_host(block).astype(dtype, copy=False)
 
 
 def _full(value: Any, shape: tuple[int, int]) -> np.ndarray:
