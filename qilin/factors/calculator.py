@@ -287,6 +287,9 @@ class FactorCalculator:
         Show a progress bar (tqdm in-process, dask's progress on a cluster).
     registry : OperatorRegistry, optional
         Operators available to the expressions (built-ins plus registered ones by default).
+    kernel_threads : int, optional
+        Threads of numba ``parallel`` kernels in-process (default: numba's setting). Tasks on
+        a cluster always run kernels single-threaded.
 
     Raises
     ------
@@ -306,6 +309,7 @@ class FactorCalculator:
         block_dates: int | None = None,
         progress: bool = True,
         registry: OperatorRegistry | None = None,
+        kernel_threads: int | None = None,
     ) -> None:
         if isinstance(factors, str):
             if factors.lower() != "alpha158":
@@ -319,7 +323,8 @@ class FactorCalculator:
             raise ExpressionError("the factor set is empty")
         if dtype not in _DTYPES:
             raise DataError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-        for name, value in (("block_symbols", block_symbols), ("block_dates", block_dates)):
+        for name, value in (("block_symbols", block_symbols), ("block_dates", block_dates),
+                            ("kernel_threads", kernel_threads)):
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise DataError(f"{name} must be a positive integer, got {value!r}")
         self.factors: list[tuple[str, str]] = [(str(n), str(e)) for n, e in items]
@@ -331,7 +336,7 @@ class FactorCalculator:
         self.block_dates = block_dates
         self.progress = progress
         self.registry = registry if registry is not None else active_registry()
-        self.kernel_threads: int | None = None  # numba threads per call; None keeps numba's
+        self.kernel_threads = kernel_threads
 
     # ------------------------------------------------------------------------ helpers
     @property
@@ -545,9 +550,8 @@ class FactorCalculator:
             raise ExpressionError(f"factors {cs[:5]} use cross-sectional operators; they need "
                                   "every symbol at once (use compute())")
         sub = FactorCalculator(self.factors, None, self.backend, self.dtype, None, None, None,
-                               False, self.registry)
-        if self.client is not None:
-            sub.kernel_threads = 1
+                               False, self.registry,
+                               1 if self.client is not None else self.kernel_threads)
         chunks = self._symbol_chunks(panel.shape[1]) if self.block_symbols else _chunks(
             panel.shape[1], 500)
         slices = list(_slices(chunks))

@@ -194,3 +194,20 @@ def test_gpu_backend_matches_cpu(gpu, panel, reference):
     for name in MIXED:
         np.testing.assert_allclose(got[name], reference[name], rtol=1e-9, atol=1e-12,
                                    equal_nan=True, err_msg=name)
+
+
+def test_kernel_threads_change_nothing_but_speed(panel, reference):
+    import numba
+
+    from qilin.factors.calculator import numba_threads
+
+    before = numba.get_num_threads()
+    got = FactorCalculator(MIXED, backend="cpu", progress=False, block_symbols=8,
+                           kernel_threads=1).compute(panel)
+    for name in MIXED:
+        np.testing.assert_array_equal(got[name], reference[name], err_msg=name)
+    with numba_threads(1):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+    with pytest.raises(DataError, match="kernel_threads"):
+        FactorCalculator(MIXED, kernel_threads=0)
