@@ -105,3 +105,20 @@ def test_evaluate_subcommand_is_registered():
     args = build_parser().parse_args(["factors", "evaluate", "--factors", "f.parquet",
                                       "--data", "b.parquet", "--out", "r.json"])
     assert args.factors_command == "evaluate"
+
+
+def test_on_a_remote_scheduler_address(bars_path, tmp_path):
+    from distributed import LocalCluster
+
+    out = tmp_path / "r.parquet"
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, protocol="tcp",
+                      host="127.0.0.1", dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://127.0.0.1:")
+        assert main(["factors", "compute", "--data", str(bars_path), "--factors",
+                     "a = ts_rank(close, 10) - cs_rank(close)", "--out", str(out),
+                     "--cluster", address, "--backend", "cpu", "-q"]) == 0
+    panel = load_data(str(bars_path))
+    want = FactorCalculator({"a": "ts_rank(close, 10) - cs_rank(close)"}, backend="cpu",
+                            progress=False).compute(panel).to_long()
+    pd.testing.assert_frame_equal(pd.read_parquet(out), want)
