@@ -843,7 +843,12 @@ def div(a: Any, b: Any) -> Any:
     xp = _xp(a, b)
     a, b = _f64(xp, a), _f64(xp, b)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return xp.where(b != 0, a / xp.where(b != 0, b, 1.0), xp.nan)
+        out = xp.divide(a, b)
+    zero = b == 0
+    if out.ndim == 0:
+        return xp.where(zero, xp.nan, out)
+    out[xp.broadcast_to(zero, out.shape)] = xp.nan
+    return out
 
 
 def abs_(x: Any) -> Any:
