@@ -77,10 +77,10 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     Errors qilin raises on purpose print one line and give exit code 2.
     """
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.INFO if getattr(args, "verbose", False) else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # dask sets its own loggers to INFO; without -v the command line shows warnings only
+    logging.getLogger("distributed").setLevel(level)
     try:
         return int(args.func(args) or 0)
     except QilinError as exc:

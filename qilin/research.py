@@ -226,7 +226,8 @@ def evaluate_on_cluster(values: dict[str, np.ndarray], panel: Panel, client: Any
         return evaluate_factors(values, panel, **kwargs)
     panel_future = client.scatter(panel, broadcast=True)
     names = list(values)
-    futures = [client.submit(_evaluate_batch, {n: values[n] for n in names[i:i + batch]},
+    futures = [client.submit(_evaluate_batch,
+                             client.scatter({n: values[n] for n in names[i:i + batch]}),
                              panel_future, pure=False, **kwargs)
                for i in range(0, len(names), batch)]
     out: dict[str, Any] = {}

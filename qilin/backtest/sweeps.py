@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +48,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from qilin.atomic import atomic_path
 from qilin.backend import BackendName, get_backend, to_host
 from qilin.backtest import sweep_kernels_cpu as kcpu
 from qilin.backtest.rules import MarketRules, limit_hits
@@ -386,21 +385,6 @@ def run_tile(m: SweepMarket, strategy: str | Any, combos: list[dict[str, Any]],
 
 
 # ------------------------------------------------------------------------------ results
-def _atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 @dataclass
 class SweepResult:
     """A sweep's tidy table (one row per combination: parameters then metrics).
@@ -482,15 +466,18 @@ class SweepResult:
             ax.set_yticks(range(pivot.shape[0]), [str(v) for v in pivot.index])
             ax.set_xlabel(x)
             ax.set_ylabel(y)
-            ax.set_title(f"{self.strategy}: {metric} ({agg} over other parameters)")
+            ax.set_title(f"{self.strategy}: {metric}\n({agg} over other parameters)")
             fig.colorbar(im, ax=ax, label=metric)
             fig.tight_layout()
-            _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
         return pivot
 
     def to_parquet(self, path: str | Path) -> Path:
         """Write the table to Parquet atomically; returns the path."""
-        return _atomic_write(path, lambda tmp: self.table.to_parquet(tmp, index=False))
+        with atomic_path(path) as tmp:
+            self.table.to_parquet(tmp, index=False)
+        return Path(path)
 
 
 def _py(v: Any) -> Any:

@@ -36,7 +36,6 @@ import contextlib
 import functools
 import logging
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qilin.atomic import atomic_path
 from qilin.backend import Backend, BackendName, get_backend, to_host
 from qilin.data.panel import Panel
 from qilin.errors import DataError, ExpressionError
@@ -237,28 +237,21 @@ def _arrow_table(df: pd.DataFrame) -> Any:
 
 
 def _atomic_parquet(path: Path, tables: Iterable[Any]) -> None:
+    """Stream Arrow tables into one zstd Parquet file that appears only when complete."""
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    writer = None
-    try:
-        for table in tables:
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-            writer.write_table(table)
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for table in tables:
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
         if writer is None:
             raise DataError(f"nothing to write to {path}")
-        writer.close()
-        writer = None
-        os.replace(tmp, path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # -------------------------------------------------------------------------- calculator
