@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qilin.atomic import atomic_path
 from qilin.backend import to_host
 
 #: Bump when a change to operators or conventions invalidates cached results.
@@ -90,12 +90,5 @@ class FactorCache:
 
     def put(self, key: str, array: Any) -> None:
         """Store ``array`` under ``key`` atomically."""
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, to_host(array), allow_pickle=False)
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(self.path(key)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, to_host(array), allow_pickle=False)
