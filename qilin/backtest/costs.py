@@ -21,8 +21,27 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numba
+
 from qilin.config import MarketConfig, load_market
 from qilin.errors import BacktestError
+
+
+@numba.njit(cache=True, inline="always")
+def affordable_buy_nb(dq: float, buy_px: float, cash: float, lot: float,
+                      commission_rate: float, min_commission: float) -> float:
+    """``dq`` reduced one lot at a time until ``cash`` covers its notional plus commission.
+
+    The commission is ``max(commission_rate * notional, min_commission)``. Returns a value
+    <= 0 when not even one lot is affordable. Shared by the signal, portfolio and sweep
+    kernels so that every engine sizes buys by the same rule.
+    """
+    while dq > 0.0:
+        notional = dq * buy_px
+        if cash - notional - max(commission_rate * notional, min_commission) >= 0.0:
+            break
+        dq -= lot
+    return dq
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from qilin.backend import Backend, to_host
-from qilin.backtest.costs import CostModel
+from qilin.backtest.costs import CostModel, affordable_buy_nb
 from qilin.backtest.result import (
     REJECT_CASH,
     REJECT_LIMIT_DOWN,
@@ -308,12 +308,7 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                     continue
                 buy_px = p * buy_px_mult
                 dq = dqs[j]
-                while dq > 0.0:
-                    notional = dq * buy_px
-                    c = max(commission_rate * notional, min_commission)
-                    if cash - notional - c >= 0.0:
-                        break
-                    dq -= lot
+                dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate, min_commission)
                 if dq <= 0.0:
                     if last_reject[j] != REJECT_CASH:
                         rec_side[i, j] = 1

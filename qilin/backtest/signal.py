@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from qilin.backend import Backend, get_backend, to_host
-from qilin.backtest.costs import CostModel
+from qilin.backtest.costs import CostModel, affordable_buy_nb
 from qilin.backtest.result import (
     REJECT_CASH,
     REJECT_LIMIT_DOWN,
@@ -137,12 +137,8 @@ def simulate_signals_nb(target, exec_price, close, adj_ratio, up, down, init_cas
                             if dq <= 0.0:
                                 pending = False
                             else:
-                                while dq > 0.0:
-                                    notional = dq * buy_px
-                                    c = max(commission_rate * notional, min_commission)
-                                    if cash - notional - c >= 0.0:
-                                        break
-                                    dq -= lot
+                                dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate,
+                                                       min_commission)
                                 if dq <= 0.0:
                                     reject = REJECT_CASH
                                 else:

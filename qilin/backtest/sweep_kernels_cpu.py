@@ -28,12 +28,13 @@ import math
 import numba as nb
 import numpy as np
 
+from qilin.backtest.costs import affordable_buy_nb
+from qilin.backtest.signal import QTY_EPS
+
 #: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
 COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_days")
 #: Combinations simulated together over each symbol (cache blocking of the fused kernel).
 COMBO_GROUP = 16
-#: Quantity tolerance of the engine (``qilin.backtest.signal.QTY_EPS``).
-QTY_EPS = 1e-9
 #: Column order of :func:`returns_metrics_nb` output.
 METRIC_NAMES = (
     "total_return", "annual_return", "annual_volatility", "sharpe_ratio",
@@ -255,12 +256,8 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
                     if dq <= 0.0:
                         pending = False
                     else:
-                        while dq > 0.0:
-                            notional = dq * buy_px
-                            fee = max(commission_rate * notional, min_commission)
-                            if cash - notional - fee >= 0.0:
-                                break
-                            dq -= lot
+                        dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate,
+                                               min_commission)
                         if dq > 0.0:
                             notional = dq * buy_px
                             fee = max(commission_rate * notional, min_commission)
