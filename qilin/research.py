@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import platform
 import shutil
@@ -132,13 +131,10 @@ class _Timer:
 
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages that shape results (``not installed`` if absent)."""
-    out = {"python": platform.python_version()}
-    for name in VERSION_PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name if name != "cupy" else "cupy-cuda12x")
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    from qilin.info import package_version
+
+    return {"python": platform.python_version(),
+            **{name: package_version(name) for name in VERSION_PACKAGES}}
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -216,14 +212,13 @@ def _evaluate_batch(values: dict[str, np.ndarray], panel: Panel, **kwargs: Any) 
 
 
 def evaluate_on_cluster(values: dict[str, np.ndarray], panel: Panel, client: Any,
-                        evaluate_factors: Callable[..., dict[str, Any]], batch: int = 8,
-                        **kwargs: Any) -> dict[str, Any]:
+                        batch: int = 8, **kwargs: Any) -> dict[str, Any]:
     """Evaluate many factors, in batches spread over ``client``'s workers when given.
 
     The panel is scattered once; each task receives only its batch of factor arrays.
     """
     if client is None:
-        return evaluate_factors(values, panel, **kwargs)
+        return _evaluate_batch(values, panel, **kwargs)
     panel_future = client.scatter(panel, broadcast=True)
     names = list(values)
     futures = [client.submit(_evaluate_batch,
@@ -310,11 +305,6 @@ def run_research(
         ``status: failed`` and the reason, and nothing else.
     """
     from qilin.backend import get_backend
-    from qilin.backtest.engine import run_portfolio
-    from qilin.backtest.sweeps import run_sweep
-    from qilin.cluster import ClusterManager
-    from qilin.factors.calculator import FactorCalculator
-    from qilin.factors.evaluation import evaluate_factors, summary_table
 
     params = params or ResearchParams()
     say: Callable[[str], None] = print if verbose else (lambda _msg: None)
@@ -332,9 +322,7 @@ def run_research(
     error: Exception | None = None
     with atomic_directory(target, overwrite=True) as tmp:
         try:
-            result = _run_steps(params, tmp, manifest, timer, say, client, ClusterManager,
-                                FactorCalculator, evaluate_factors, summary_table,
-                                run_portfolio, run_sweep)
+            result = _run_steps(params, tmp, manifest, timer, say, client)
             manifest["status"] = "ok"
         except Exception as exc:
             error = exc
@@ -362,10 +350,13 @@ def run_research(
 
 
 def _run_steps(params: ResearchParams, tmp: Path, manifest: dict[str, Any], timer: _Timer,
-               say: Callable[[str], None], client: Any, ClusterManager: Any,
-               FactorCalculator: Any, evaluate_factors: Any, summary_table: Any,
-               run_portfolio: Any, run_sweep: Any
+               say: Callable[[str], None], client: Any
                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    from qilin.backtest.engine import run_portfolio
+    from qilin.backtest.sweeps import run_sweep
+    from qilin.factors.calculator import FactorCalculator
+    from qilin.factors.evaluation import summary_table
+
     if not 0.1 <= params.split <= 0.9:
         raise QilinError(f"split={params.split} must lie in [0.1, 0.9]")
     with timer.step("data"):
@@ -383,7 +374,7 @@ def _run_steps(params: ResearchParams, tmp: Path, manifest: dict[str, Any], time
     split_date = panel.dates[split_row]
     manifest["split_date"] = str(split_date.date())
 
-    with _cluster(client, params, ClusterManager, say, manifest) as cl:
+    with _cluster(client, params, say, manifest) as cl:
         with timer.step(f"factors ({len(pairs)})"):
             calc = FactorCalculator(pairs, client=cl, backend=params.backend,
                                     progress=params.progress)
@@ -392,8 +383,8 @@ def _run_steps(params: ResearchParams, tmp: Path, manifest: dict[str, Any], time
         with timer.step("evaluation"):
             insample = panel.select(end=panel.dates[split_row - 1])
             values = {n: factors[n][:split_row] for n in factors.names}
-            evals = evaluate_on_cluster(values, insample, cl, evaluate_factors,
-                                        horizons=params.horizons, quantiles=params.quantiles)
+            evals = evaluate_on_cluster(values, insample, cl, horizons=params.horizons,
+                                        quantiles=params.quantiles)
             table = summary_table(evals).reset_index()
             coverage = {n: int(ev.summary.loc[params.select_horizon, "rank_ic_n"])
                         for n, ev in evals.items()}
@@ -437,8 +428,10 @@ def _run_steps(params: ResearchParams, tmp: Path, manifest: dict[str, Any], time
 
 
 @contextmanager
-def _cluster(client: Any, params: ResearchParams, ClusterManager: Any,
-             say: Callable[[str], None], manifest: dict[str, Any]) -> Iterator[Any]:
+def _cluster(client: Any, params: ResearchParams, say: Callable[[str], None],
+             manifest: dict[str, Any]) -> Iterator[Any]:
+    from qilin.cluster import ClusterManager
+
     if client is not None:
         manifest["cluster"] = {"mode": "given", "address": client.scheduler.address}
         yield client
