@@ -131,26 +131,52 @@ def plan_stages(roots: list[Node]) -> list[Stage]:
 
 def _eval_stage(
     stage_nodes: list[Node], outputs: list[str], registry: OperatorRegistry,
-    backend: Backend, names: list[str], arrays: list[Any],
+    backend: Backend, names: list[str], arrays: list[Any], layout: str = SYMBOLS,
+    cast: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one stage on one block; returns the output arrays by key."""
-    inputs = {name: backend.asarray(a, dtype=np.float64) for name, a in zip(names, arrays,
-                                                                            strict=True)}
-    values = evaluate_nodes(stage_nodes, inputs, outputs, registry)
+    """Evaluate one stage on one block; returns the output arrays by key.
+
+    ``cast`` maps output keys to the dtype they are cast to as soon as they are computed
+    (final results that no later stage reads: their float64 arrays are freed at once).
+    """
+    inputs = {name: _in_layout(backend, a, layout)
+              for name, a in zip(names, arrays, strict=True)}
+
+    def finish(key: str, value: Any) -> Any:
+        if cast and key in cast and hasattr(value, "astype"):
+            return value.astype(cast[key], copy=False)
+        return value
+
+    values = evaluate_nodes(stage_nodes, inputs, outputs, registry,
+                            finish=finish if cast else None)
     shape = next(iter(inputs.values())).shape
     return {k: _full_on(backend, values[k], shape) for k in outputs}
 
 
+def _in_layout(backend: Backend, a: Any, layout: str) -> Any:
+    """A float64 block in the memory order its stage walks (CPU: symbol stages by column).
+
+    Time-series kernels run along each symbol's series, so on the CPU a symbol stage works
+    on Fortran-ordered arrays (elementwise operators keep that order); date stages and GPU
+    arrays are C-ordered.
+    """
+    a = backend.asarray(a, dtype=np.float64)
+    if backend.xp is np and layout == SYMBOLS:
+        return np.asfortranarray(a)
+    return backend.xp.ascontiguousarray(a)
+
+
 def _eval_stage_block(
     stage_nodes: list[Node], outputs: list[str], registry: OperatorRegistry,
-    backend: Backend, names: list[str], *arrays: Any,
+    backend: Backend, names: list[str], layout: str, *arrays: Any,
 ) -> Any:
     """:func:`_eval_stage` stacked as one ``(len(outputs), rows, cols)`` array (dask blocks).
 
     Runs compiled kernels single-threaded: the cluster already runs one task per core.
     """
     with numba_threads(1):
-        values = _eval_stage(stage_nodes, outputs, registry, backend, names, list(arrays))
+        values = _eval_stage(stage_nodes, outputs, registry, backend, names, list(arrays),
+                             layout)
     return backend.xp.stack([values[k] for k in outputs])
 
 
@@ -414,6 +440,7 @@ class FactorCalculator:
 
     def _compute_local(self, panel: Panel, roots: list[Node]) -> dict[str, np.ndarray]:
         stages = plan_stages(roots)
+        root_keys = {r.key for r in roots}
         T, N = panel.shape
         plan = [(st, list(_slices(self._symbol_chunks(N) if st.layout == SYMBOLS
                                   else self._date_chunks(T)))) for st in stages]
@@ -421,18 +448,21 @@ class FactorCalculator:
         held: dict[str, Any] = {}
         try:
             with numba_threads(self.kernel_threads):
-                self._run_local_stages(panel, plan, held, bar)
+                self._run_local_stages(panel, plan, held, bar, root_keys)
         finally:
             bar.close()
-        root_keys = {r.key for r in roots}
         return {k: to_host(v) for k, v in held.items() if k in root_keys}
 
     def _run_local_stages(self, panel: Panel, plan: list[tuple[Stage, list[slice]]],
-                          held: dict[str, Any], bar: Any) -> None:
+                          held: dict[str, Any], bar: Any, root_keys: set[str]) -> None:
         T, N = panel.shape
         be = self.backend
         fields: dict[str, Any] = {}
+        read_later = {k for stage, _ in plan for k in stage.inputs}
+        out_dtype = _DTYPES[self.dtype]
         for stage, slices in plan:
+            cast = {k: out_dtype for k in stage.outputs
+                    if k in root_keys and k not in read_later}
             for name in stage.fields:
                 if name not in fields:
                     fields[name] = be.asarray(panel[name], dtype=np.float64)
@@ -440,16 +470,18 @@ class FactorCalculator:
             if len(slices) == 1:  # the whole panel in one block: no copies
                 arrays = [fields[f] for f in stage.fields] + [held[k] for k in stage.inputs]
                 held.update(_eval_stage(stage.nodes, stage.outputs, self.registry, be,
-                                        names, arrays))
+                                        names, arrays, stage.layout, cast))
                 bar.update(1)
                 continue
-            results = {k: be.xp.empty((T, N), dtype=np.float64) for k in stage.outputs}
+            order = "F" if stage.layout == SYMBOLS else "C"
+            results = {k: be.xp.empty((T, N), dtype=cast.get(k, np.float64), order=order)
+                       for k in stage.outputs}
             for sl in slices:
                 index = (slice(None), sl) if stage.layout == SYMBOLS else (sl, slice(None))
                 arrays = [fields[f][index] for f in stage.fields]
                 arrays += [held[k][index] for k in stage.inputs]
                 block = _eval_stage(stage.nodes, stage.outputs, self.registry, be, names,
-                                    arrays)
+                                    arrays, stage.layout, cast)
                 for key, value in block.items():
                     results[key][index] = value
                 bar.update(1)
@@ -473,7 +505,7 @@ class FactorCalculator:
             inputs = [arrays[k].rechunk(layout) for k in names]
             # a partial keeps dask from traversing (and rebuilding) the node dataclasses
             task = functools.partial(_eval_stage_block, stage.nodes, stage.outputs,
-                                     self.registry, self.backend, names)
+                                     self.registry, self.backend, names, stage.layout)
             stacked = da.map_blocks(
                 task, *inputs, new_axis=0, chunks=((len(stage.outputs),), *layout),
                 name=f"qilin-factor-stage{stage.index}-{uuid.uuid4().hex}",

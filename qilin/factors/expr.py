@@ -456,6 +456,7 @@ def evaluate_nodes(
     keep: Iterable[str],
     registry: OperatorRegistry | None = None,
     on_call: Callable[[Call], None] | None = None,
+    finish: Callable[[str, Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``nodes`` (children first, as :func:`unique_nodes` orders them) once each.
 
@@ -470,6 +471,9 @@ def evaluate_nodes(
         Keys whose values are returned; other intermediates are freed once no longer needed.
     on_call : callable, optional
         Called with each :class:`Call` before it runs (progress, instrumentation).
+    finish : callable, optional
+        ``finish(key, value)`` replaces a kept value as soon as no other node reads it (for
+        example a cast to the output dtype, which frees the float64 array at once).
 
     Examples
     --------
@@ -511,10 +515,16 @@ def evaluate_nodes(
         if on_call is not None:
             on_call(node)
         values[node.key] = spec.func(*args)
+        if finish is not None and node.key in keep and uses[node.key] == 0:
+            values[node.key] = finish(node.key, values[node.key])
         for child in node.children():
             uses[child.key] -= 1
-            if uses[child.key] == 0 and child.key not in keep and child.key not in inputs:
+            if uses[child.key] > 0 or child.key in inputs:
+                continue
+            if child.key not in keep:
                 del values[child.key]
+            elif finish is not None and isinstance(child, Call):
+                values[child.key] = finish(child.key, values[child.key])
     return {k: values[k] if k in values else _const_of(k) for k in keep}
 
 

@@ -70,7 +70,7 @@ def _run(op: int, inputs: dict[str, Any], p1: int = 1, p2: int = 1, p3: int = 1,
     arrays = {}
     was_1d = False
     for name, value in inputs.items():
-        arrays[name], was_1d = as_panel_array(value, name)
+        arrays[name], was_1d = as_panel_array(value, name, order="K")
     first_name, first = next(iter(arrays.items()))
     for name, a in arrays.items():
         if a.shape != first.shape:

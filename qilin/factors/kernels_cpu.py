@@ -83,6 +83,26 @@ MFI_DEAD_ZONE = 1e-14
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
+def series_major(x):
+    """``x`` (dates, symbols) as a writeable C-ordered (symbols, dates) float64 array.
+
+    Each symbol's series is then contiguous, which is what the time-series drivers walk. A
+    Fortran-ordered ``x`` costs nothing (its transpose already is that array); a C-ordered
+    one costs one transposing copy.
+
+    Examples
+    --------
+    >>> x = np.asfortranarray(np.ones((3, 2)))
+    >>> series_major(x).shape, np.shares_memory(series_major(x), x)
+    ((2, 3), True)
+    """
+    xt = np.asarray(x, dtype=np.float64).T
+    if not (xt.flags.c_contiguous and xt.flags.writeable):
+        # numba compiles read-only and strided arrays as separate types: copy instead
+        xt = np.array(xt, order="C", copy=True)
+    return xt
+
+
 @njit(cache=True)
 def _compress_nb(col, idx, vals):
     n = 0
@@ -92,6 +112,25 @@ def _compress_nb(col, idx, vals):
             idx[n] = t
             vals[n] = v
             n += 1
+    return n
+
+
+@njit(cache=True)
+def _finite_span_nb(col):
+    first = 0
+    while first < col.shape[0] and not np.isfinite(col[first]):
+        first += 1
+    last = col.shape[0]
+    while last > first and not np.isfinite(col[last - 1]):
+        last -= 1
+    return first, last
+
+
+@njit(cache=True)
+def _count_finite_nb(col, start, stop):
+    n = 0
+    for t in range(start, stop):
+        n += np.isfinite(col[t])
     return n
 
 
@@ -136,14 +175,49 @@ def _bisect_right_nb(buf, m, v):
 def _sum_core_nb(x, res, w, as_mean):
     # Running sum, recomputed from scratch at every w-th window to stop drift.
     s = 0.0
+    since = 0
     for t in range(w - 1, x.shape[0]):
-        if (t - w + 1) % w == 0:
+        if since == 0:
             s = 0.0
             for i in range(t - w + 1, t + 1):
                 s += x[i]
         else:
             s += x[t] - x[t - w]
+        since = since + 1 if since + 1 < w else 0
         res[t] = s / w if as_mean else s
+
+
+@njit(cache=True)
+def _var_core_nb(x, res, w, op, ddof):
+    # _moments_core_nb reduced to the first two sums (the same numbers, fewer operations).
+    c = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    run = 0
+    since = 0
+    for t in range(x.shape[0]):
+        if t > 0 and x[t] == x[t - 1]:
+            run += 1
+        else:
+            run = 1
+        if t < w - 1:
+            continue
+        exact = since == 0
+        since = since + 1 if since + 1 < w else 0
+        if exact:
+            c = _window_mean_nb(x, t - w + 1, t + 1)
+            s1 = 0.0
+            s2 = 0.0
+            for i in range(t - w + 1, t + 1):
+                d = x[i] - c
+                s1 += d
+                s2 += d * d
+        else:
+            d = x[t] - c
+            e = x[t - w] - c
+            s1 += d - e
+            s2 += d * d - e * e
+        res[t] = _moment_stat_nb(s1, s2, 0.0, 0.0, w, op, ddof, run >= w)
 
 
 @njit(cache=True)
@@ -156,6 +230,7 @@ def _moments_core_nb(x, res, w, op, ddof):
     s3 = 0.0
     s4 = 0.0
     run = 0
+    since = 0
     for t in range(x.shape[0]):
         if t > 0 and x[t] == x[t - 1]:
             run += 1
@@ -163,7 +238,9 @@ def _moments_core_nb(x, res, w, op, ddof):
             run = 1
         if t < w - 1:
             continue
-        if (t - w + 1) % w == 0:
+        exact = since == 0
+        since = since + 1 if since + 1 < w else 0
+        if exact:
             c = _window_mean_nb(x, t - w + 1, t + 1)
             s1 = 0.0
             s2 = 0.0
@@ -217,62 +294,91 @@ def _moment_stat_nb(s1, s2, s3, s4, w, op, ddof, constant):
 
 
 @njit(cache=True)
-def _minmax_core_nb(x, res, w, op, deque):
-    # Monotonic deque of positions; the front is the (first) extreme of the window.
-    want_max = op == TS_MAX or op == TS_ARGMAX
+def _minmax_core_nb(x, res, w, op, pos_after):
+    # van Herk / Gil-Werman: cut the series into blocks of w. A window [s, t] is the tail of
+    # s's block plus the head of t's block, so its extreme is the better of the extreme
+    # from s to its block's end (a backward scan, kept per position) and the extreme from
+    # t's block start to t (a forward scan): O(1) per step, no data-dependent loops. Values
+    # are compared as sign * x so one loop serves max and min; ties go to the earliest
+    # position, as with numpy.argmax.
+    n = x.shape[0]
+    sign = 1.0 if op == TS_MAX or op == TS_ARGMAX else -1.0
+    value_after = np.empty(n)
+    for start in range(0, n, w):
+        best = min(start + w, n) - 1
+        top = sign * x[best]
+        for i in range(best, start - 1, -1):
+            v = sign * x[i]
+            if v >= top:
+                top = v
+                best = i
+            pos_after[i] = best
+            value_after[i] = top
     head = 0
-    tail = 0
-    for t in range(x.shape[0]):
-        v = x[t]
-        if want_max:
-            while tail > head and x[deque[tail - 1]] < v:
-                tail -= 1
+    head_top = 0.0
+    since = 0
+    for t in range(n):
+        v = sign * x[t]
+        if since == 0 or v > head_top:
+            head = t
+            head_top = v
+        since = since + 1 if since + 1 < w else 0
+        if t < w - 1:
+            continue
+        s = t - w + 1
+        best = pos_after[s] if value_after[s] >= head_top else head
+        if op == TS_MAX or op == TS_MIN:
+            res[t] = x[best]
         else:
-            while tail > head and x[deque[tail - 1]] > v:
-                tail -= 1
-        deque[tail] = t
-        tail += 1
-        if deque[head] <= t - w:
-            head += 1
-        if t >= w - 1:
-            if op == TS_MAX or op == TS_MIN:
-                res[t] = x[deque[head]]
-            else:
-                res[t] = deque[head] - (t - w + 1) + 1
+            res[t] = best - s + 1
 
 
 @njit(cache=True)
-def _order_core_nb(x, res, w, op, q, buf):
-    # Sorted window kept by binary-search insert/delete.
+def _rank_core_nb(x, res, w):
+    # Count of window values below / not above the newest: O(window) per step, but a
+    # branch-free loop the compiler vectorises, faster than keeping a sorted window.
+    for t in range(w - 1, x.shape[0]):
+        v = x[t]
+        below = 0
+        not_above = 0
+        for i in range(t - w + 1, t + 1):
+            below += x[i] < v
+            not_above += x[i] <= v
+        res[t] = (below + not_above + 1.0) / (2.0 * w)
+
+
+@njit(cache=True)
+def _quantile_core_nb(x, res, w, q, buf):
+    # Sorted window: the value leaving is overwritten by the one entering, which then moves
+    # to its place (the shift covers only the ranks between the two values).
     m = 0
     for t in range(x.shape[0]):
-        if t >= w:
-            old = x[t - w]
-            k = _bisect_left_nb(buf, m, old)
-            for i in range(k, m - 1):
-                buf[i] = buf[i + 1]
-            m -= 1
         v = x[t]
-        k = _bisect_right_nb(buf, m, v)
-        for i in range(m, k, -1):
-            buf[i] = buf[i - 1]
-        buf[k] = v
-        m += 1
+        if t < w:
+            k = _bisect_right_nb(buf, m, v)
+            for i in range(m, k, -1):
+                buf[i] = buf[i - 1]
+            buf[k] = v
+            m += 1
+        else:
+            k = _bisect_left_nb(buf, m, x[t - w])
+            while k + 1 < m and buf[k + 1] < v:
+                buf[k] = buf[k + 1]
+                k += 1
+            while k > 0 and buf[k - 1] > v:
+                buf[k] = buf[k - 1]
+                k -= 1
+            buf[k] = v
         if t < w - 1:
             continue
-        if op == TS_RANK:
-            left = _bisect_left_nb(buf, m, v)
-            right = _bisect_right_nb(buf, m, v)
-            res[t] = (left + right + 1.0) / (2.0 * w)
+        pos = q * (w - 1)
+        lo = int(pos)
+        if lo >= w - 1:
+            res[t] = buf[w - 1]
+        elif pos == lo:
+            res[t] = buf[lo]
         else:
-            pos = q * (w - 1)
-            lo = int(pos)
-            if lo >= w - 1:
-                res[t] = buf[w - 1]
-            elif pos == lo:
-                res[t] = buf[lo]
-            else:
-                res[t] = buf[lo] + (buf[lo + 1] - buf[lo]) * (pos - lo)
+            res[t] = buf[lo] + (buf[lo + 1] - buf[lo]) * (pos - lo)
 
 
 @njit(cache=True)
@@ -286,6 +392,7 @@ def _linear_core_nb(x, res, w, op):
     siy = 0.0
     syy = 0.0
     run = 0
+    since = 0
     for t in range(x.shape[0]):
         if t > 0 and x[t] == x[t - 1]:
             run += 1
@@ -293,7 +400,9 @@ def _linear_core_nb(x, res, w, op):
             run = 1
         if t < w - 1:
             continue
-        if (t - w + 1) % w == 0:
+        exact = since == 0
+        since = since + 1 if since + 1 < w else 0
+        if exact:
             c = _window_mean_nb(x, t - w + 1, t + 1)
             sy = 0.0
             siy = 0.0
@@ -379,12 +488,16 @@ def _mad_core_nb(x, res, w):
 def _ts1_core_nb(x, res, op, w, p, ibuf, fbuf):
     if op == TS_SUM or op == TS_MEAN:
         _sum_core_nb(x, res, w, op == TS_MEAN)
+    elif op <= TS_STD:
+        _var_core_nb(x, res, w, op, p)
     elif op <= TS_KURT:
         _moments_core_nb(x, res, w, op, p)
     elif op <= TS_ARGMIN:
         _minmax_core_nb(x, res, w, op, ibuf)
-    elif op <= TS_QUANTILE:
-        _order_core_nb(x, res, w, op, p, fbuf)
+    elif op == TS_RANK:
+        _rank_core_nb(x, res, w)
+    elif op == TS_QUANTILE:
+        _quantile_core_nb(x, res, w, p, fbuf)
     elif op <= TS_WMA:
         _linear_core_nb(x, res, w, op)
     elif op == TS_EMA:
@@ -398,25 +511,39 @@ def _ts1_core_nb(x, res, op, w, p, ibuf, fbuf):
 
 
 @njit(parallel=True, cache=True)
+def _ts1_series_nb(xt, op, w, p):
+    n_series, n_rows = xt.shape
+    out = np.empty((n_series, n_rows))
+    for j in prange(n_series):
+        row = xt[j]
+        dest = out[j]
+        dest[:] = np.nan
+        first, last = _finite_span_nb(row)
+        n = last - first
+        ibuf = np.empty(n + 1, np.int64)
+        fbuf = np.empty(min(w, n) + 1)
+        if n == 0 or _count_finite_nb(row, first, last) == n:
+            # one unbroken run (e.g. missing only before listing or after delisting)
+            _ts1_core_nb(row[first:last], dest[first:last], op, w, p, ibuf, fbuf)
+            continue
+        idx = np.empty(n_rows, np.int64)
+        vals = np.empty(n_rows)
+        n = _compress_nb(row, idx, vals)
+        res = np.full(n, np.nan)
+        _ts1_core_nb(vals[:n], res, op, w, p, ibuf, fbuf)
+        for k in range(n):
+            dest[idx[k]] = res[k]
+    return out
+
+
 def ts1_nb(x, op, w, p):
     """Rolling kernel ``op`` (a ``TS_*`` code) over each column of the 2-D array ``x``.
 
     ``w`` is the window (or span, or shift), ``p`` the extra parameter (ddof for
-    var/std, q for quantile). Non-finite entries are skipped and stay NaN.
+    var/std, q for quantile). Non-finite entries are skipped and stay NaN. The result is
+    Fortran-ordered (each column contiguous); a Fortran-ordered ``x`` is read without a copy.
     """
-    n_rows, n_cols = x.shape
-    out = np.full((n_rows, n_cols), np.nan)
-    for j in prange(n_cols):
-        idx = np.empty(n_rows, np.int64)
-        vals = np.empty(n_rows)
-        n = _compress_nb(x[:, j], idx, vals)
-        res = np.full(n, np.nan)
-        ibuf = np.empty(n + 1, np.int64)
-        fbuf = np.empty(min(w, n) + 1)
-        _ts1_core_nb(vals[:n], res, op, w, p, ibuf, fbuf)
-        for k in range(n):
-            out[idx[k], j] = res[k]
-    return out
+    return _ts1_series_nb(series_major(x), op, w, p).T
 
 
 # ------------------------------------------------------------------------------------------
@@ -433,6 +560,7 @@ def _ts2_core_nb(x, y, res, op, w):
     sxy = 0.0
     run_x = 0
     run_y = 0
+    since = 0
     for t in range(x.shape[0]):
         if t > 0 and x[t] == x[t - 1]:
             run_x += 1
@@ -444,7 +572,9 @@ def _ts2_core_nb(x, y, res, op, w):
             run_y = 1
         if t < w - 1:
             continue
-        if (t - w + 1) % w == 0:
+        exact = since == 0
+        since = since + 1 if since + 1 < w else 0
+        if exact:
             cx = _window_mean_nb(x, t - w + 1, t + 1)
             cy = _window_mean_nb(y, t - w + 1, t + 1)
             sx = 0.0
@@ -484,21 +614,19 @@ def _ts2_core_nb(x, y, res, op, w):
 
 
 @njit(parallel=True, cache=True)
-def ts2_nb(x, y, op, w):
-    """Rolling two-input kernel ``op`` (``TS_CORR``/``TS_COV``) per column pair.
-
-    An observation needs both ``x`` and ``y`` finite.
-    """
-    n_rows, n_cols = x.shape
-    out = np.full((n_rows, n_cols), np.nan)
-    for j in prange(n_cols):
+def _ts2_series_nb(xt, yt, op, w):
+    n_series, n_rows = xt.shape
+    out = np.empty((n_series, n_rows))
+    for j in prange(n_series):
+        dest = out[j]
+        dest[:] = np.nan
         idx = np.empty(n_rows, np.int64)
         xv = np.empty(n_rows)
         yv = np.empty(n_rows)
         n = 0
         for t in range(n_rows):
-            a = x[t, j]
-            b = y[t, j]
+            a = xt[j, t]
+            b = yt[j, t]
             if np.isfinite(a) and np.isfinite(b):
                 idx[n] = t
                 xv[n] = a
@@ -507,8 +635,16 @@ def ts2_nb(x, y, op, w):
         res = np.full(n, np.nan)
         _ts2_core_nb(xv[:n], yv[:n], res, op, w)
         for k in range(n):
-            out[idx[k], j] = res[k]
+            dest[idx[k]] = res[k]
     return out
+
+
+def ts2_nb(x, y, op, w):
+    """Rolling two-input kernel ``op`` (``TS_CORR``/``TS_COV``) per column pair.
+
+    An observation needs both ``x`` and ``y`` finite. The result is Fortran-ordered.
+    """
+    return _ts2_series_nb(series_major(x), series_major(y), op, w).T
 
 
 # ------------------------------------------------------------------------------------------
@@ -893,15 +1029,12 @@ def _ind_core_nb(high, low, close, volume, res, tmp, op, p1, p2, p3, f):
 
 
 @njit(parallel=True, cache=True)
-def ind_nb(high, low, close, volume, op, p1, p2, p3, f):
-    """Indicator ``op`` (an ``IND_*`` code) per column on rows where all inputs are finite.
-
-    ``p1, p2, p3`` are the integer periods, ``f`` the float parameter (Bollinger width).
-    Inputs an indicator does not use may be passed as ``close`` again.
-    """
-    n_rows, n_cols = close.shape
-    out = np.full((n_rows, n_cols), np.nan)
-    for j in prange(n_cols):
+def _ind_series_nb(ht, lt, ct, vt, op, p1, p2, p3, f):
+    n_series, n_rows = ct.shape
+    out = np.empty((n_series, n_rows))
+    for j in prange(n_series):
+        dest = out[j]
+        dest[:] = np.nan
         idx = np.empty(n_rows, np.int64)
         hv = np.empty(n_rows)
         lv = np.empty(n_rows)
@@ -909,10 +1042,10 @@ def ind_nb(high, low, close, volume, op, p1, p2, p3, f):
         vv = np.empty(n_rows)
         n = 0
         for t in range(n_rows):
-            a = high[t, j]
-            b = low[t, j]
-            c = close[t, j]
-            d = volume[t, j]
+            a = ht[j, t]
+            b = lt[j, t]
+            c = ct[j, t]
+            d = vt[j, t]
             if np.isfinite(a) and np.isfinite(b) and np.isfinite(c) and np.isfinite(d):
                 idx[n] = t
                 hv[n] = a
@@ -924,5 +1057,21 @@ def ind_nb(high, low, close, volume, op, p1, p2, p3, f):
         tmp = np.full((3, n), np.nan)
         _ind_core_nb(hv[:n], lv[:n], cv[:n], vv[:n], res, tmp, op, p1, p2, p3, f)
         for k in range(n):
-            out[idx[k], j] = res[k]
+            dest[idx[k]] = res[k]
     return out
+
+
+def ind_nb(high, low, close, volume, op, p1, p2, p3, f):
+    """Indicator ``op`` (an ``IND_*`` code) per column on rows where all inputs are finite.
+
+    ``p1, p2, p3`` are the integer periods, ``f`` the float parameter (Bollinger width).
+    Inputs an indicator does not use may be passed as ``close`` again. The result is
+    Fortran-ordered.
+    """
+    inputs = (high, low, close, volume)
+    major: dict[int, np.ndarray] = {}
+    for a in inputs:
+        if id(a) not in major:  # the same array passed twice is converted once
+            major[id(a)] = series_major(a)
+    ht, lt, ct, vt = (major[id(a)] for a in inputs)
+    return _ind_series_nb(ht, lt, ct, vt, op, p1, p2, p3, f).T

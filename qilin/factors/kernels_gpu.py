@@ -371,8 +371,11 @@ __device__ long long bisect_right(const double* buf, long long s, long long m, d
 __device__ void sum_core(const double* x, double* res, long long n, long long s, int w,
                          bool as_mean) {
     double acc = 0.0;
+    int since = 0;
     for (long long t = w - 1; t < n; t++) {
-        if ((t - w + 1) % w == 0) {
+        bool exact = since == 0;
+        since = since + 1 < w ? since + 1 : 0;
+        if (exact) {
             acc = 0.0;
             for (long long i = t - w + 1; i < t + 1; i++) acc += AT(x, i);
         } else {
@@ -407,14 +410,43 @@ __device__ double moment_stat(double s1, double s2, double s3, double s4, int w,
     return k / ((n - 2.0) * (n - 3.0));
 }
 
+__device__ void var_core(const double* x, double* res, long long n, long long s, int w,
+                         int op, double ddof) {
+    double c = 0.0, s1 = 0.0, s2 = 0.0;
+    long long run = 0;
+    int since = 0;
+    for (long long t = 0; t < n; t++) {
+        if (t > 0 && AT(x, t) == AT(x, t - 1)) run += 1; else run = 1;
+        if (t < w - 1) continue;
+        bool exact = since == 0;
+        since = since + 1 < w ? since + 1 : 0;
+        if (exact) {
+            c = window_mean(x, s, t - w + 1, t + 1);
+            s1 = 0.0; s2 = 0.0;
+            for (long long i = t - w + 1; i < t + 1; i++) {
+                double d = AT(x, i) - c;
+                s1 += d; s2 += d * d;
+            }
+        } else {
+            double d = AT(x, t) - c;
+            double e = AT(x, t - w) - c;
+            s1 += d - e; s2 += d * d - e * e;
+        }
+        AT(res, t) = moment_stat(s1, s2, 0.0, 0.0, w, op, ddof, run >= w);
+    }
+}
+
 __device__ void moments_core(const double* x, double* res, long long n, long long s, int w,
                              int op, double ddof) {
     double c = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0;
     long long run = 0;
+    int since = 0;
     for (long long t = 0; t < n; t++) {
         if (t > 0 && AT(x, t) == AT(x, t - 1)) run += 1; else run = 1;
         if (t < w - 1) continue;
-        if ((t - w + 1) % w == 0) {
+        bool exact = since == 0;
+        since = since + 1 < w ? since + 1 : 0;
+        if (exact) {
             c = window_mean(x, s, t - w + 1, t + 1);
             s1 = 0.0; s2 = 0.0; s3 = 0.0; s4 = 0.0;
             for (long long i = t - w + 1; i < t + 1; i++) {
@@ -434,53 +466,67 @@ __device__ void moments_core(const double* x, double* res, long long n, long lon
 }
 
 __device__ void minmax_core(const double* x, double* res, long long n, long long s, int w,
-                            int op, long long* dq) {
-    bool want_max = op == TS_MAX || op == TS_ARGMAX;
-    long long head = 0, tail = 0;
+                            int op, long long* pos_after, double* value_after) {
+    double sign = (op == TS_MAX || op == TS_ARGMAX) ? 1.0 : -1.0;
+    for (long long start = 0; start < n; start += w) {
+        long long best = (start + w < n ? start + w : n) - 1;
+        double top = sign * AT(x, best);
+        for (long long i = best; i > start - 1; i--) {
+            double v = sign * AT(x, i);
+            if (v >= top) { top = v; best = i; }
+            AT(pos_after, i) = best;
+            AT(value_after, i) = top;
+        }
+    }
+    long long head = 0;
+    double head_top = 0.0;
+    int since = 0;
     for (long long t = 0; t < n; t++) {
-        double v = AT(x, t);
-        if (want_max) {
-            while (tail > head && AT(x, AT(dq, tail - 1)) < v) tail -= 1;
-        } else {
-            while (tail > head && AT(x, AT(dq, tail - 1)) > v) tail -= 1;
-        }
-        AT(dq, tail) = t;
-        tail += 1;
-        if (AT(dq, head) <= t - w) head += 1;
-        if (t >= w - 1) {
-            if (op == TS_MAX || op == TS_MIN) AT(res, t) = AT(x, AT(dq, head));
-            else AT(res, t) = (double)(AT(dq, head) - (t - w + 1) + 1);
-        }
+        double v = sign * AT(x, t);
+        if (since == 0 || v > head_top) { head = t; head_top = v; }
+        since = since + 1 < w ? since + 1 : 0;
+        if (t < w - 1) continue;
+        long long st = t - w + 1;
+        long long best = AT(value_after, st) >= head_top ? AT(pos_after, st) : head;
+        if (op == TS_MAX || op == TS_MIN) AT(res, t) = AT(x, best);
+        else AT(res, t) = (double)(best - st + 1);
     }
 }
 
-__device__ void order_core(const double* x, double* res, long long n, long long s, int w,
-                           int op, double q, double* buf) {
+__device__ void rank_core(const double* x, double* res, long long n, long long s, int w) {
+    for (long long t = w - 1; t < n; t++) {
+        double v = AT(x, t);
+        long long below = 0, not_above = 0;
+        for (long long i = t - w + 1; i < t + 1; i++) {
+            below += AT(x, i) < v;
+            not_above += AT(x, i) <= v;
+        }
+        AT(res, t) = (below + not_above + 1.0) / (2.0 * w);
+    }
+}
+
+__device__ void quantile_core(const double* x, double* res, long long n, long long s, int w,
+                              double q, double* buf) {
     long long m = 0;
     for (long long t = 0; t < n; t++) {
-        if (t >= w) {
-            double old = AT(x, t - w);
-            long long k = bisect_left(buf, s, m, old);
-            for (long long i = k; i < m - 1; i++) AT(buf, i) = AT(buf, i + 1);
-            m -= 1;
-        }
         double v = AT(x, t);
-        long long k = bisect_right(buf, s, m, v);
-        for (long long i = m; i > k; i--) AT(buf, i) = AT(buf, i - 1);
-        AT(buf, k) = v;
-        m += 1;
-        if (t < w - 1) continue;
-        if (op == TS_RANK) {
-            long long left = bisect_left(buf, s, m, v);
-            long long right = bisect_right(buf, s, m, v);
-            AT(res, t) = (left + right + 1.0) / (2.0 * w);
+        if (t < w) {
+            long long k = bisect_right(buf, s, m, v);
+            for (long long i = m; i > k; i--) AT(buf, i) = AT(buf, i - 1);
+            AT(buf, k) = v;
+            m += 1;
         } else {
-            double pos = q * (w - 1);
-            long long lo = (long long)pos;
-            if (lo >= w - 1) AT(res, t) = AT(buf, w - 1);
-            else if (pos == (double)lo) AT(res, t) = AT(buf, lo);
-            else AT(res, t) = AT(buf, lo) + (AT(buf, lo + 1) - AT(buf, lo)) * (pos - lo);
+            long long k = bisect_left(buf, s, m, AT(x, t - w));
+            while (k + 1 < m && AT(buf, k + 1) < v) { AT(buf, k) = AT(buf, k + 1); k += 1; }
+            while (k > 0 && AT(buf, k - 1) > v) { AT(buf, k) = AT(buf, k - 1); k -= 1; }
+            AT(buf, k) = v;
         }
+        if (t < w - 1) continue;
+        double pos = q * (w - 1);
+        long long lo = (long long)pos;
+        if (lo >= w - 1) AT(res, t) = AT(buf, w - 1);
+        else if (pos == (double)lo) AT(res, t) = AT(buf, lo);
+        else AT(res, t) = AT(buf, lo) + (AT(buf, lo + 1) - AT(buf, lo)) * (pos - lo);
     }
 }
 
@@ -491,10 +537,13 @@ __device__ void linear_core(const double* x, double* res, long long n, long long
     double den = w * (w + 1.0) / 2.0;
     double c = 0.0, sy = 0.0, siy = 0.0, syy = 0.0;
     long long run = 0;
+    int since = 0;
     for (long long t = 0; t < n; t++) {
         if (t > 0 && AT(x, t) == AT(x, t - 1)) run += 1; else run = 1;
         if (t < w - 1) continue;
-        if ((t - w + 1) % w == 0) {
+        bool exact = since == 0;
+        since = since + 1 < w ? since + 1 : 0;
+        if (exact) {
             c = window_mean(x, s, t - w + 1, t + 1);
             sy = 0.0; siy = 0.0; syy = 0.0;
             for (long long i = t - w + 1; i < t + 1; i++) {
@@ -578,9 +627,11 @@ __global__ void ts1_kernel(const double* comp, const long long* nvalid, double* 
     double* r = res + j;
     long long n = nvalid[j];
     if (op == TS_SUM || op == TS_MEAN) sum_core(x, r, n, s, w, op == TS_MEAN);
+    else if (op <= TS_STD) var_core(x, r, n, s, w, op, p);
     else if (op <= TS_KURT) moments_core(x, r, n, s, w, op, p);
-    else if (op <= TS_ARGMIN) minmax_core(x, r, n, s, w, op, ibuf + j);
-    else if (op <= TS_QUANTILE) order_core(x, r, n, s, w, op, p, fbuf + j);
+    else if (op <= TS_ARGMIN) minmax_core(x, r, n, s, w, op, ibuf + j, fbuf + j);
+    else if (op == TS_RANK) rank_core(x, r, n, s, w);
+    else if (op == TS_QUANTILE) quantile_core(x, r, n, s, w, p, fbuf + j);
     else if (op <= TS_WMA) linear_core(x, r, n, s, w, op);
     else if (op == TS_EMA) ema_core(x, r, n, s, w, w - 1);
     else if (op <= TS_PCT_CHANGE) shift_core(x, r, n, s, w, op);
@@ -599,11 +650,14 @@ __global__ void ts2_kernel(const double* xc, const double* yc, const long long* 
     long long n = nvalid[j];
     double cx = 0.0, cy = 0.0, sx = 0.0, sy = 0.0, sxx = 0.0, syy = 0.0, sxy = 0.0;
     long long run_x = 0, run_y = 0;
+    int since = 0;
     for (long long t = 0; t < n; t++) {
         if (t > 0 && AT(x, t) == AT(x, t - 1)) run_x += 1; else run_x = 1;
         if (t > 0 && AT(y, t) == AT(y, t - 1)) run_y += 1; else run_y = 1;
         if (t < w - 1) continue;
-        if ((t - w + 1) % w == 0) {
+        bool exact = since == 0;
+        since = since + 1 < w ? since + 1 : 0;
+        if (exact) {
             cx = window_mean(x, s, t - w + 1, t + 1);
             cy = window_mean(y, s, t - w + 1, t + 1);
             sx = 0.0; sy = 0.0; sxx = 0.0; syy = 0.0; sxy = 0.0;
@@ -725,10 +779,10 @@ def ts1_gpu(x: Any, op: int, w: int, p: float) -> Any:
     w = min(w, n_rows + 1)  # any longer window gives all-NaN too; keeps it an int32
     (comp,), nvalid, where = compress(x)
     res = cp.full((n_rows, n_cols), cp.nan, dtype=cp.float64)
-    need_i = kc.TS_MAX <= op <= kc.TS_ARGMIN
-    need_f = kc.TS_RANK <= op <= kc.TS_QUANTILE
-    ibuf = cp.empty((n_rows + 1, n_cols) if need_i else (1, 1), dtype=cp.int64)
-    fbuf = cp.empty((min(w, n_rows) + 1, n_cols) if need_f else (1, 1), dtype=cp.float64)
+    minmax = kc.TS_MAX <= op <= kc.TS_ARGMIN
+    ibuf = cp.empty((n_rows + 1, n_cols) if minmax else (1, 1), dtype=cp.int64)
+    f_rows = n_rows + 1 if minmax else min(w, n_rows) + 1 if op == kc.TS_QUANTILE else 1
+    fbuf = cp.empty((f_rows, n_cols) if f_rows > 1 else (1, 1), dtype=cp.float64)
     _kernel("ts1_kernel")(
         *_grid(n_cols),
         (comp, nvalid, res, ibuf, fbuf, cp.int64(n_cols), cp.int32(op), cp.int32(w),

@@ -123,8 +123,16 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def as_panel_array(x: Any, name: str = "x") -> tuple[Any, bool]:
-    """Return ``(a, was_1d)``: ``x`` as a C-ordered float64 2-D array of its namespace.
+def as_panel_array(x: Any, name: str = "x", order: str = "C") -> tuple[Any, bool]:
+    """Return ``(a, was_1d)``: ``x`` as a float64 2-D array of its namespace.
+
+    Parameters
+    ----------
+    order : {"C", "K"}
+        ``"C"``: C-ordered (one date contiguous), what the cross-sectional kernels walk.
+        ``"K"``: a NumPy array keeps its layout; the CPU time-series kernels read a
+        Fortran-ordered one (one symbol contiguous) without a copy. GPU arrays are always
+        C-ordered.
 
     Raises
     ------
@@ -139,8 +147,9 @@ def as_panel_array(x: Any, name: str = "x") -> tuple[Any, bool]:
     elif a.ndim != 2:
         raise DataError(f"{name} must be a 2-D (dates x symbols) or 1-D array, got shape "
                         f"{tuple(a.shape)}")
-    a = xp.ascontiguousarray(a)
-    if xp is np and not a.flags.writeable:
+    if xp is not np or order == "C":
+        a = xp.ascontiguousarray(a)
+    if xp is np and order == "C" and not a.flags.writeable:
         # numba compiles read-only arrays as a separate type: one copy beats a recompile
         a = a.copy()
     return a, was_1d
@@ -153,7 +162,7 @@ def _same_shape(a: Any, b: Any, names: tuple[str, str]) -> None:
 
 
 def _rolling(x: Any, op: int, n: int, p: float = 0.0) -> Any:
-    a, was_1d = as_panel_array(x)
+    a, was_1d = as_panel_array(x, order="K")
     out = _ts1(a, op, n, float(p))
     return out[:, 0] if was_1d else out
 
@@ -270,7 +279,7 @@ def ts_mad(x: Any, window: int) -> Any:
 
 
 def ts_max(x: Any, window: int) -> Any:
-    """Rolling maximum (monotonic deque, O(T) per column).
+    """Rolling maximum (van Herk / Gil-Werman blocks, O(T) per column).
 
     Examples
     --------
@@ -282,7 +291,7 @@ def ts_max(x: Any, window: int) -> Any:
 
 
 def ts_min(x: Any, window: int) -> Any:
-    """Rolling minimum (monotonic deque, O(T) per column).
+    """Rolling minimum (van Herk / Gil-Werman blocks, O(T) per column).
 
     Examples
     --------
@@ -512,8 +521,8 @@ def ts_count(cond: Any, window: int) -> Any:
 
 def _rolling2(x: Any, y: Any, op: int, window: int) -> Any:
     w = check_int(window, "window")
-    a, was_1d = as_panel_array(x, "x")
-    b, _ = as_panel_array(y, "y")
+    a, was_1d = as_panel_array(x, "x", order="K")
+    b, _ = as_panel_array(y, "y", order="K")
     _same_shape(a, b, ("x", "y"))
     out = _ts2(a, b, op, w)
     return out[:, 0] if was_1d else out

@@ -126,10 +126,15 @@ def test_cache_hit_skips_the_operators_and_changes_miss(panel, tmp_path):
     assert not list(tmp_path.glob(".tmp-*")), "no temp files left behind"
 
 
-def test_float32_output(panel, reference):
-    got = FactorCalculator(MIXED, backend="cpu", dtype="float32", progress=False).compute(panel)
-    assert got["mom"].dtype == np.float32
-    np.testing.assert_allclose(got["mom"], reference["mom"], rtol=1e-6, equal_nan=True)
+@pytest.mark.parametrize("block_symbols", [None, 7])
+def test_float32_output_is_the_float64_result_cast(panel, reference, block_symbols):
+    # results are cast as soon as they are final, but every value read by another node or
+    # a later stage stays float64 until then
+    got = FactorCalculator(MIXED, backend="cpu", dtype="float32", progress=False,
+                           block_symbols=block_symbols).compute(panel)
+    for name in MIXED:
+        assert got[name].dtype == np.float32
+        np.testing.assert_array_equal(got[name], reference[name].astype(np.float32))
 
 
 def test_result_long_panel_and_parquet(panel, reference, tmp_path):

@@ -238,6 +238,25 @@ def test_common_subexpressions_run_once(panel):
     np.testing.assert_array_equal(out[roots[1].key], ops.ts_mean(panel["close"], 5) - 1)
 
 
+def test_finish_runs_once_per_kept_value_after_its_last_reader(panel):
+    roots = [parse(t) for t in ("ts_mean(close, 3)", "ts_mean(close, 3) * 2", "close")]
+    keys = [r.key for r in roots]
+    seen: list[tuple[str, np.dtype]] = []
+
+    def finish(key, value):
+        seen.append((key, value.dtype))
+        return value.astype(np.float32)
+
+    out = evaluate_nodes(unique_nodes(roots), {"close": panel["close"]}, keys, finish=finish)
+    # each computed result once; the field passed in is not touched
+    assert sorted(k for k, _ in seen) == sorted(keys[:2])
+    assert all(dtype == np.float64 for _, dtype in seen)
+    # the reader of ts_mean saw the float64 value, not the cast one
+    np.testing.assert_array_equal(out[keys[1]], (ops.ts_mean(panel["close"], 3) * 2)
+                                  .astype(np.float32))
+    assert out[keys[0]].dtype == np.float32 and out[keys[2]].dtype == np.float64
+
+
 def test_indicators_are_operators(panel):
     from qilin.factors import indicators
 

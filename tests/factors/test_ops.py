@@ -135,6 +135,47 @@ def test_rolling_matches_pandas_with_nan_gaps(name: str, ties: bool) -> None:
     assert_same(ours(x), want, rtol=rtol, atol=1e-8)
 
 
+@pytest.mark.parametrize("window", [1, 2, 3, 7, 16, 60])
+def test_order_statistics_at_every_block_edge(window: int) -> None:
+    # van Herk blocks (max/min/argmax/argmin), direct counts (rank) and the sorted window
+    # (quantile) at window sizes that do and do not divide the series, on a series of ties
+    rng = np.random.default_rng(window)
+    x = rng.integers(0, 6, size=(150, 3)).astype(float)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[:, 2] = np.arange(150.0)[::-1]  # strictly falling: the extreme leaves every step
+
+    def per_window(fn):
+        return lambda s: s.rolling(window).apply(fn, raw=True)
+
+    cases = {
+        ops.ts_max: per_window(np.max), ops.ts_min: per_window(np.min),
+        ops.ts_argmax: per_window(lambda v: np.argmax(v) + 1),
+        ops.ts_argmin: per_window(lambda v: np.argmin(v) + 1),
+        ops.ts_rank: per_window(
+            lambda v: ((v < v[-1]).sum() + (v <= v[-1]).sum() + 1) / (2 * len(v))),
+        ops.ts_median: per_window(np.median),
+    }
+    for ours, reference in cases.items():
+        assert_same(ours(x, window), compressed_reference(x, reference), rtol=0, atol=0)
+    for q in (0.0, 0.2, 0.8, 1.0):
+        assert_same(ops.ts_quantile(x, window, q),
+                    compressed_reference(x, per_window(lambda v, q=q: np.quantile(v, q))),
+                    rtol=1e-15, atol=0)
+
+
+def test_results_do_not_depend_on_memory_order() -> None:
+    x = _panel(with_ties=True)
+    f = np.asfortranarray(x)
+    for fn in (ops.ts_mean, ops.ts_std, ops.ts_max, ops.ts_argmin, ops.ts_rank,
+               ops.ts_slope, ops.ts_delay):
+        got_c, got_f = fn(x, 5), fn(f, 5)
+        np.testing.assert_array_equal(got_c, got_f)
+        assert got_f.flags.f_contiguous  # time-series results keep each symbol contiguous
+    np.testing.assert_array_equal(ops.ts_corr(x, f[::-1].copy(), 7),
+                                  ops.ts_corr(f, x[::-1].copy(), 7))
+    np.testing.assert_array_equal(ops.cs_rank(f), ops.cs_rank(x))
+
+
 def test_ts_ema_matches_talib_seeded_with_sma() -> None:
     import talib
 

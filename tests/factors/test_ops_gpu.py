@@ -282,6 +282,10 @@ TS1_CASES = [
     (kc.TS_RSQUARE, 8, 0.0), (kc.TS_RESI, 8, 0.0), (kc.TS_WMA, 8, 0.0), (kc.TS_EMA, 6, 0.0),
     (kc.TS_DELAY, 2, 0.0), (kc.TS_DELTA, 2, 0.0), (kc.TS_PCT_CHANGE, 2, 0.0),
     (kc.TS_COUNT, 5, 0.0), (kc.TS_MAD, 6, 0.0),
+    # window sizes at the edges of the min/max blocks and of the sorted window
+    (kc.TS_MAX, 1, 0.0), (kc.TS_ARGMIN, 2, 0.0), (kc.TS_ARGMAX, 13, 0.0),
+    (kc.TS_RANK, 1, 0.0), (kc.TS_QUANTILE, 1, 0.5), (kc.TS_QUANTILE, 11, 0.8),
+    (kc.TS_STD, 1, 0.0), (kc.TS_VAR, 13, 1.0),
 ]
 
 
