@@ -128,17 +128,19 @@ def _finite_span_nb(col):
 
 @njit(cache=True)
 def _count_finite_nb(col, start, stop):
+    span = col[start:stop]
     n = 0
-    for t in range(start, stop):
-        n += np.isfinite(col[t])
+    for t in range(span.shape[0]):
+        n += np.isfinite(span[t])
     return n
 
 
 @njit(cache=True)
 def _window_mean_nb(x, start, stop):
+    window = x[start:stop]  # a view: indices known non-negative, no wraparound branch
     s = 0.0
-    for i in range(start, stop):
-        s += x[i]
+    for i in range(window.shape[0]):
+        s += window[i]
     return s / (stop - start)
 
 
@@ -336,14 +338,15 @@ def _minmax_core_nb(x, res, w, op, pos_after):
 @njit(cache=True)
 def _rank_core_nb(x, res, w):
     # Count of window values below / not above the newest: O(window) per step, but a
-    # branch-free loop the compiler vectorises, faster than keeping a sorted window.
+    # branch-free loop the compiler vectorises, faster than a sorted window at w <= ~100.
     for t in range(w - 1, x.shape[0]):
+        window = x[t - w + 1:t + 1]  # a view: no wraparound branch, so it vectorises
         v = x[t]
         below = 0
         not_above = 0
-        for i in range(t - w + 1, t + 1):
-            below += x[i] < v
-            not_above += x[i] <= v
+        for i in range(w):
+            below += window[i] < v
+            not_above += window[i] <= v
         res[t] = (below + not_above + 1.0) / (2.0 * w)
 
 
@@ -477,10 +480,11 @@ def _count_core_nb(x, res, w):
 def _mad_core_nb(x, res, w):
     # Mean absolute deviation from the window mean (Qlib Mad): O(window) per step.
     for t in range(w - 1, x.shape[0]):
+        window = x[t - w + 1:t + 1]
         avg = _window_mean_nb(x, t - w + 1, t + 1)
         dev = 0.0
-        for i in range(t - w + 1, t + 1):
-            dev += abs(x[i] - avg)
+        for i in range(w):
+            dev += abs(window[i] - avg)
         res[t] = dev / w
 
 
