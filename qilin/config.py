@@ -44,12 +44,18 @@ CONFIG_DIR_ENV = "QILIN_CONFIG_DIR"
 def config_dir() -> Path:
     """Folder holding ``default.yaml``, ``cluster/`` and ``markets/``.
 
-    ``$QILIN_CONFIG_DIR`` when set, else the ``configs/`` folder of the source checkout.
+    ``$QILIN_CONFIG_DIR`` when set; else ``qilin/configs`` of an installed wheel (the
+    repository's ``configs/`` shipped as package data); else the ``configs/`` folder of the
+    source checkout.
     """
     env = os.environ.get(CONFIG_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "configs"
+    package = Path(__file__).resolve().parent
+    shipped = package / "configs"
+    if (shipped / "default.yaml").is_file():
+        return shipped
+    return package.parent / "configs"
 
 
 @dataclass
