@@ -6,6 +6,15 @@ walks every (combination, symbol) column through time with its state in local va
 adding the column's daily return into one ``(combinations, dates)`` accumulator row (the
 equal-weight portfolio of the combination's symbols) and a few counters.
 
+A column is simulated event by event. One vectorised pass turns its four sides into a
+signal code per bar (entry, exit or undecided). The walk then jumps from one bar that asks
+for a different position to the next (a vectorised search of the codes). In between, a
+flat column earns exactly 0, and a holding column's returns come from one vectorised loop
+over its prices. Only event bars, bars with an unfilled order, and missing-price or
+corporate-action bars while holding run the per-bar rules. The arithmetic is the per-bar
+arithmetic. The tests hold the returns to the engine's bar-by-bar ``run_signals`` within
+1e-14, and to an independent per-bar reference on real A-share and S&P data.
+
 Layout: every per-symbol array is ``(symbols, dates)`` C-contiguous so that a column's
 history is contiguous in memory. A combination's rule is 4 *sides* (entry lhs, entry rhs,
 exit lhs, exit rhs); a side's value at ``(symbol, t)`` is
@@ -71,12 +80,12 @@ def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, parallel=True)
 def rolling_mean_into_nb(x: np.ndarray, window: int, out: np.ndarray) -> None:
-    """:func:`rolling_mean_nb` writing into ``out`` (same shape as ``x``)."""
-    out[:] = np.nan
-    ring = np.empty(window)
-    for i in range(x.shape[0]):
+    """:func:`rolling_mean_nb` writing into ``out`` (same shape as ``x``); rows in parallel."""
+    for i in nb.prange(x.shape[0]):
+        out[i] = np.nan
+        ring = np.empty(window)
         acc = 0.0
         n = 0
         head = 0
@@ -127,12 +136,12 @@ def ema_nb(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, parallel=True)
 def ema_into_nb(x: np.ndarray, window: int, out: np.ndarray) -> None:
-    """:func:`ema_nb` writing into ``out`` (same shape as ``x``)."""
-    out[:] = np.nan
+    """:func:`ema_nb` writing into ``out`` (same shape as ``x``); rows in parallel."""
     alpha = 2.0 / (window + 1.0)
-    for i in range(x.shape[0]):
+    for i in nb.prange(x.shape[0]):
+        out[i] = np.nan
         n = 0
         ema = 0.0
         for t in range(x.shape[1]):
@@ -191,10 +200,101 @@ def momentum_nb(x: np.ndarray, lookback: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- simulation
+#: Bars tested together when searching the signal codes (a branch-free, vectorised block).
+SCAN_BLOCK = 16
+#: Signal codes: no decision, exit (flat wanted), entry (long wanted).
+UNDECIDED, EXIT, ENTRY = 0, 1, 2
+
+
+@nb.njit(cache=True, inline="always")
+def _signal_codes_nb(b0, k0, m0, a0, b1, k1, m1, a1, b2, k2, m2, a2, b3, k3, m3, a3, scaled, n,
+                     code):
+    """``code[s]`` for bars ``s < n``: ENTRY when entry fires and exit does not, EXIT for the
+    reverse, else UNDECIDED. One vectorised pass over views (indices known non-negative)."""
+    e0, f0, e1, f1 = b0[:n], k0[:n], b1[:n], k1[:n]
+    e2, f2, e3, f3 = b2[:n], k2[:n], b3[:n], k3[:n]
+    out = code[:n]
+    if not scaled:  # half the loads
+        for i in range(n):
+            entry = e0[i] + a0 > e1[i] + a1
+            exit_ = e2[i] + a2 > e3[i] + a3
+            out[i] = (entry != exit_) * (1 + entry)
+        return
+    for i in range(n):
+        entry = e0[i] + m0 * f0[i] + a0 > e1[i] + m1 * f1[i] + a1
+        exit_ = e2[i] + m2 * f2[i] + a2 > e3[i] + m3 * f3[i] + a3
+        out[i] = (entry != exit_) * (1 + entry)
+
+
+@nb.njit(cache=True, inline="always")
+def _first_code_nb(code, want, start, stop):
+    """First ``s`` in ``[start, stop)`` with ``code[s] == want``, else ``stop``."""
+    s = start
+    while s < stop:
+        n = min(SCAN_BLOCK, stop - s)
+        block = code[s:s + n]
+        hit = False
+        for i in range(n):  # no early exit: the compiler vectorises it
+            hit |= block[i] == want
+        if hit:
+            for i in range(n):
+                if block[i] == want:
+                    return s + i
+        s += n
+    return stop
+
+
+@nb.njit(cache=True, fastmath={"reassoc"})
+def _hold_nb(px, cash, qty, start, stop, prev_inv, port_row, inv_cols):
+    """Bars ``[start, stop)`` of a column that holds ``qty`` and ``cash``, does not trade and
+    has every price: add each bar's return to ``port_row``; returns (exposure summed,
+    1 / last equity).
+
+    The per-bar arithmetic of :func:`_column_nb` (equity * (1 / previous equity) - 1)
+    without its loop-carried state, over views, so the compiler vectorises it; only the
+    exposure sum is reassociated.
+    """
+    held = qty * px[start]
+    equity = cash + held
+    inv = 1.0 / equity if equity > 0.0 else 0.0
+    exposure = held * inv
+    if start > 0:
+        port_row[start] += (equity * prev_inv - 1.0) * inv_cols
+    now = px[start + 1:stop]
+    before = px[start:stop - 1]
+    out = port_row[start + 1:stop]
+    for u in range(now.shape[0]):
+        held = qty * now[u]
+        equity = cash + held
+        inv = 1.0 / equity if equity > 0.0 else 0.0
+        eq_before = cash + qty * before[u]
+        inv_before = 1.0 / eq_before if eq_before > 0.0 else 0.0
+        exposure += held * inv
+        out[u] += (equity * inv_before - 1.0) * inv_cols
+    return exposure, inv
+
+
+@nb.njit(cache=True)
+def _symbol_bars_nb(px, ratio, corporate_actions, irregular, last_price):
+    """Per bar of one symbol: ``irregular[t]``, the first bar at or after ``t`` with no
+    price or a corporate action; ``last_price[t]``, the last price at or before ``t``."""
+    nxt = px.shape[0]
+    for t in range(px.shape[0] - 1, -1, -1):
+        if px[t] != px[t] or (corporate_actions and ratio[t] != 1.0):
+            nxt = t
+        irregular[t] = nxt
+    last = math.nan
+    for t in range(px.shape[0]):
+        if px[t] == px[t]:
+            last = px[t]
+        last_price[t] = last
+
+
 @nb.njit(cache=True, inline="always")
 def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, init_cash,
                lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
-               port_row, counters_row, inv_cols, corporate_actions):
+               port_row, counters_row, inv_cols, corporate_actions, irregular, last_price,
+               code):
     T = close.shape[1]
     zero = S.shape[0] - 1  # the caller appends an all-zero series for absent operands
     b0 = S[idx[c, 0, 0] if idx[c, 0, 0] >= 0 else zero, j]
@@ -205,12 +305,16 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
     k2 = S[idx[c, 2, 1] if idx[c, 2, 1] >= 0 else zero, j]
     b3 = S[idx[c, 3, 0] if idx[c, 3, 0] >= 0 else zero, j]
     k3 = S[idx[c, 3, 1] if idx[c, 3, 1] >= 0 else zero, j]
-    m0, a0 = coef[c, 0, 0], coef[c, 0, 1]
-    m1, a1 = coef[c, 1, 0], coef[c, 1, 1]
-    m2, a2 = coef[c, 2, 0], coef[c, 2, 1]
-    m3, a3 = coef[c, 3, 0], coef[c, 3, 1]
+    # an unscaled side multiplies the all-zero series by 0: b + 0 * 0 + a == b + a exactly
+    m0 = coef[c, 0, 0] if idx[c, 0, 1] >= 0 else 0.0
+    m1 = coef[c, 1, 0] if idx[c, 1, 1] >= 0 else 0.0
+    m2 = coef[c, 2, 0] if idx[c, 2, 1] >= 0 else 0.0
+    m3 = coef[c, 3, 0] if idx[c, 3, 1] >= 0 else 0.0
+    a0, a1, a2, a3 = coef[c, 0, 1], coef[c, 1, 1], coef[c, 2, 1], coef[c, 3, 1]
     scaled = (idx[c, 0, 1] >= 0 or idx[c, 1, 1] >= 0 or idx[c, 2, 1] >= 0
               or idx[c, 3, 1] >= 0)
+    _signal_codes_nb(b0, k0, m0, a0, b1, k1, m1, a1, b2, k2, m2, a2, b3, k3, m3, a3, scaled,
+                     max(T - lag, 0), code)
     px = close[j]
     buy_ok = can_buy[j]
     sell_ok = can_sell[j]
@@ -228,20 +332,31 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
     n_closed = 0.0
     turnover = 0.0
     exposure = 0.0
-    for t in range(T):
+    t = 0
+    while t < T:
+        if not pending and t >= lag:
+            # jump to the next bar that asks for another position (or has no price or a
+            # corporate action): in between a flat column earns exactly 0 and a holding
+            # one only its price moves
+            if qty == 0.0:  # flat: missing prices and corporate actions change nothing
+                nxt = _first_code_nb(code, EXIT if desired else ENTRY, t - lag, T - lag) + lag
+            else:
+                nxt = _first_code_nb(code, EXIT if desired else ENTRY, t - lag,
+                                     irregular[t] - lag) + lag
+            if nxt > t:
+                if qty != 0.0:
+                    held_part, prev_inv = _hold_nb(px, cash, qty, t, nxt, prev_inv,
+                                                   port_row, inv_cols)
+                    exposure += held_part
+                last_close = last_price[nxt - 1]
+                t = nxt
+                continue
         if corporate_actions and qty != 0.0:
             qty *= ratio[t]
         s = t - lag
-        if s >= 0:
-            if scaled:
-                entry = b0[s] + m0 * k0[s] + a0 > b1[s] + m1 * k1[s] + a1
-                exit_ = b2[s] + m2 * k2[s] + a2 > b3[s] + m3 * k3[s] + a3
-            else:
-                entry = b0[s] + a0 > b1[s] + a1
-                exit_ = b2[s] + a2 > b3[s] + a3
-            if entry != exit_ and entry != desired:
-                desired = entry
-                pending = True
+        if s >= 0 and code[s] != UNDECIDED and (code[s] == ENTRY) != desired:
+            desired = code[s] == ENTRY
+            pending = True
         p = px[t]
         moved = False
         if pending and p == p and p > 0.0:
@@ -304,6 +419,7 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
             if t > 0:
                 port_row[t] += (equity * prev_inv - 1.0) * inv_cols
             prev_inv = inv
+        t += 1
     counters_row[0] += n_trades
     counters_row[1] += n_wins
     counters_row[2] += n_closed
@@ -356,11 +472,16 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
     for g in nb.prange(n_groups):
         lo = g * COMBO_GROUP
         hi = min(C, lo + COMBO_GROUP)
+        irregular = np.empty(T, dtype=np.int64)
+        last_price = np.empty(T)
+        code = np.empty(T, dtype=np.uint8)
         for j in range(N):
+            _symbol_bars_nb(close[j], adj_ratio[j], has_ca[j], irregular, last_price)
             for c in range(lo, hi):
                 _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag,
                            init_cash, lot, commission_rate, min_commission, slip, stamp_duty,
-                           t_plus_one, port[c], counters[c], inv_cols, has_ca[j])
+                           t_plus_one, port[c], counters[c], inv_cols, has_ca[j], irregular,
+                           last_price, code)
 
 
 # --------------------------------------------------------------------------- metrics
