@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -99,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=None)
     ap.add_argument("--numpy-pairs", type=int, default=None,
                     help="pairs timed for the NumPy way (per-pair rate)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="alternating runs of each way (median reported; default 3, quick 1)")
     args = ap.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 3)
     n_sym = args.symbols or (100 if args.quick else 500)
     n_days = args.days or (500 if args.quick else 2520)
     grid = ("fast=2:11:1 slow=20:110:10" if args.quick else "fast=2:41:1 slow=50:290:10")
@@ -115,25 +119,36 @@ def main(argv: list[str] | None = None) -> int:
     run_sweep(panel.select(symbols=panel.symbols[:3]), "ma_cross", "fast=2 slow=5",
               backend="cpu")
     combos = ParameterGrid(grid)
-    c0 = time.process_time()
-    res = run_sweep(panel, "ma_cross", combos, market=cn, backend="cpu")
-    fused_cpu_s = time.process_time() - c0
-    fused = res.cell_steps / res.elapsed_s
-    print(f"[ma_cross] grid {grid!r}: {len(res.table)} pairs x {n_sym} symbols x {n_days} dates"
-          f" = {res.cell_steps:.3g} cell-steps")
-    print(f"  fused CPU kernel (numba, CN rules+costs): {res.elapsed_s:.2f}s wall -> "
-          f"{fused:.3g} cell-steps/s; {fused_cpu_s:.2f} CPU-s (all threads) -> "
-          f"{res.cell_steps / fused_cpu_s:.3g} cell-steps per CPU-second")
-    pairs = [(int(r.fast), int(r.slow)) for r in res.table.iloc[
-        np.linspace(0, len(res.table) - 1, n_np).astype(int)].itertuples()]
     px = ffill(signal_close(panel))
     cost = cn.commission_rate + cn.slippage_bps / 1e4 + cn.stamp_duty_rate / 2
-    per_pair, per_pair_cpu = time_vectorised(np, px, pairs, cost, cn.periods_per_year)
+    listed = combos.combinations()
+    pairs = [(int(listed[i]["fast"]), int(listed[i]["slow"]))
+             for i in np.linspace(0, len(listed) - 1, n_np).astype(int)]
+    # alternate the two ways so that both see the same machine load; report medians
+    walls, cpus, np_walls, np_cpus = [], [], [], []
+    for _ in range(args.repeats):
+        c0 = time.process_time()
+        res = run_sweep(panel, "ma_cross", combos, market=cn, backend="cpu")
+        cpus.append(time.process_time() - c0)
+        walls.append(res.elapsed_s)
+        per_pair, per_pair_cpu = time_vectorised(np, px, pairs, cost, cn.periods_per_year)
+        np_walls.append(per_pair)
+        np_cpus.append(per_pair_cpu)
+    fused_s, fused_cpu_s = statistics.median(walls), statistics.median(cpus)
+    per_pair, per_pair_cpu = statistics.median(np_walls), statistics.median(np_cpus)
+    fused = res.cell_steps / fused_s
+    print(f"[ma_cross] grid {grid!r}: {len(res.table)} pairs x {n_sym} symbols x {n_days} dates"
+          f" = {res.cell_steps:.3g} cell-steps; medians of {args.repeats} alternating runs")
+    print(f"  fused CPU kernel (numba, CN rules+costs): {fused_s:.2f}s wall -> "
+          f"{fused:.3g} cell-steps/s; {fused_cpu_s:.2f} CPU-s (all threads) -> "
+          f"{res.cell_steps / fused_cpu_s:.3g} cell-steps per CPU-second "
+          f"(runs {', '.join(f'{w:.2f}' for w in walls)} s)")
     numpy_rate = n_sym * n_days / per_pair
     numpy_cpu_rate = n_sym * n_days / per_pair_cpu
     print(f"  NumPy vectorised per pair ({n_np} pairs timed): {per_pair * 1e3:.1f} ms/pair wall "
           f"-> {numpy_rate:.3g} cell-steps/s; {per_pair_cpu * 1e3:.1f} CPU-ms/pair -> "
-          f"{numpy_cpu_rate:.3g} cell-steps per CPU-second")
+          f"{numpy_cpu_rate:.3g} cell-steps per CPU-second "
+          f"(runs {', '.join(f'{w * 1e3:.1f}' for w in np_walls)} ms/pair)")
     print(f"  speed-up fused CPU / NumPy: {fused / numpy_rate:.1f}x wall-clock, "
           f"{res.cell_steps / fused_cpu_s / numpy_cpu_rate:.1f}x per CPU-second "
           f"(target >= 20x wall-clock)")

@@ -43,7 +43,9 @@ from qilin.backtest.signal import QTY_EPS
 #: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
 COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_days")
 #: Combinations simulated together over each symbol (cache blocking of the fused kernel).
-COMBO_GROUP = 16
+COMBO_GROUP = 64
+#: Bars per tile when a group's signal codes are computed (its indicator rows stay in cache).
+CODE_TILE = 512
 #: Column order of :func:`returns_metrics_nb` output.
 METRIC_NAMES = (
     "total_return", "annual_return", "annual_volatility", "sharpe_ratio",
@@ -207,13 +209,19 @@ UNDECIDED, EXIT, ENTRY = 0, 1, 2
 
 
 @nb.njit(cache=True, inline="always")
-def _signal_codes_nb(b0, k0, m0, a0, b1, k1, m1, a1, b2, k2, m2, a2, b3, k3, m3, a3, scaled, n,
-                     code):
+def _signal_codes_nb(b0, k0, m0, a0, b1, k1, m1, a1, b2, k2, m2, a2, b3, k3, m3, a3, scaled,
+                     mirrored, n, code):
     """``code[s]`` for bars ``s < n``: ENTRY when entry fires and exit does not, EXIT for the
     reverse, else UNDECIDED. One vectorised pass over views (indices known non-negative)."""
     e0, f0, e1, f1 = b0[:n], k0[:n], b1[:n], k1[:n]
     e2, f2, e3, f3 = b2[:n], k2[:n], b3[:n], k3[:n]
     out = code[:n]
+    if mirrored:  # exit is entry with the sides swapped (e.g. MA cross): two loads per bar
+        for i in range(n):
+            x = e0[i] + a0
+            y = e1[i] + a1
+            out[i] = (x > y) * ENTRY + (y > x) * EXIT
+        return
     if not scaled:  # half the loads
         for i in range(n):
             entry = e0[i] + a0 > e1[i] + a1
@@ -244,34 +252,41 @@ def _first_code_nb(code, want, start, stop):
     return stop
 
 
-@nb.njit(cache=True, fastmath={"reassoc"})
-def _hold_nb(px, cash, qty, start, stop, prev_inv, port_row, inv_cols):
-    """Bars ``[start, stop)`` of a column that holds ``qty`` and ``cash``, does not trade and
-    has every price: add each bar's return to ``port_row``; returns (exposure summed,
-    1 / last equity).
+#: Columns of the hold-run records: first bar, end bar, cash, quantity, 1 / equity before.
+RUN_FIELDS = 5
 
-    The per-bar arithmetic of :func:`_column_nb` (equity * (1 / previous equity) - 1)
-    without its loop-carried state, over views, so the compiler vectorises it; only the
-    exposure sum is reassociated.
+
+@nb.njit(cache=True, fastmath={"reassoc"})
+def _hold_runs_nb(px, runs, n_runs, port_row, inv_cols):
+    """Add the returns of a column's hold runs to ``port_row``; returns their exposure sum.
+
+    A run is bars ``[start, stop)`` where the column holds ``qty`` shares and ``cash``,
+    does not trade and has every price. Per bar it is the arithmetic of the bar-by-bar
+    walk (equity * (1 / previous equity) - 1) without its loop-carried state, over views,
+    so the compiler vectorises it; only the exposure sum is reassociated.
     """
-    held = qty * px[start]
-    equity = cash + held
-    inv = 1.0 / equity if equity > 0.0 else 0.0
-    exposure = held * inv
-    if start > 0:
-        port_row[start] += (equity * prev_inv - 1.0) * inv_cols
-    now = px[start + 1:stop]
-    before = px[start:stop - 1]
-    out = port_row[start + 1:stop]
-    for u in range(now.shape[0]):
-        held = qty * now[u]
+    exposure = 0.0
+    for r in range(n_runs):
+        start, stop = int(runs[r, 0]), int(runs[r, 1])
+        cash, qty, prev_inv = runs[r, 2], runs[r, 3], runs[r, 4]
+        held = qty * px[start]
         equity = cash + held
         inv = 1.0 / equity if equity > 0.0 else 0.0
-        eq_before = cash + qty * before[u]
-        inv_before = 1.0 / eq_before if eq_before > 0.0 else 0.0
         exposure += held * inv
-        out[u] += (equity * inv_before - 1.0) * inv_cols
-    return exposure, inv
+        if start > 0:
+            port_row[start] += (equity * prev_inv - 1.0) * inv_cols
+        now = px[start + 1:stop]
+        before = px[start:stop - 1]
+        out = port_row[start + 1:stop]
+        for u in range(now.shape[0]):
+            held = qty * now[u]
+            equity = cash + held
+            inv = 1.0 / equity if equity > 0.0 else 0.0
+            eq_before = cash + qty * before[u]
+            inv_before = 1.0 / eq_before if eq_before > 0.0 else 0.0
+            exposure += held * inv
+            out[u] += (equity * inv_before - 1.0) * inv_cols
+    return exposure
 
 
 @nb.njit(cache=True)
@@ -291,20 +306,17 @@ def _symbol_bars_nb(px, ratio, corporate_actions, irregular, last_price):
 
 
 @nb.njit(cache=True, inline="always")
-def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, init_cash,
-               lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
-               port_row, counters_row, inv_cols, corporate_actions, irregular, last_price,
-               code):
-    T = close.shape[1]
+def _column_codes_nb(S, idx, coef, c, j, start, stop, code):
+    """Signal codes of combination ``c`` on symbol ``j`` for bars ``[start, stop)``."""
     zero = S.shape[0] - 1  # the caller appends an all-zero series for absent operands
-    b0 = S[idx[c, 0, 0] if idx[c, 0, 0] >= 0 else zero, j]
-    k0 = S[idx[c, 0, 1] if idx[c, 0, 1] >= 0 else zero, j]
-    b1 = S[idx[c, 1, 0] if idx[c, 1, 0] >= 0 else zero, j]
-    k1 = S[idx[c, 1, 1] if idx[c, 1, 1] >= 0 else zero, j]
-    b2 = S[idx[c, 2, 0] if idx[c, 2, 0] >= 0 else zero, j]
-    k2 = S[idx[c, 2, 1] if idx[c, 2, 1] >= 0 else zero, j]
-    b3 = S[idx[c, 3, 0] if idx[c, 3, 0] >= 0 else zero, j]
-    k3 = S[idx[c, 3, 1] if idx[c, 3, 1] >= 0 else zero, j]
+    b0 = S[idx[c, 0, 0] if idx[c, 0, 0] >= 0 else zero, j, start:stop]
+    k0 = S[idx[c, 0, 1] if idx[c, 0, 1] >= 0 else zero, j, start:stop]
+    b1 = S[idx[c, 1, 0] if idx[c, 1, 0] >= 0 else zero, j, start:stop]
+    k1 = S[idx[c, 1, 1] if idx[c, 1, 1] >= 0 else zero, j, start:stop]
+    b2 = S[idx[c, 2, 0] if idx[c, 2, 0] >= 0 else zero, j, start:stop]
+    k2 = S[idx[c, 2, 1] if idx[c, 2, 1] >= 0 else zero, j, start:stop]
+    b3 = S[idx[c, 3, 0] if idx[c, 3, 0] >= 0 else zero, j, start:stop]
+    k3 = S[idx[c, 3, 1] if idx[c, 3, 1] >= 0 else zero, j, start:stop]
     # an unscaled side multiplies the all-zero series by 0: b + 0 * 0 + a == b + a exactly
     m0 = coef[c, 0, 0] if idx[c, 0, 1] >= 0 else 0.0
     m1 = coef[c, 1, 0] if idx[c, 1, 1] >= 0 else 0.0
@@ -313,8 +325,17 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
     a0, a1, a2, a3 = coef[c, 0, 1], coef[c, 1, 1], coef[c, 2, 1], coef[c, 3, 1]
     scaled = (idx[c, 0, 1] >= 0 or idx[c, 1, 1] >= 0 or idx[c, 2, 1] >= 0
               or idx[c, 3, 1] >= 0)
+    mirrored = (not scaled and idx[c, 2, 0] == idx[c, 1, 0] and idx[c, 3, 0] == idx[c, 0, 0]
+                and a2 == a1 and a3 == a0)
     _signal_codes_nb(b0, k0, m0, a0, b1, k1, m1, a1, b2, k2, m2, a2, b3, k3, m3, a3, scaled,
-                     max(T - lag, 0), code)
+                     mirrored, stop - start, code[start:stop])
+
+
+@nb.njit(cache=True, inline="always")
+def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, commission_rate,
+               min_commission, slip, stamp_duty, port_row, counters_row, inv_cols,
+               corporate_actions, irregular, last_price, code, runs):
+    T = close.shape[1]
     px = close[j]
     buy_ok = can_buy[j]
     sell_ok = can_sell[j]
@@ -332,6 +353,7 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
     n_closed = 0.0
     turnover = 0.0
     exposure = 0.0
+    n_runs = 0
     t = 0
     while t < T:
         if not pending and t >= lag:
@@ -344,13 +366,20 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
                 nxt = _first_code_nb(code, EXIT if desired else ENTRY, t - lag,
                                      irregular[t] - lag) + lag
             if nxt > t:
-                if qty != 0.0:
-                    held_part, prev_inv = _hold_nb(px, cash, qty, t, nxt, prev_inv,
-                                                   port_row, inv_cols)
-                    exposure += held_part
+                if qty != 0.0:  # recorded; their returns are added in one call at the end
+                    runs[n_runs, 0] = t
+                    runs[n_runs, 1] = nxt
+                    runs[n_runs, 2] = cash
+                    runs[n_runs, 3] = qty
+                    runs[n_runs, 4] = prev_inv
+                    n_runs += 1
+                    equity = cash + qty * px[nxt - 1]
+                    prev_inv = 1.0 / equity if equity > 0.0 else 0.0
                 last_close = last_price[nxt - 1]
                 t = nxt
-                continue
+                if t == T:
+                    break
+                # bar t is an event: run it now rather than search again from it
         if corporate_actions and qty != 0.0:
             qty *= ratio[t]
         s = t - lag
@@ -420,6 +449,7 @@ def _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag, ini
                 port_row[t] += (equity * prev_inv - 1.0) * inv_cols
             prev_inv = inv
         t += 1
+    exposure += _hold_runs_nb(px, runs, n_runs, port_row, inv_cols)
     counters_row[0] += n_trades
     counters_row[1] += n_wins
     counters_row[2] += n_closed
@@ -468,20 +498,27 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
     # cache blocking: a group of combinations walks the symbols together, so a symbol's
     # rows (prices, indicators) are reused from cache by the whole group while the group's
     # accumulator rows stay resident
+    n_signal = max(T - lag, 0)  # bars with a signal (bar s decides bar s + lag)
     n_groups = (C + COMBO_GROUP - 1) // COMBO_GROUP
     for g in nb.prange(n_groups):
         lo = g * COMBO_GROUP
         hi = min(C, lo + COMBO_GROUP)
         irregular = np.empty(T, dtype=np.int64)
         last_price = np.empty(T)
-        code = np.empty(T, dtype=np.uint8)
+        codes = np.empty((hi - lo, T), dtype=np.uint8)
+        runs = np.empty((T // 2 + 1, RUN_FIELDS))  # runs are separated by at least one bar
         for j in range(N):
             _symbol_bars_nb(close[j], adj_ratio[j], has_ca[j], irregular, last_price)
+            # codes tile by tile of bars: the group's indicator rows stay in cache
+            for start in range(0, n_signal, CODE_TILE):
+                stop = min(start + CODE_TILE, n_signal)
+                for c in range(lo, hi):
+                    _column_codes_nb(S, idx, coef, c, j, start, stop, codes[c - lo])
             for c in range(lo, hi):
-                _column_nb(S, idx, coef, c, j, close, can_buy, can_sell, adj_ratio, lag,
-                           init_cash, lot, commission_rate, min_commission, slip, stamp_duty,
-                           t_plus_one, port[c], counters[c], inv_cols, has_ca[j], irregular,
-                           last_price, code)
+                _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot,
+                           commission_rate, min_commission, slip, stamp_duty, port[c],
+                           counters[c], inv_cols, has_ca[j], irregular, last_price,
+                           codes[c - lo], runs)
 
 
 # --------------------------------------------------------------------------- metrics

@@ -115,6 +115,29 @@ def test_symbol_blocks_and_tiles_do_not_change_results():
     assert len(a.table) == 12
 
 
+@pytest.mark.parametrize("strategy, grid, lag", [
+    ("ma_cross", "fast=2:13:1 slow=15:60:5", 0),  # mirrored sides
+    ("bollinger", "window=3:14:1 k=0.5,1.0,2.0 mode=reversion,breakout", 1),  # scaled sides
+])
+def test_every_combination_equals_its_own_run_across_groups_and_bar_tiles(strategy, grid,
+                                                                          lag):
+    # more combinations than one kernel group and more bars than one signal-code tile
+    panel = synthetic_market(5, kcpu.CODE_TILE + 190, seed=3)
+    res = run_sweep(panel, strategy, grid, backend="cpu", lag=lag)
+    assert len(res.table) > kcpu.COMBO_GROUP
+    assert (res.table["n_trades"] > 0).sum() > kcpu.COMBO_GROUP // 2
+    for i in (0, kcpu.COMBO_GROUP - 1, kcpu.COMBO_GROUP, len(res.table) - 1):
+        row = res.table.iloc[i]
+        params = {k: row[k] for k in get_strategy(strategy).param_names}
+        params = {k: (int(v) if isinstance(v, (np.integer, int)) else v)
+                  for k, v in params.items()}
+        one = run_sweep(panel, strategy, ParameterGrid({k: [v] for k, v in params.items()}),
+                        backend="cpu", lag=lag).table.iloc[0]
+        for name in (*kcpu.METRIC_NAMES, "n_trades", "exposure", "turnover"):
+            assert one[name] == pytest.approx(row[name], rel=1e-12, abs=1e-15,
+                                              nan_ok=True), (params, name)
+
+
 def test_indicators_match_talib():
     import talib
 
