@@ -42,8 +42,9 @@ from qilin.backtest.signal import QTY_EPS
 
 #: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
 COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_days")
-#: Combinations simulated together over each symbol (cache blocking of the fused kernel).
-COMBO_GROUP = 64
+#: Most combinations simulated together over each symbol (cache blocking of the fused
+#: kernel: the group shares each symbol's indicator rows from cache).
+COMBO_GROUP = 128
 #: Bars per tile when a group's signal codes are computed (its indicator rows stay in cache).
 CODE_TILE = 512
 #: Column order of :func:`returns_metrics_nb` output.
@@ -460,7 +461,7 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
 @nb.njit(cache=True, parallel=True)
 def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, init_cash,
                         lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
-                        inv_cols, port, counters):
+                        inv_cols, port, counters, group=COMBO_GROUP):
     """Run every (combination, symbol) column of one symbol tile, accumulating in place.
 
     Parameters
@@ -486,6 +487,8 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
         Receives ``sum_j return[c, j, t] * inv_cols``.
     counters : float64 array (combinations, 5)
         Receives the sums named in :data:`COUNTER_NAMES`.
+    group : int
+        Combinations walked together over each symbol (:func:`combo_group` picks it).
     """
     C = idx.shape[0]
     N, T = close.shape
@@ -499,10 +502,10 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
     # rows (prices, indicators) are reused from cache by the whole group while the group's
     # accumulator rows stay resident
     n_signal = max(T - lag, 0)  # bars with a signal (bar s decides bar s + lag)
-    n_groups = (C + COMBO_GROUP - 1) // COMBO_GROUP
+    n_groups = (C + group - 1) // group
     for g in nb.prange(n_groups):
-        lo = g * COMBO_GROUP
-        hi = min(C, lo + COMBO_GROUP)
+        lo = g * group
+        hi = min(C, lo + group)
         irregular = np.empty(T, dtype=np.int64)
         last_price = np.empty(T)
         codes = np.empty((hi - lo, T), dtype=np.uint8)
@@ -519,6 +522,20 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
                            commission_rate, min_commission, slip, stamp_duty, port[c],
                            counters[c], inv_cols, has_ca[j], irregular, last_price,
                            codes[c - lo], runs)
+
+
+def combo_group(n_combos: int) -> int:
+    """Combinations per kernel group: up to :data:`COMBO_GROUP`, but at least two groups per
+    numba thread when there are few combinations (so that every thread has work).
+
+    Examples
+    --------
+    >>> combo_group(10_000)
+    128
+    >>> 1 <= combo_group(3) <= 2
+    True
+    """
+    return max(1, min(COMBO_GROUP, -(-n_combos // (2 * nb.get_num_threads()))))
 
 
 # --------------------------------------------------------------------------- metrics

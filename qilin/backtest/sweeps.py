@@ -318,7 +318,8 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
             compute_series(key, px, out=S[k])
         S[-1] = 0.0
         kcpu.simulate_signals_nb(S, idx, coef, m.close[sl], m.can_buy[sl], m.can_sell[sl],
-                                 m.adj_ratio[sl], *args, port, counters)
+                                 m.adj_ratio[sl], *args, port, counters,
+                                 kcpu.combo_group(len(combos)))
     return port, counters, be.name
 
 

@@ -105,7 +105,7 @@ def test_cuda_kernel_logic_on_host_equals_cpu_kernel(tmp_path):
         port = np.zeros((len(combos), T))
         cnt = np.zeros((len(combos), 5))
         kc.simulate_signals_nb(S, idx, coef, m.close, m.can_buy, m.can_sell, m.adj_ratio,
-                               *args, port, cnt)
+                               *args, port, cnt, kc.combo_group(len(combos)))
 
         # device layout: (K, dates, symbols) and (dates, symbols)
         dS = np.ascontiguousarray(S[:-1].transpose(0, 2, 1)) if keys else np.zeros((1, T, N))
