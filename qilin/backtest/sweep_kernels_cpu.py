@@ -44,7 +44,7 @@ from qilin.backtest.signal import QTY_EPS
 COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_days")
 #: Most combinations simulated together over each symbol (cache blocking of the fused
 #: kernel: the group shares each symbol's indicator rows from cache).
-COMBO_GROUP = 128
+COMBO_GROUP = 64
 #: Bars per tile when a group's signal codes are computed (its indicator rows stay in cache).
 CODE_TILE = 512
 #: Column order of :func:`returns_metrics_nb` output.
@@ -531,7 +531,7 @@ def combo_group(n_combos: int) -> int:
     Examples
     --------
     >>> combo_group(10_000)
-    128
+    64
     >>> 1 <= combo_group(3) <= 2
     True
     """
