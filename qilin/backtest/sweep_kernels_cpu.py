@@ -241,13 +241,13 @@ def _first_code_nb(code, want, start, stop):
     s = start
     while s < stop:
         n = min(SCAN_BLOCK, stop - s)
-        block = code[s:s + n]
+        base = np.uint64(s)  # unsigned indices: no wraparound branch, so the test vectorises
         hit = False
-        for i in range(n):  # no early exit: the compiler vectorises it
-            hit |= block[i] == want
+        for i in range(np.uint64(n)):  # no early exit either
+            hit |= code[base + i] == want
         if hit:
             for i in range(n):
-                if block[i] == want:
+                if code[s + i] == want:
                     return s + i
         s += n
     return stop
