@@ -461,7 +461,7 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
 @nb.njit(cache=True, parallel=True)
 def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, init_cash,
                         lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
-                        inv_cols, port, counters, group=COMBO_GROUP):
+                        inv_cols, port, counters, group=COMBO_GROUP, order=None):
     """Run every (combination, symbol) column of one symbol tile, accumulating in place.
 
     Parameters
@@ -489,6 +489,9 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
         Receives the sums named in :data:`COUNTER_NAMES`.
     group : int
         Combinations walked together over each symbol (:func:`combo_group` picks it).
+    order : int64 array (combinations,), optional
+        The order in which combinations are grouped (:func:`combo_order`: combinations
+        that read the same indicator rows side by side); default as given.
     """
     C = idx.shape[0]
     N, T = close.shape
@@ -503,6 +506,8 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
     # accumulator rows stay resident
     n_signal = max(T - lag, 0)  # bars with a signal (bar s decides bar s + lag)
     n_groups = (C + group - 1) // group
+    if order is None:
+        order = np.arange(C)
     for g in nb.prange(n_groups):
         lo = g * group
         hi = min(C, lo + group)
@@ -515,13 +520,14 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
             # codes tile by tile of bars: the group's indicator rows stay in cache
             for start in range(0, n_signal, CODE_TILE):
                 stop = min(start + CODE_TILE, n_signal)
-                for c in range(lo, hi):
-                    _column_codes_nb(S, idx, coef, c, j, start, stop, codes[c - lo])
-            for c in range(lo, hi):
+                for i in range(lo, hi):
+                    _column_codes_nb(S, idx, coef, order[i], j, start, stop, codes[i - lo])
+            for i in range(lo, hi):
+                c = order[i]
                 _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot,
                            commission_rate, min_commission, slip, stamp_duty, port[c],
                            counters[c], inv_cols, has_ca[j], irregular, last_price,
-                           codes[c - lo], runs)
+                           codes[i - lo], runs)
 
 
 def combo_group(n_combos: int) -> int:
@@ -536,6 +542,30 @@ def combo_group(n_combos: int) -> int:
     True
     """
     return max(1, min(COMBO_GROUP, -(-n_combos // (2 * nb.get_num_threads()))))
+
+
+def combo_order(idx: np.ndarray) -> np.ndarray:
+    """Combinations in Z-order of their entry sides' indicator rows.
+
+    Consecutive combinations then read few distinct rows (a grid of fast x slow windows
+    becomes square blocks), so a kernel group fetches fewer rows from memory.
+
+    Examples
+    --------
+    >>> idx = np.full((4, 4, 2), -1)
+    >>> idx[:, 0, 0] = [0, 0, 1, 1]
+    >>> idx[:, 1, 0] = [2, 3, 2, 3]
+    >>> combo_order(idx).tolist()
+    [0, 2, 1, 3]
+    """
+    a = (idx[:, 0, 0] + 1).astype(np.uint64)
+    b = (idx[:, 1, 0] + 1).astype(np.uint64)
+    key = np.zeros(len(idx), dtype=np.uint64)
+    for bit in range(32):
+        one = np.uint64(1)
+        key |= ((a >> np.uint64(bit)) & one) << np.uint64(2 * bit)
+        key |= ((b >> np.uint64(bit)) & one) << np.uint64(2 * bit + 1)
+    return np.argsort(key, kind="stable").astype(np.int64)
 
 
 # --------------------------------------------------------------------------- metrics

@@ -310,6 +310,7 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
     port = np.zeros((len(combos), T))
     counters = np.zeros((len(combos), len(kcpu.COUNTER_NAMES)))
     stack = np.empty((len(keys) + 1, block, T))  # reused by every symbol block
+    order = kcpu.combo_order(idx)
     for lo in range(0, N, block):
         sl = slice(lo, min(N, lo + block))
         px = np.ascontiguousarray(m.signal_px[sl])
@@ -319,7 +320,7 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
         S[-1] = 0.0
         kcpu.simulate_signals_nb(S, idx, coef, m.close[sl], m.can_buy[sl], m.can_sell[sl],
                                  m.adj_ratio[sl], *args, port, counters,
-                                 kcpu.combo_group(len(combos)))
+                                 kcpu.combo_group(len(combos)), order)
     return port, counters, be.name
 
 
