@@ -70,15 +70,17 @@ def _valid_positions_nb(row: np.ndarray) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True)
 def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
     """Simple moving average over the last ``window`` non-NaN observations of each row.
 
     ``x`` is ``(symbols, dates)``; NaN where the bar is NaN or fewer than ``window`` valid
     observations were seen. A ring buffer keeps the window; the running sum is recomputed
     from the ring every 1024 observations against drift.
+
+    A Python function on purpose: a cached jitted caller of a ``parallel=True`` function can
+    crash when loaded from numba's cache by a later process.
     """
-    out = np.empty(x.shape)
+    out = np.empty(np.shape(x))
     rolling_mean_into_nb(x, window, out)
     return out
 
@@ -131,10 +133,12 @@ def rolling_std_nb(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True)
 def ema_nb(x: np.ndarray, window: int) -> np.ndarray:
-    """TA-Lib EMA (seeded with the SMA of the first ``window`` values) over non-NaN values."""
-    out = np.empty(x.shape)
+    """TA-Lib EMA (seeded with the SMA of the first ``window`` values) over non-NaN values.
+
+    A Python function for the same reason as :func:`rolling_mean_nb`.
+    """
+    out = np.empty(np.shape(x))
     ema_into_nb(x, window, out)
     return out
 
