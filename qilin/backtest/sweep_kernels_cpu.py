@@ -506,8 +506,7 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
                 has_ca[j] = True
                 break
     # cache blocking: a group of combinations walks the symbols together, so a symbol's
-    # rows (prices, indicators) are reused from cache by the whole group while the group's
-    # accumulator rows stay resident
+    # prices and indicator rows come from memory about once per group
     n_signal = max(T - lag, 0)  # bars with a signal (bar s decides bar s + lag)
     n_groups = (C + group - 1) // group
     if order is None:
