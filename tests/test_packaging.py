@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -28,9 +29,14 @@ def test_declared_packages_are_the_packages_in_the_tree():
 
 
 def test_wheel_ships_configs_and_installed_code_reads_them(tmp_path):
+    # build from a copy of the sources, so that no build/ folder is left in the checkout
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "runs", "__pycache__", ".*cache*",
+        ".hypothesis"))
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(tmp_path / "dist"), str(REPO)],
+         "--wheel-dir", str(tmp_path / "dist"), str(src)],
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     [wheel] = (tmp_path / "dist").glob("qilin-*.whl")
