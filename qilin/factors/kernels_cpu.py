@@ -190,39 +190,6 @@ def _sum_core_nb(x, res, w, as_mean):
 
 
 @njit(cache=True)
-def _var_core_nb(x, res, w, op, ddof):
-    # _moments_core_nb reduced to the first two sums (the same numbers, fewer operations).
-    c = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    run = 0
-    since = 0
-    for t in range(x.shape[0]):
-        if t > 0 and x[t] == x[t - 1]:
-            run += 1
-        else:
-            run = 1
-        if t < w - 1:
-            continue
-        exact = since == 0
-        since = since + 1 if since + 1 < w else 0
-        if exact:
-            c = _window_mean_nb(x, t - w + 1, t + 1)
-            s1 = 0.0
-            s2 = 0.0
-            for i in range(t - w + 1, t + 1):
-                d = x[i] - c
-                s1 += d
-                s2 += d * d
-        else:
-            d = x[t] - c
-            e = x[t - w] - c
-            s1 += d - e
-            s2 += d * d - e * e
-        res[t] = _moment_stat_nb(s1, s2, 0.0, 0.0, w, op, ddof, run >= w)
-
-
-@njit(cache=True)
 def _moments_core_nb(x, res, w, op, ddof):
     # Sums of powers of (x - c), c = the exact mean of the window at every w-th step, so
     # large offsets (prices ~1e4 with tiny variance) do not cancel catastrophically.
@@ -492,8 +459,6 @@ def _mad_core_nb(x, res, w):
 def _ts1_core_nb(x, res, op, w, p, ibuf, fbuf):
     if op == TS_SUM or op == TS_MEAN:
         _sum_core_nb(x, res, w, op == TS_MEAN)
-    elif op <= TS_STD:
-        _var_core_nb(x, res, w, op, p)
     elif op <= TS_KURT:
         _moments_core_nb(x, res, w, op, p)
     elif op <= TS_ARGMIN:

@@ -410,32 +410,6 @@ __device__ double moment_stat(double s1, double s2, double s3, double s4, int w,
     return k / ((n - 2.0) * (n - 3.0));
 }
 
-__device__ void var_core(const double* x, double* res, long long n, long long s, int w,
-                         int op, double ddof) {
-    double c = 0.0, s1 = 0.0, s2 = 0.0;
-    long long run = 0;
-    int since = 0;
-    for (long long t = 0; t < n; t++) {
-        if (t > 0 && AT(x, t) == AT(x, t - 1)) run += 1; else run = 1;
-        if (t < w - 1) continue;
-        bool exact = since == 0;
-        since = since + 1 < w ? since + 1 : 0;
-        if (exact) {
-            c = window_mean(x, s, t - w + 1, t + 1);
-            s1 = 0.0; s2 = 0.0;
-            for (long long i = t - w + 1; i < t + 1; i++) {
-                double d = AT(x, i) - c;
-                s1 += d; s2 += d * d;
-            }
-        } else {
-            double d = AT(x, t) - c;
-            double e = AT(x, t - w) - c;
-            s1 += d - e; s2 += d * d - e * e;
-        }
-        AT(res, t) = moment_stat(s1, s2, 0.0, 0.0, w, op, ddof, run >= w);
-    }
-}
-
 __device__ void moments_core(const double* x, double* res, long long n, long long s, int w,
                              int op, double ddof) {
     double c = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0;
@@ -627,7 +601,6 @@ __global__ void ts1_kernel(const double* comp, const long long* nvalid, double* 
     double* r = res + j;
     long long n = nvalid[j];
     if (op == TS_SUM || op == TS_MEAN) sum_core(x, r, n, s, w, op == TS_MEAN);
-    else if (op <= TS_STD) var_core(x, r, n, s, w, op, p);
     else if (op <= TS_KURT) moments_core(x, r, n, s, w, op, p);
     else if (op <= TS_ARGMIN) minmax_core(x, r, n, s, w, op, ibuf + j, fbuf + j);
     else if (op == TS_RANK) rank_core(x, r, n, s, w);
