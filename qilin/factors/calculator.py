@@ -143,7 +143,7 @@ def _eval_stage(
               for name, a in zip(names, arrays, strict=True)}
 
     def finish(key: str, value: Any) -> Any:
-        if cast and key in cast and hasattr(value, "astype"):
+        if key in cast and hasattr(value, "astype"):
             return value.astype(cast[key], copy=False)
         return value
 
