@@ -6,9 +6,10 @@ walks every (combination, symbol) column through time with its state in local va
 adding the column's daily return into one ``(combinations, dates)`` accumulator row (the
 equal-weight portfolio of the combination's symbols) and a few counters.
 
-A column is simulated event by event. One vectorised pass turns its four sides into a
-signal code per bar (entry, exit or undecided). The walk then jumps from one bar that asks
-for a different position to the next (a vectorised search of the codes). In between, a
+A column is simulated event by event. One vectorised pass turns its four sides into two
+bit sets, one bit per bar: *entry* (entry fires and exit does not) and *exit* (the
+reverse). The walk then jumps from one bar that asks for a different position to the next
+(the next set bit, a word of 64 bars at a time). In between, a
 flat column earns exactly 0, and a holding column's returns come from one vectorised loop
 over its prices. Only event bars, bars with an unfilled order, and missing-price or
 corporate-action bars while holding run the per-bar rules. The arithmetic is the per-bar
@@ -36,6 +37,7 @@ import math
 
 import numba as nb
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from qilin.backtest.costs import affordable_buy_nb
 from qilin.backtest.signal import QTY_EPS
@@ -45,8 +47,10 @@ COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_day
 #: Most combinations simulated together over each symbol (cache blocking of the fused
 #: kernel: the group shares each symbol's indicator rows from cache).
 COMBO_GROUP = 64
-#: Bars per tile when a group's signal codes are computed (its indicator rows stay in cache).
+#: Bars per tile when a group's entry/exit bits are computed (its indicator rows stay in
+#: cache); a multiple of 64, the bars of one bit word.
 CODE_TILE = 512
+assert CODE_TILE % 64 == 0
 #: Column order of :func:`returns_metrics_nb` output.
 METRIC_NAMES = (
     "total_return", "annual_return", "annual_volatility", "sharpe_ratio",
@@ -207,54 +211,56 @@ def momentum_nb(x: np.ndarray, lookback: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- simulation
-#: Bars tested together when searching the signal codes (a branch-free, vectorised block).
-SCAN_BLOCK = 16
-#: Signal codes: no decision, exit (flat wanted), entry (long wanted).
-UNDECIDED, EXIT, ENTRY = 0, 1, 2
+@nb.njit(cache=True, inline="always")
+def _signal_bits_nb(e0, f0, m0, a0, e1, f1, m1, a1, e2, f2, m2, a2, e3, f3, m3, a3, scaled,
+                    mirrored, n, entry_words, exit_words):
+    """Entry and exit bits of bars ``s < n`` (bar ``s`` is bit ``s % 64`` of word ``s // 64``):
+    the entry bit when entry fires and exit does not, the exit bit for the reverse."""
+    for w in range((n + 63) // 64):
+        lo = np.uint64(w * 64)
+        m = np.uint64(min(64, n - w * 64))  # unsigned indices: no wraparound branch
+        ent = np.uint64(0)
+        ext = np.uint64(0)
+        if mirrored:  # exit is entry with the sides swapped (e.g. MA cross): two loads per bar
+            for i in range(m):
+                x = e0[lo + i] + a0
+                y = e1[lo + i] + a1
+                ent |= np.uint64(x > y) << i
+                ext |= np.uint64(y > x) << i
+        elif not scaled:  # half the loads
+            for i in range(m):
+                entry = e0[lo + i] + a0 > e1[lo + i] + a1
+                exit_ = e2[lo + i] + a2 > e3[lo + i] + a3
+                ent |= np.uint64(entry > exit_) << i  # entry and not exit, branch-free
+                ext |= np.uint64(exit_ > entry) << i
+        else:
+            for i in range(m):
+                entry = e0[lo + i] + m0 * f0[lo + i] + a0 > e1[lo + i] + m1 * f1[lo + i] + a1
+                exit_ = e2[lo + i] + m2 * f2[lo + i] + a2 > e3[lo + i] + m3 * f3[lo + i] + a3
+                ent |= np.uint64(entry > exit_) << i  # entry and not exit, branch-free
+                ext |= np.uint64(exit_ > entry) << i
+        entry_words[w] = ent
+        exit_words[w] = ext
 
 
 @nb.njit(cache=True, inline="always")
-def _signal_codes_nb(b0, k0, m0, a0, b1, k1, m1, a1, b2, k2, m2, a2, b3, k3, m3, a3, scaled,
-                     mirrored, n, code):
-    """``code[s]`` for bars ``s < n``: ENTRY when entry fires and exit does not, EXIT for the
-    reverse, else UNDECIDED. One vectorised pass over views (indices known non-negative)."""
-    e0, f0, e1, f1 = b0[:n], k0[:n], b1[:n], k1[:n]
-    e2, f2, e3, f3 = b2[:n], k2[:n], b3[:n], k3[:n]
-    out = code[:n]
-    if mirrored:  # exit is entry with the sides swapped (e.g. MA cross): two loads per bar
-        for i in range(n):
-            x = e0[i] + a0
-            y = e1[i] + a1
-            out[i] = (x > y) * ENTRY + (y > x) * EXIT
-        return
-    if not scaled:  # half the loads
-        for i in range(n):
-            entry = e0[i] + a0 > e1[i] + a1
-            exit_ = e2[i] + a2 > e3[i] + a3
-            out[i] = (entry != exit_) * (1 + entry)
-        return
-    for i in range(n):
-        entry = e0[i] + m0 * f0[i] + a0 > e1[i] + m1 * f1[i] + a1
-        exit_ = e2[i] + m2 * f2[i] + a2 > e3[i] + m3 * f3[i] + a3
-        out[i] = (entry != exit_) * (1 + entry)
+def _first_bit_nb(words, start, stop):
+    """First ``s`` in ``[start, stop)`` whose bit is set in ``words``, else ``stop``."""
+    if start >= stop:
+        return stop
+    w = start >> 6
+    bits = words[w] & (np.uint64(0xFFFFFFFFFFFFFFFF) << np.uint64(start & 63))
+    while bits == 0:
+        w += 1
+        if w * 64 >= stop:
+            return stop
+        bits = words[w]
+    return min(w * 64 + int(trailing_zeros(bits)), stop)
 
 
 @nb.njit(cache=True, inline="always")
-def _first_code_nb(code, want, start, stop):
-    """First ``s`` in ``[start, stop)`` with ``code[s] == want``, else ``stop``."""
-    s = start
-    while s < stop:
-        n = min(SCAN_BLOCK, stop - s)
-        base = np.uint64(s)  # unsigned indices: no wraparound branch, so the test vectorises
-        hit = False
-        for i in range(np.uint64(n)):  # no early exit either
-            hit |= code[base + i] == want
-        if hit:
-            for i in range(n):
-                if code[s + i] == want:
-                    return s + i
-        s += n
-    return stop
+def _bit_nb(words, s):
+    return (words[s >> 6] >> np.uint64(s & 63)) & np.uint64(1) != 0
 
 
 #: Columns of the hold-run records: first bar, end bar, cash, quantity, 1 / equity before.
@@ -311,8 +317,9 @@ def _symbol_bars_nb(px, ratio, corporate_actions, irregular, last_price):
 
 
 @nb.njit(cache=True, inline="always")
-def _column_codes_nb(S, idx, coef, c, j, start, stop, code):
-    """Signal codes of combination ``c`` on symbol ``j`` for bars ``[start, stop)``."""
+def _column_bits_nb(S, idx, coef, c, j, start, stop, entry_words, exit_words):
+    """Entry and exit bits of combination ``c`` on symbol ``j`` for bars ``[start, stop)``
+    (``start`` a multiple of 64)."""
     zero = S.shape[0] - 1  # the caller appends an all-zero series for absent operands
     b0 = S[idx[c, 0, 0] if idx[c, 0, 0] >= 0 else zero, j, start:stop]
     k0 = S[idx[c, 0, 1] if idx[c, 0, 1] >= 0 else zero, j, start:stop]
@@ -332,14 +339,14 @@ def _column_codes_nb(S, idx, coef, c, j, start, stop, code):
               or idx[c, 3, 1] >= 0)
     mirrored = (not scaled and idx[c, 2, 0] == idx[c, 1, 0] and idx[c, 3, 0] == idx[c, 0, 0]
                 and a2 == a1 and a3 == a0)
-    _signal_codes_nb(b0, k0, m0, a0, b1, k1, m1, a1, b2, k2, m2, a2, b3, k3, m3, a3, scaled,
-                     mirrored, stop - start, code[start:stop])
+    _signal_bits_nb(b0, k0, m0, a0, b1, k1, m1, a1, b2, k2, m2, a2, b3, k3, m3, a3, scaled,
+                    mirrored, stop - start, entry_words[start // 64:], exit_words[start // 64:])
 
 
 @nb.njit(cache=True, inline="always")
 def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, commission_rate,
                min_commission, slip, stamp_duty, port_row, counters_row, inv_cols,
-               corporate_actions, irregular, last_price, code, runs):
+               corporate_actions, irregular, last_price, entry_words, exit_words, runs):
     T = close.shape[1]
     px = close[j]
     buy_ok = can_buy[j]
@@ -365,11 +372,11 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
             # jump to the next bar that asks for another position (or has no price or a
             # corporate action): in between a flat column earns exactly 0 and a holding
             # one only its price moves
+            words = exit_words if desired else entry_words
             if qty == 0.0:  # flat: missing prices and corporate actions change nothing
-                nxt = _first_code_nb(code, EXIT if desired else ENTRY, t - lag, T - lag) + lag
+                nxt = _first_bit_nb(words, t - lag, T - lag) + lag
             else:
-                nxt = _first_code_nb(code, EXIT if desired else ENTRY, t - lag,
-                                     irregular[t] - lag) + lag
+                nxt = _first_bit_nb(words, t - lag, irregular[t] - lag) + lag
             if nxt > t:
                 if qty != 0.0:  # recorded; their returns are added in one call at the end
                     runs[n_runs, 0] = t
@@ -388,8 +395,8 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
         if corporate_actions and qty != 0.0:
             qty *= ratio[t]
         s = t - lag
-        if s >= 0 and code[s] != UNDECIDED and (code[s] == ENTRY) != desired:
-            desired = code[s] == ENTRY
+        if s >= 0 and _bit_nb(exit_words if desired else entry_words, s):
+            desired = not desired
             pending = True
         p = px[t]
         moved = False
@@ -516,21 +523,23 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
         hi = min(C, lo + group)
         irregular = np.empty(T, dtype=np.int64)
         last_price = np.empty(T)
-        codes = np.empty((hi - lo, T), dtype=np.uint8)
+        entry_bits = np.zeros((hi - lo, (T + 63) // 64), dtype=np.uint64)
+        exit_bits = np.zeros((hi - lo, (T + 63) // 64), dtype=np.uint64)
         runs = np.empty((T // 2 + 1, RUN_FIELDS))  # runs are separated by at least one bar
         for j in range(N):
             _symbol_bars_nb(close[j], adj_ratio[j], has_ca[j], irregular, last_price)
-            # codes tile by tile of bars: the group's indicator rows stay in cache
+            # bits tile by tile of bars: the group's indicator rows stay in cache
             for start in range(0, n_signal, CODE_TILE):
                 stop = min(start + CODE_TILE, n_signal)
                 for i in range(lo, hi):
-                    _column_codes_nb(S, idx, coef, order[i], j, start, stop, codes[i - lo])
+                    _column_bits_nb(S, idx, coef, order[i], j, start, stop, entry_bits[i - lo],
+                                    exit_bits[i - lo])
             for i in range(lo, hi):
                 c = order[i]
                 _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot,
                            commission_rate, min_commission, slip, stamp_duty, port[c],
                            counters[c], inv_cols, has_ca[j], irregular, last_price,
-                           codes[i - lo], runs)
+                           entry_bits[i - lo], exit_bits[i - lo], runs)
 
 
 def combo_group(n_combos: int) -> int:
