@@ -74,8 +74,8 @@ def compute_series(key: SeriesKey, px: np.ndarray, out: np.ndarray | None = None
     """
     kind, w = key
     px = np.ascontiguousarray(px, dtype=np.float64)
-    if out is not None and kind in ("sma", "ema"):
-        (kcpu.rolling_mean_into_nb if kind == "sma" else kcpu.ema_into_nb)(px, w, out)
+    if out is not None and kind in _BATCHED:
+        _BATCHED[kind](px, np.array([w]), np.zeros(1, dtype=np.int64), out[None])
         return out
     if out is not None:
         out[...] = compute_series(key, px)
@@ -93,6 +93,35 @@ def compute_series(key: SeriesKey, px: np.ndarray, out: np.ndarray | None = None
     if kind == "mom":
         return kcpu.momentum_nb(px, w)
     raise BacktestError(f"unknown indicator series {kind!r} (known: close sma ema std rsi mom)")
+
+
+def compute_stack(keys: list[SeriesKey], px: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Every series of ``keys`` into ``out[k]`` (``out``: C-contiguous float64
+    ``(len(keys) or more, symbols, dates)``); same values as :func:`compute_series`.
+
+    Moving averages of all windows come from one parallel pass per kind, which gathers each
+    row's valid bars once.
+
+    Examples
+    --------
+    >>> px = np.array([[1.0, 2.0, 3.0, 4.0]])
+    >>> compute_stack([("sma", 2), ("close", 0)], px, np.empty((2, 1, 4))).tolist()
+    [[[nan, 1.5, 2.5, 3.5]], [[1.0, 2.0, 3.0, 4.0]]]
+    """
+    px = np.ascontiguousarray(px, dtype=np.float64)
+    for kind, kernel in _BATCHED.items():
+        slots = [k for k, key in enumerate(keys) if key[0] == kind]
+        if slots:
+            kernel(px, np.array([keys[k][1] for k in slots], dtype=np.int64),
+                   np.array(slots, dtype=np.int64), out)
+    for k, key in enumerate(keys):
+        if key[0] not in _BATCHED:
+            compute_series(key, px, out=out[k])
+    return out
+
+
+#: Indicators computed for many windows in one pass: kind -> kernel(x, windows, slots, out).
+_BATCHED = {"sma": kcpu.rolling_means_into_nb, "ema": kcpu.emas_into_nb}
 
 
 def _positive_int(name: str, value: Any, template: str) -> int:

@@ -78,44 +78,79 @@ def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
     """Simple moving average over the last ``window`` non-NaN observations of each row.
 
     ``x`` is ``(symbols, dates)``; NaN where the bar is NaN or fewer than ``window`` valid
-    observations were seen. A ring buffer keeps the window; the running sum is recomputed
-    from the ring every 1024 observations against drift.
+    observations were seen. Window sums are differences of compensated prefix sums (a
+    running sum and its rounding error), exact to a few units in the last place whatever
+    the series' length.
 
     A Python function on purpose: a cached jitted caller of a ``parallel=True`` function can
     crash when loaded from numba's cache by a later process.
     """
-    out = np.empty(np.shape(x))
-    rolling_mean_into_nb(x, window, out)
-    return out
+    out = np.empty((1, *np.shape(x)))
+    rolling_means_into_nb(x, np.array([window]), np.zeros(1, dtype=np.int64), out)
+    return out[0]
+
+
+@nb.njit(cache=True)
+def _valid_values_nb(row, pos, values):
+    """Positions and values of the non-NaN bars of ``row``; returns their count."""
+    n = 0
+    for t in range(row.shape[0]):
+        v = row[t]
+        if v == v:
+            pos[n] = t
+            values[n] = v
+            n += 1
+    return n
 
 
 @nb.njit(cache=True, parallel=True)
-def rolling_mean_into_nb(x: np.ndarray, window: int, out: np.ndarray) -> None:
-    """:func:`rolling_mean_nb` writing into ``out`` (same shape as ``x``); rows in parallel."""
-    for i in nb.prange(x.shape[0]):
-        out[i] = np.nan
-        ring = np.empty(window)
-        acc = 0.0
-        n = 0
-        head = 0
-        for t in range(x.shape[1]):
-            v = x[i, t]
-            if v != v:
+def rolling_means_into_nb(x: np.ndarray, windows: np.ndarray, slots: np.ndarray,
+                          out: np.ndarray) -> None:
+    """:func:`rolling_mean_nb` of ``x`` for every ``windows[q]`` into ``out[slots[q]]``.
+
+    ``out`` is ``(series, symbols, dates)``. Rows in parallel; each row's valid values and
+    their prefix sums are computed once for all windows, and every window is then one
+    vectorised difference.
+    """
+    N, T = x.shape
+    for i in nb.prange(N):
+        pos = np.empty(T, dtype=np.int64)
+        v = np.empty(T)
+        n = _valid_values_nb(x[i], pos, v)
+        # prefix sums with their rounding errors (Knuth's two-sum): P[k] = hi[k] + lo[k]
+        hi = np.empty(n + 1)
+        lo = np.empty(n + 1)
+        s = 0.0
+        err = 0.0
+        hi[0] = 0.0
+        lo[0] = 0.0
+        for k in range(n):
+            t = s + v[k]
+            b = t - s
+            err += (s - (t - b)) + (v[k] - b)
+            s = t
+            hi[k + 1] = s
+            lo[k + 1] = err
+        mean = np.empty(n)
+        for q in range(windows.shape[0]):
+            w = windows[q]
+            o = out[slots[q], i]
+            if n < w:
+                o[:] = np.nan
                 continue
-            if n >= window:
-                acc -= ring[head]
-            ring[head] = v
-            acc += v
-            head += 1
-            if head == window:
-                head = 0
-            n += 1
-            if n >= window:
-                if n % 1024 == 0:
-                    acc = 0.0
-                    for m in range(window):
-                        acc += ring[m]
-                out[i, t] = acc / window
+            m = n - w + 1  # valid bars with a full window: k = w - 1 .. n - 1
+            head_hi, tail_hi = hi[w:], hi[:m]
+            head_lo, tail_lo = lo[w:], lo[:m]
+            res = o[w - 1:] if n == T else mean[:m]  # no missing bar: straight into o
+            for u in range(m):
+                res[u] = ((head_hi[u] - tail_hi[u]) + (head_lo[u] - tail_lo[u])) / w
+            if n == T:
+                o[:w - 1] = np.nan
+            else:
+                o[:] = np.nan
+                at = pos[w - 1:n]
+                for u in range(m):
+                    o[at[u]] = res[u]
 
 
 @nb.njit(cache=True)
@@ -142,32 +177,36 @@ def ema_nb(x: np.ndarray, window: int) -> np.ndarray:
 
     A Python function for the same reason as :func:`rolling_mean_nb`.
     """
-    out = np.empty(np.shape(x))
-    ema_into_nb(x, window, out)
-    return out
+    out = np.empty((1, *np.shape(x)))
+    emas_into_nb(x, np.array([window]), np.zeros(1, dtype=np.int64), out)
+    return out[0]
 
 
 @nb.njit(cache=True, parallel=True)
-def ema_into_nb(x: np.ndarray, window: int, out: np.ndarray) -> None:
-    """:func:`ema_nb` writing into ``out`` (same shape as ``x``); rows in parallel."""
-    alpha = 2.0 / (window + 1.0)
-    for i in nb.prange(x.shape[0]):
-        out[i] = np.nan
-        n = 0
-        ema = 0.0
-        for t in range(x.shape[1]):
-            v = x[i, t]
-            if v != v:
+def emas_into_nb(x: np.ndarray, windows: np.ndarray, slots: np.ndarray,
+                 out: np.ndarray) -> None:
+    """:func:`ema_nb` of ``x`` for every ``windows[q]`` into ``out[slots[q]]``; rows in
+    parallel, each row's valid values gathered once."""
+    N, T = x.shape
+    for i in nb.prange(N):
+        pos = np.empty(T, dtype=np.int64)
+        v = np.empty(T)
+        n = _valid_values_nb(x[i], pos, v)
+        for q in range(windows.shape[0]):
+            w = windows[q]
+            alpha = 2.0 / (w + 1.0)
+            o = out[slots[q], i]
+            o[:] = np.nan
+            if n < w:
                 continue
-            n += 1
-            if n < window:
-                ema += v
-            elif n == window:
-                ema = (ema + v) / window
-                out[i, t] = ema
-            else:
-                ema = ema + alpha * (v - ema)
-                out[i, t] = ema
+            ema = 0.0
+            for k in range(w):
+                ema += v[k]
+            ema /= w
+            o[pos[w - 1]] = ema
+            for k in range(w, n):
+                ema = ema + alpha * (v[k] - ema)
+                o[pos[k]] = ema
 
 
 @nb.njit(cache=True)

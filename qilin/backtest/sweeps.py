@@ -56,7 +56,7 @@ from qilin.backtest.signal import adj_ratio
 from qilin.backtest.strategies import (
     MomentumTopK,
     StrategyTemplate,
-    compute_series,
+    compute_stack,
     get_strategy,
     signal_close,
 )
@@ -309,14 +309,13 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
         return (*kgpu.simulate_signals_gpu(m, keys, idx, coef, args, block), be.name)
     port = np.zeros((len(combos), T))
     counters = np.zeros((len(combos), len(kcpu.COUNTER_NAMES)))
-    stack = np.empty((len(keys) + 1, block, T))  # reused by every symbol block
+    block = -(-N // -(-N // block))  # equal blocks
+    memory = np.empty((len(keys) + 1) * block * T)  # reused by every symbol block
     order = kcpu.combo_order(idx)
     for lo in range(0, N, block):
         sl = slice(lo, min(N, lo + block))
-        px = np.ascontiguousarray(m.signal_px[sl])
-        S = stack if sl.stop - lo == block else np.empty((len(keys) + 1, sl.stop - lo, T))
-        for k, key in enumerate(keys):
-            compute_series(key, px, out=S[k])
+        S = memory[:(len(keys) + 1) * (sl.stop - lo) * T].reshape(len(keys) + 1, -1, T)
+        compute_stack(keys, m.signal_px[sl], S)
         S[-1] = 0.0
         kcpu.simulate_signals_nb(S, idx, coef, m.close[sl], m.can_buy[sl], m.can_sell[sl],
                                  m.adj_ratio[sl], *args, port, counters,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 from sweep_reference import reference_portfolio
 
 from qilin.backtest import sweep_kernels_cpu as kcpu
-from qilin.backtest.strategies import get_strategy
+from qilin.backtest.strategies import compute_series, compute_stack, get_strategy, signal_close
 from qilin.backtest.sweeps import (
     ParameterGrid,
     SweepResult,
@@ -161,6 +163,31 @@ def test_indicators_skip_missing_bars():
                        equal_nan=True)
     assert np.allclose(kcpu.momentum_nb(x, 2)[0], [np.nan, np.nan, np.nan, 3.0, np.nan, 2.0],
                        equal_nan=True)
+
+
+def test_moving_average_is_exact_to_a_few_ulp_over_long_series():
+    # long, large-valued series with gaps: a plain running sum would drift by many ulp
+    rng = np.random.default_rng(7)
+    x = 2000.0 * np.exp(np.cumsum(rng.normal(0, 0.02, 6000)))
+    x[rng.random(6000) < 0.05] = np.nan
+    valid = x[~np.isnan(x)]
+    for w in (2, 5, 250):
+        got = kcpu.rolling_mean_nb(x[None, :], w)[0]
+        assert np.isnan(got[np.isnan(x)]).all() and np.isnan(got[~np.isnan(x)][:w - 1]).all()
+        sums = np.array([math.fsum(valid[k - w + 1:k + 1]) for k in range(w - 1, len(valid))])
+        rel = np.abs(got[~np.isnan(x)][w - 1:] - sums / w) / (sums / w)
+        assert rel.max() < 4 * np.finfo(float).eps, (w, rel.max())
+
+
+def test_indicator_stack_equals_series_one_by_one():
+    panel = synthetic_market(7, 150, seed=2)
+    px = np.ascontiguousarray(signal_close(panel).T)
+    keys = [("sma", 3), ("ema", 4), ("close", 0), ("sma", 20), ("std", 5), ("ema", 200),
+            ("rsi", 6), ("mom", 2)]
+    stack = compute_stack(keys, px, np.full((len(keys) + 1, *px.shape), -1.0))
+    for k, key in enumerate(keys):
+        np.testing.assert_array_equal(stack[k], compute_series(key, px), err_msg=str(key))
+    assert (stack[-1] == -1.0).all()  # rows past the keys are left alone
 
 
 def test_returns_metrics_match_empyrical():
