@@ -541,7 +541,8 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
         Combinations walked together over each symbol (:func:`combo_group` picks it).
     order : int64 array (combinations,), optional
         The order in which combinations are grouped (:func:`combo_order`: combinations
-        that read the same indicator rows side by side); default as given.
+        that read the same indicator rows side by side; :func:`deal_groups`: groups of
+        similar work spread over the threads); default as given.
     """
     C = idx.shape[0]
     N, T = close.shape
@@ -617,6 +618,24 @@ def combo_order(idx: np.ndarray) -> np.ndarray:
         key |= ((a >> np.uint64(bit)) & one) << np.uint64(2 * bit)
         key |= ((b >> np.uint64(bit)) & one) << np.uint64(2 * bit + 1)
     return np.argsort(key, kind="stable").astype(np.int64)
+
+
+def deal_groups(order: np.ndarray, group: int, threads: int | None = None) -> np.ndarray:
+    """``order`` with its groups of ``group`` combinations dealt round-robin to ``threads``.
+
+    The kernel's ``prange`` hands each thread one contiguous run of groups. Neighbouring
+    groups in Z-order have similar windows and so similar work, so dealing them out
+    balances the threads (a few percent of wall time on two threads).
+
+    Examples
+    --------
+    >>> deal_groups(np.arange(8), 2, threads=2).tolist()
+    [0, 1, 4, 5, 2, 3, 6, 7]
+    """
+    threads = threads or nb.get_num_threads()
+    chunks = [order[i:i + group] for i in range(0, len(order), group)]
+    return np.concatenate([chunks[g] for t in range(threads)
+                           for g in range(t, len(chunks), threads)])
 
 
 # --------------------------------------------------------------------------- metrics

@@ -311,15 +311,15 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
     counters = np.zeros((len(combos), len(kcpu.COUNTER_NAMES)))
     block = -(-N // -(-N // block))  # equal blocks
     memory = np.empty((len(keys) + 1) * block * T)  # reused by every symbol block
-    order = kcpu.combo_order(idx)
+    group = kcpu.combo_group(len(combos))
+    order = kcpu.deal_groups(kcpu.combo_order(idx), group)
     for lo in range(0, N, block):
         sl = slice(lo, min(N, lo + block))
         S = memory[:(len(keys) + 1) * (sl.stop - lo) * T].reshape(len(keys) + 1, -1, T)
         compute_stack(keys, m.signal_px[sl], S)
         S[-1] = 0.0
         kcpu.simulate_signals_nb(S, idx, coef, m.close[sl], m.can_buy[sl], m.can_sell[sl],
-                                 m.adj_ratio[sl], *args, port, counters,
-                                 kcpu.combo_group(len(combos)), order)
+                                 m.adj_ratio[sl], *args, port, counters, group, order)
     return port, counters, be.name
 
 
