@@ -46,7 +46,7 @@ from qilin.backtest.signal import QTY_EPS
 COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_days")
 #: Most combinations simulated together over each symbol (cache blocking of the fused
 #: kernel: the group shares each symbol's indicator rows from cache).
-COMBO_GROUP = 64
+COMBO_GROUP = 128
 #: Bars per tile when a group's entry/exit bits are computed (its indicator rows stay in
 #: cache); a multiple of 64, the bars of one bit word.
 CODE_TILE = 512
@@ -312,8 +312,8 @@ def _hold_runs_nb(px, runs, n_runs, port_row, inv_cols):
 
     A run is bars ``[start, stop)`` where the column holds ``qty`` shares and ``cash``,
     does not trade and has every price. Per bar it is the arithmetic of the bar-by-bar
-    walk (equity * (1 / previous equity) - 1) without its loop-carried state, over views,
-    so the compiler vectorises it; only the exposure sum is reassociated.
+    walk (equity * (1 / previous equity) - 1), one division per bar; only the exposure sum
+    is reassociated.
     """
     exposure = 0.0
     for r in range(n_runs):
@@ -326,14 +326,12 @@ def _hold_runs_nb(px, runs, n_runs, port_row, inv_cols):
         if start > 0:
             port_row[start] += (equity * prev_inv - 1.0) * inv_cols
         now = px[start + 1:stop]
-        before = px[start:stop - 1]
         out = port_row[start + 1:stop]
         for u in range(now.shape[0]):
             held = qty * now[u]
             equity = cash + held
+            inv_before = inv
             inv = 1.0 / equity if equity > 0.0 else 0.0
-            eq_before = cash + qty * before[u]
-            inv_before = 1.0 / eq_before if eq_before > 0.0 else 0.0
             exposure += held * inv
             out[u] += (equity * inv_before - 1.0) * inv_cols
     return exposure
@@ -589,7 +587,7 @@ def combo_group(n_combos: int) -> int:
     Examples
     --------
     >>> combo_group(10_000)
-    64
+    128
     >>> 1 <= combo_group(3) <= 2
     True
     """
