@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numba as nb
 import numpy as np
 
 from qilin.backend import to_host
@@ -115,8 +116,25 @@ def limit_hits(panel: Panel, rules: MarketRules, price: str = "close") -> tuple[
 
 
 def ffill_rows(a: np.ndarray) -> np.ndarray:
-    """Forward-fill NaNs down each column."""
-    idx = np.where(np.isfinite(a), np.arange(a.shape[0])[:, None], 0)
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    out = a[idx, np.arange(a.shape[1])[None, :]]
+    """Forward-fill non-finite values down each column (leading ones stay as they are).
+
+    Examples
+    --------
+    >>> ffill_rows(np.array([[np.nan, 1.0], [2.0, np.nan], [np.inf, 3.0]])).tolist()
+    [[nan, 1.0], [2.0, 1.0], [2.0, 3.0]]
+    """
+    a = np.ascontiguousarray(a)
+    out = np.empty_like(a)
+    _ffill_rows_nb(a, out)
     return out
+
+
+@nb.njit(cache=True)
+def _ffill_rows_nb(a: np.ndarray, out: np.ndarray) -> None:
+    if a.shape[0] == 0:
+        return
+    out[0] = a[0]
+    for t in range(1, a.shape[0]):
+        for j in range(a.shape[1]):
+            v = a[t, j]
+            out[t, j] = v if np.isfinite(v) else out[t - 1, j]

@@ -49,7 +49,7 @@ COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_day
 COMBO_GROUP = 128
 #: Bars per tile when a group's entry/exit bits are computed (its indicator rows stay in
 #: cache); a multiple of 64, the bars of one bit word.
-CODE_TILE = 512
+CODE_TILE = 2048
 assert CODE_TILE % 64 == 0
 #: Column order of :func:`returns_metrics_nb` output.
 METRIC_NAMES = (
@@ -445,7 +445,8 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
                 tq = math.floor(eq / (buy_px * (1.0 + commission_rate)) / lot) * lot
             if tq > qty + QTY_EPS:
                 if buy_ok[t]:
-                    dq = math.floor((tq - qty) / lot + QTY_EPS) * lot
+                    # from flat, tq is already whole lots: (k * lot) / lot == k exactly
+                    dq = tq if qty == 0.0 else math.floor((tq - qty) / lot + QTY_EPS) * lot
                     if dq <= 0.0:
                         pending = False
                     else:
