@@ -115,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"panel: synthetic_market({n_sym}, {n_days}) in {time.perf_counter() - t0:.1f}s")
     cn = load_market("cn")
 
-    # warm-up: JIT compile (cached on disk after the first run) outside the timings
+    # warm-up outside the timings, as the NumPy way gets one full-size pair: JIT compile
+    # (cached on disk after the first run) and a first full-size sweep (first-touch memory)
     run_sweep(panel.select(symbols=panel.symbols[:3]), "ma_cross", "fast=2 slow=5",
               backend="cpu")
     combos = ParameterGrid(grid)
+    run_sweep(panel, "ma_cross", combos, market=cn, backend="cpu")
     px = ffill(signal_close(panel))
     cost = cn.commission_rate + cn.slippage_bps / 1e4 + cn.stamp_duty_rate / 2
     listed = combos.combinations()
