@@ -692,28 +692,62 @@ def returns_metrics_nb(port: np.ndarray, periods_per_year: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------- top-k
 @nb.njit(cache=True, parallel=True)
-def topk_sweep_nb(scores, returns, tradable, lookback_idx, ks, rebalances, cost_buy,
-                  cost_sell, port, turnover):
+def topk_candidates_nb(scores, tradable, needed, ranked, n_candidates):
+    """The best-scored tradable symbols of every (lookback, date) a combination rebalances on.
+
+    ``scores`` is ``(lookbacks, dates, symbols)``; ``needed[t]`` says whether some
+    combination rebalances on date ``t``. ``n_candidates[l, t]`` receives how many tradable
+    symbols have a score, ``ranked[l, t, :]`` the first of them by descending score (ties in
+    symbol order), as many as fit. Every combination with that lookback reads them, so each
+    ranking is sorted once for the whole sweep.
+    """
+    L, T, N = scores.shape
+    depth = ranked.shape[2]
+    for lt in nb.prange(L * T):
+        lb = lt // T
+        t = lt - lb * T
+        n_candidates[lb, t] = 0
+        if not needed[t]:
+            continue
+        cand = np.empty(N, dtype=np.int64)
+        vals = np.empty(N)
+        m = 0
+        for j in range(N):
+            if tradable[t, j]:
+                v = scores[lb, t, j]
+                if not math.isnan(v):
+                    cand[m] = j
+                    vals[m] = -v
+                    m += 1
+        n_candidates[lb, t] = m
+        if m > 0:
+            order = np.argsort(vals[:m], kind="mergesort")
+            for q in range(min(depth, m)):
+                ranked[lb, t, q] = cand[order[q]]
+
+
+@nb.njit(cache=True, parallel=True)
+def topk_sweep_nb(ranked, n_candidates, returns, tradable, lookback_idx, ks, rebalances,
+                  cost_buy, cost_sell, port, turnover):
     """Momentum top-k portfolio sweep: one combination per ``(lookback, k, rebalance)``.
 
     Weights are fractions of the portfolio value. Each day the held weights earn
     ``returns[t]`` (close-to-close into ``t``, 0 on missing bars) and drift. On every
     ``rebalance``-th date (``t % rebalance == 0``), at the close, the ``k`` tradable symbols
-    with the highest ``scores[lookback_idx[c], t]`` get equal weights of what is not stuck
-    in untradable holdings; untradable holdings are kept. Trading costs ``cost_buy`` /
-    ``cost_sell`` per unit of weight bought / sold come out of the portfolio value.
-    ``port[c, t]`` receives the daily return, ``turnover[c]`` the traded weight summed.
+    with the highest score (``ranked`` / ``n_candidates`` from :func:`topk_candidates_nb`,
+    at least ``max(ks)`` deep) get equal weights of what is not stuck in untradable
+    holdings; untradable holdings are kept. Trading costs ``cost_buy`` / ``cost_sell`` per
+    unit of weight bought / sold come out of the portfolio value. ``port[c, t]`` receives
+    the daily return, ``turnover[c]`` the traded weight summed.
     """
     C = ks.shape[0]
     T, N = returns.shape
     for c in nb.prange(C):
-        sc = scores[lookback_idx[c]]
+        lb = lookback_idx[c]
         k = ks[c]
         reb = rebalances[c]
         w = np.zeros(N)
         target = np.zeros(N)
-        cand = np.empty(N, dtype=np.int64)
-        vals = np.empty(N)
         for t in range(T):
             r = 0.0
             for j in range(N):
@@ -725,35 +759,27 @@ def topk_sweep_nb(scores, returns, tradable, lookback_idx, ks, rebalances, cost_
                     if w[j] != 0.0:
                         w[j] = w[j] * (1.0 + returns[t, j]) / g
             day = r
-            if t % reb == 0:
-                m = 0
+            m = n_candidates[lb, t]
+            if t % reb == 0 and m > 0:
                 stuck = 0.0
                 for j in range(N):
-                    if tradable[t, j]:
-                        v = sc[t, j]
-                        if not math.isnan(v):
-                            cand[m] = j
-                            vals[m] = -v
-                            m += 1
-                    else:
+                    if not tradable[t, j]:
                         stuck += w[j]
-                if m > 0:
-                    order = np.argsort(vals[:m], kind="mergesort")
-                    kk = min(k, m)
-                    each = max(1.0 - stuck, 0.0) / kk
-                    for j in range(N):
-                        target[j] = w[j] if not tradable[t, j] else 0.0
-                    for q in range(kk):
-                        target[cand[order[q]]] = each
-                    cost = 0.0
-                    for j in range(N):
-                        d = target[j] - w[j]
-                        if d > 0:
-                            cost += d * cost_buy
-                            turnover[c] += d
-                        elif d < 0:
-                            cost -= d * cost_sell
-                            turnover[c] -= d
-                        w[j] = target[j]
-                    day = (1.0 + r) * (1.0 - cost) - 1.0
+                kk = min(k, m)
+                each = max(1.0 - stuck, 0.0) / kk
+                for j in range(N):
+                    target[j] = w[j] if not tradable[t, j] else 0.0
+                for q in range(kk):
+                    target[ranked[lb, t, q]] = each
+                cost = 0.0
+                for j in range(N):
+                    d = target[j] - w[j]
+                    if d > 0:
+                        cost += d * cost_buy
+                        turnover[c] += d
+                    elif d < 0:
+                        cost -= d * cost_sell
+                        turnover[c] -= d
+                    w[j] = target[j]
+                day = (1.0 + r) * (1.0 - cost) - 1.0
             port[c, t] = day

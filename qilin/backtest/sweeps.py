@@ -356,10 +356,18 @@ def _topk_port(m: SweepMarket, combos: list[dict[str, Any]]) -> tuple[np.ndarray
     li = np.array([lookbacks.index(c["lookback"]) for c in combos], dtype=np.int64)
     ks = np.array([c["k"] for c in combos], dtype=np.int64)
     reb = np.array([c["rebalance"] for c in combos], dtype=np.int64)
-    port = np.zeros((len(combos), filled.shape[0]))
+    T = filled.shape[0]
+    needed = np.zeros(T, dtype=np.bool_)
+    for r in set(reb.tolist()):
+        needed[::r] = True
+    ranked = np.zeros((len(lookbacks), T, int(ks.max())), dtype=np.int64)
+    n_candidates = np.zeros((len(lookbacks), T), dtype=np.int64)
+    kcpu.topk_candidates_nb(scores, tradable, needed, ranked, n_candidates)
+    port = np.zeros((len(combos), T))
     turnover = np.zeros(len(combos))
-    kcpu.topk_sweep_nb(scores, rets, tradable, li, ks, reb, slip + mc.commission_rate,
-                       slip + mc.commission_rate + mc.stamp_duty_rate, port, turnover)
+    kcpu.topk_sweep_nb(ranked, n_candidates, rets, tradable, li, ks, reb,
+                       slip + mc.commission_rate, slip + mc.commission_rate + mc.stamp_duty_rate,
+                       port, turnover)
     return port, turnover
 
 
