@@ -9,12 +9,12 @@ equal-weight portfolio of the combination's symbols) and a few counters.
 A column is simulated event by event. One vectorised pass turns its four sides into two
 bit sets, one bit per bar: *entry* (entry fires and exit does not) and *exit* (the
 reverse). The walk then jumps from one bar that asks for a different position to the next
-(the next set bit, a word of 64 bars at a time). In between, a
-flat column earns exactly 0, and a holding column's returns come from one vectorised loop
-over its prices. Only event bars, bars with an unfilled order, and missing-price or
-corporate-action bars while holding run the per-bar rules. The arithmetic is the per-bar
-arithmetic. The tests hold the returns to the engine's bar-by-bar ``run_signals`` within
-1e-14, and to an independent per-bar reference on real A-share and S&P data.
+(the next set bit, a word of 64 bars at a time). In between, a flat column earns exactly
+0, and a holding column's returns come from one loop over its prices. Only event bars,
+bars with an unfilled order, and missing-price or corporate-action bars while holding run
+the per-bar rules. The arithmetic is the per-bar arithmetic. The tests hold the returns to
+the engine's bar-by-bar ``run_signals`` within 1e-14, and to an independent per-bar
+reference on real A-share and S&P data.
 
 Layout: every per-symbol array is ``(symbols, dates)`` C-contiguous so that a column's
 history is contiguous in memory. A combination's rule is 4 *sides* (entry lhs, entry rhs,
@@ -260,7 +260,13 @@ def _signal_bits_nb(e0, f0, m0, a0, e1, f1, m1, a1, e2, f2, m2, a2, e3, f3, m3, 
         m = np.uint64(min(64, n - w * 64))  # unsigned indices: no wraparound branch
         ent = np.uint64(0)
         ext = np.uint64(0)
-        if mirrored:  # exit is entry with the sides swapped (e.g. MA cross): two loads per bar
+        if mirrored and a0 == 0.0 and a1 == 0.0:  # (x + 0 > y + 0) == (x > y), NaN included
+            for i in range(m):
+                x = e0[lo + i]
+                y = e1[lo + i]
+                ent |= np.uint64(x > y) << i
+                ext |= np.uint64(y > x) << i
+        elif mirrored:  # exit is entry with the sides swapped (e.g. MA cross): two loads per bar
             for i in range(m):
                 x = e0[lo + i] + a0
                 y = e1[lo + i] + a1

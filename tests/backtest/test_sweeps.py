@@ -140,6 +140,40 @@ def test_every_combination_equals_its_own_run_across_groups_and_bar_tiles(strate
                                               nan_ok=True), (params, name)
 
 
+@pytest.mark.parametrize("a0, a1, mirrored, scaled", [
+    (0.0, 0.0, True, False),  # MA cross: the comparison without constants
+    (0.5, -0.25, True, False),
+    (0.5, -0.25, False, False),
+    (0.5, -0.25, False, True),
+])
+def test_signal_bits_match_the_comparisons(a0, a1, mirrored, scaled):
+    rng = np.random.default_rng(4)
+    n = 200  # three full 64-bar words and a partial one
+    rows = rng.normal(size=(8, n)).round(1)  # rounding makes ties
+    rows[rng.random((8, n)) < 0.05] = np.nan
+    if not scaled:  # the kernel passes the all-zero series for absent scaled operands
+        rows[1::2] = 0.0
+    b0, k0, b1, k1, b2, k2, b3, k3 = rows
+    m0, m1, m2, m3 = (0.7, -1.3, 2.0, 0.4) if scaled else (0.0,) * 4
+    a2, a3 = (a1, a0) if mirrored else (0.1, -0.3)
+    if mirrored:
+        b2, b3 = b1, b0
+    entry_words = np.zeros(4, dtype=np.uint64)
+    exit_words = np.zeros(4, dtype=np.uint64)
+    kcpu._signal_bits_nb(b0, k0, m0, a0, b1, k1, m1, a1, b2, k2, m2, a2, b3, k3, m3, a3,
+                         scaled, mirrored, n, entry_words, exit_words)
+    with np.errstate(invalid="ignore"):
+        entry = b0 + m0 * k0 + a0 > b1 + m1 * k1 + a1
+        exit_ = b2 + m2 * k2 + a2 > b3 + m3 * k3 + a3
+
+    def unpack(words):
+        return np.unpackbits(words.view(np.uint8), bitorder="little")[:n].astype(bool)
+
+    np.testing.assert_array_equal(unpack(entry_words), entry & ~exit_)
+    np.testing.assert_array_equal(unpack(exit_words), exit_ & ~entry)
+    assert unpack(entry_words).any() and unpack(exit_words).any()
+
+
 def test_indicators_match_talib():
     import talib
 
