@@ -80,7 +80,7 @@ def run_workload(n_workers: int, panel, grid: str, strategies, reps: int) -> dic
         an.backtest_parallel(strategies)
         out["backtest"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        opt = an.optimize_parameters_parallel(grid, backend="cpu")  # ~4 tiles per worker
+        opt = an.optimize_parameters_parallel(grid, backend="cpu")  # cluster_tile_size
         out["optimize"] = time.perf_counter() - t0
         out["n_combos"] = len(opt.table)
         client.gather(client.map(noop, range(50), pure=False))

@@ -19,10 +19,11 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
@@ -242,3 +243,44 @@ class DeviceKernel:
                 raise BackendError(f"kernel {self.name!r} has no GPU implementation")
             return self.gpu(*args, **kwargs)
         return self.cpu(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def numba_threads(n: int | None) -> Iterator[None]:
+    """Run numba ``parallel=True`` kernels of this thread with ``n`` threads (None: as is).
+
+    Dask workers already use every core; nested kernel thread pools would oversubscribe
+    them (on a busy machine a small kernel call then costs milliseconds instead of
+    microseconds).
+    """
+    if n is None:
+        yield
+        return
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def in_dask_worker() -> bool:
+    """True inside a task running on a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def task_numba_threads() -> contextlib.AbstractContextManager[None]:
+    """Single-threaded numba kernels inside a Dask worker task, as they are elsewhere.
+
+    A cluster runs one task per worker thread; a task whose kernels also spread over every
+    core of the host would oversubscribe it.
+    """
+    return numba_threads(1 if in_dask_worker() else None)

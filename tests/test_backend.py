@@ -173,3 +173,25 @@ def test_real_gpu_backend_round_trip(gpu):
     b.synchronize()
     assert b.describe().startswith(f"gpu (CuPy {cupy.__version__}, ")
     assert get_backend("auto").is_gpu
+
+
+def _kernel_threads_in_task() -> tuple[bool, int]:
+    import numba
+
+    from qilin.backend import in_dask_worker, task_numba_threads
+
+    with task_numba_threads():
+        return in_dask_worker(), numba.get_num_threads()
+
+
+def test_cluster_tasks_run_kernels_single_threaded():
+    import numba
+    from distributed import Client, LocalCluster
+
+    from qilin.backend import in_dask_worker
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        assert client.submit(_kernel_threads_in_task).result(timeout=60) == (True, 1)
+    assert not in_dask_worker()
+    assert _kernel_threads_in_task() == (False, numba.get_num_threads())

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qilin.backend import task_numba_threads
 from qilin.backtest.strategies import MomentumTopK, get_strategy
 from qilin.backtest.sweeps import ParameterGrid, SweepResult, run_sweep
 from qilin.config import MarketConfig, load_market
@@ -88,12 +89,13 @@ def _signal_block_returns(block: Panel, strategies: Sequence[tuple[str, dict]],
     from qilin.backtest.engine import run_signals
 
     out = {}
-    for i, (name, params) in enumerate(strategies):
-        entries, exits = get_strategy(name).signals(block, **params)
-        res = run_signals(block, entries=entries, exits=exits, market=market, lag=lag,
-                          init_cash=init_cash)
-        filled = int((res.trades["status"] == "filled").sum()) if len(res.trades) else 0
-        out[i] = (res.returns.sum(axis=1), filled, res.turnover.sum(), res.exposure.sum())
+    with task_numba_threads():
+        for i, (name, params) in enumerate(strategies):
+            entries, exits = get_strategy(name).signals(block, **params)
+            res = run_signals(block, entries=entries, exits=exits, market=market, lag=lag,
+                              init_cash=init_cash)
+            filled = int((res.trades["status"] == "filled").sum()) if len(res.trades) else 0
+            out[i] = (res.returns.sum(axis=1), filled, res.turnover.sum(), res.exposure.sum())
     return out
 
 
@@ -103,8 +105,10 @@ def _portfolio_run(panel: Panel, name: str, params: dict, market: MarketConfig, 
 
     tpl = MomentumTopK()
     p = tpl.check(params)
-    res = run_portfolio(panel, scores=tpl.scores(panel, p["lookback"]), top_k=p["k"],
-                        rebalance=p["rebalance"], market=market, lag=lag, init_cash=init_cash)
+    with task_numba_threads():
+        res = run_portfolio(panel, scores=tpl.scores(panel, p["lookback"]), top_k=p["k"],
+                            rebalance=p["rebalance"], market=market, lag=lag,
+                            init_cash=init_cash)
     filled = int((res.trades["status"] == "filled").sum()) if len(res.trades) else 0
     return res.returns[:, 0], filled, float(res.turnover.mean()), float(res.exposure.mean())
 

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from qilin.atomic import atomic_path
-from qilin.backend import BackendName, get_backend, to_host
+from qilin.backend import BackendName, get_backend, task_numba_threads, to_host
 from qilin.backtest import sweep_kernels_cpu as kcpu
 from qilin.backtest.rules import MarketRules, limit_hits
 from qilin.backtest.signal import adj_ratio
@@ -376,8 +376,15 @@ def run_tile(m: SweepMarket, strategy: str | Any, combos: list[dict[str, Any]],
              init_cash: float = 1e6) -> pd.DataFrame:
     """Metrics table of one parameter tile (the unit of work of a distributed sweep).
 
-    The ``backend`` is resolved where the tile runs, so ``"auto"`` uses a worker's GPU.
+    The ``backend`` is resolved where the tile runs, so ``"auto"`` uses a worker's GPU. On a
+    Dask worker the CPU kernels run single-threaded (the cluster runs one tile per thread).
     """
+    with task_numba_threads():
+        return _run_tile(m, strategy, combos, backend, memory_budget, lag, init_cash)
+
+
+def _run_tile(m: SweepMarket, strategy: str | Any, combos: list[dict[str, Any]], backend: str,
+              memory_budget: int | None, lag: int, init_cash: float) -> pd.DataFrame:
     template = get_strategy(strategy)
     N, T = m.shape
     if isinstance(template, MomentumTopK):
@@ -504,6 +511,33 @@ def _tiles(combos: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]
     return [combos[i:i + size] for i in range(0, len(combos), size)]
 
 
+#: Fewest cell-steps a cluster tile gets when there are more than enough for every thread
+#: (about half a second of one core): smaller tiles cost more in per-tile work (the indicator
+#: stack, scheduling) than they gain in balance.
+TILE_CELLS = 10**9
+
+
+def cluster_tile_size(n_combos: int, shape: tuple[int, int], client: Any) -> int:
+    """Combinations per tile on ``client``'s cluster: one tile per worker thread, up to four
+    per thread while every tile keeps at least :data:`TILE_CELLS` cell-steps.
+
+    Examples
+    --------
+    >>> class FakeClient:
+    ...     def scheduler_info(self):
+    ...         return {"workers": {"a": {"nthreads": 1}, "b": {"nthreads": 1}}}
+    >>> cluster_tile_size(260, (2520, 500), FakeClient())  # 3.3e8 cell-steps: one tile each
+    130
+    >>> cluster_tile_size(10_000, (2520, 500), FakeClient())  # 1.3e10: four tiles each
+    1250
+    """
+    workers = client.scheduler_info().get("workers", {})
+    threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+    cells = n_combos * shape[0] * shape[1]
+    n_tiles = int(min(4 * threads, max(threads, cells // TILE_CELLS)))
+    return max(1, math.ceil(n_combos / n_tiles))
+
+
 def run_sweep(
     panel: Panel,
     strategy: str | Any,
@@ -533,7 +567,8 @@ def run_sweep(
     client : distributed.Client, optional
         Spread parameter tiles over the cluster (market arrays are scattered once).
     tile_size : int, optional
-        Combinations per tile (default: all locally; about 4 tiles per worker on a cluster).
+        Combinations per tile (default: all locally; on a cluster see
+        :func:`cluster_tile_size`).
     memory_budget : int, optional
         Bytes for a tile's indicator stack (default 256 MiB); sets the symbol block size.
     lag : int
@@ -572,8 +607,7 @@ def run_sweep(
     else:
         from distributed import as_completed
 
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        size = tile_size or max(1, math.ceil(len(combos) / (4 * n_workers)))
+        size = tile_size or cluster_tile_size(len(combos), m.shape, client)
         tiles = _tiles(combos, size)
         m_future = client.scatter(m, broadcast=True)
         futures = client.map(run_tile, [m_future] * len(tiles), [template.name] * len(tiles),

@@ -32,7 +32,6 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -47,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from qilin.atomic import atomic_path
-from qilin.backend import Backend, BackendName, get_backend, to_host
+from qilin.backend import Backend, BackendName, get_backend, numba_threads, to_host
 from qilin.data.panel import Panel
 from qilin.errors import DataError, ExpressionError
 from qilin.factors.cache import FactorCache, data_fingerprint, field_fingerprints
@@ -178,27 +177,6 @@ def _eval_stage_block(
         values = _eval_stage(stage_nodes, outputs, registry, backend, names, list(arrays),
                              layout)
     return backend.xp.stack([values[k] for k in outputs])
-
-
-@contextlib.contextmanager
-def numba_threads(n: int | None) -> Iterator[None]:
-    """Run numba ``parallel=True`` kernels of this thread with ``n`` threads (None: as is).
-
-    Dask workers already use every core; nested kernel thread pools would oversubscribe
-    them (on a busy machine a small kernel call then costs milliseconds instead of
-    microseconds).
-    """
-    if n is None:
-        yield
-        return
-    import numba
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 def _full_on(backend: Backend, value: Any, shape: tuple[int, ...]) -> Any:

@@ -204,7 +204,7 @@ def test_gpu_backend_matches_cpu(gpu, panel, reference):
 def test_kernel_threads_change_nothing_but_speed(panel, reference):
     import numba
 
-    from qilin.factors.calculator import numba_threads
+    from qilin.backend import numba_threads
 
     before = numba.get_num_threads()
     got = FactorCalculator(MIXED, backend="cpu", progress=False, block_symbols=8,
