@@ -59,21 +59,6 @@ METRIC_NAMES = (
 
 
 # --------------------------------------------------------------------------- indicators
-@nb.njit(cache=True)
-def _valid_positions_nb(row: np.ndarray) -> np.ndarray:
-    n = 0
-    for v in row:
-        if not math.isnan(v):
-            n += 1
-    out = np.empty(n, dtype=np.int64)
-    k = 0
-    for t in range(row.shape[0]):
-        if not math.isnan(row[t]):
-            out[k] = t
-            k += 1
-    return out
-
-
 def rolling_mean_nb(x: np.ndarray, window: int) -> np.ndarray:
     """Simple moving average over the last ``window`` non-NaN observations of each row.
 
@@ -157,8 +142,10 @@ def rolling_means_into_nb(x: np.ndarray, windows: np.ndarray, slots: np.ndarray,
 def rolling_std_nb(x: np.ndarray, window: int) -> np.ndarray:
     """Population standard deviation over the last ``window`` non-NaN observations."""
     out = np.full(x.shape, np.nan)
+    buf = np.empty(x.shape[1], dtype=np.int64)
+    values = np.empty(x.shape[1])
     for i in range(x.shape[0]):
-        pos = _valid_positions_nb(x[i])
+        pos = buf[:_valid_values_nb(x[i], buf, values)]
         for k in range(window - 1, pos.shape[0]):
             mean = 0.0
             for m in range(k - window + 1, k + 1):
@@ -213,8 +200,10 @@ def emas_into_nb(x: np.ndarray, windows: np.ndarray, slots: np.ndarray,
 def rsi_nb(x: np.ndarray, window: int) -> np.ndarray:
     """TA-Lib RSI (Wilder smoothing, seeded with simple averages) over non-NaN values."""
     out = np.full(x.shape, np.nan)
+    buf = np.empty(x.shape[1], dtype=np.int64)
+    values = np.empty(x.shape[1])
     for i in range(x.shape[0]):
-        pos = _valid_positions_nb(x[i])
+        pos = buf[:_valid_values_nb(x[i], buf, values)]
         if pos.shape[0] <= window:
             continue
         gain = 0.0
@@ -242,8 +231,10 @@ def rsi_nb(x: np.ndarray, window: int) -> np.ndarray:
 def momentum_nb(x: np.ndarray, lookback: int) -> np.ndarray:
     """``x[t] / x[t - lookback] - 1`` over non-NaN observations (NaN on missing bars)."""
     out = np.full(x.shape, np.nan)
+    buf = np.empty(x.shape[1], dtype=np.int64)
+    values = np.empty(x.shape[1])
     for i in range(x.shape[0]):
-        pos = _valid_positions_nb(x[i])
+        pos = buf[:_valid_values_nb(x[i], buf, values)]
         for k in range(lookback, pos.shape[0]):
             out[i, pos[k]] = x[i, pos[k]] / x[i, pos[k - lookback]] - 1.0
     return out
