@@ -63,8 +63,8 @@ def compute_series(key: SeriesKey, px: np.ndarray, out: np.ndarray | None = None
                    ) -> np.ndarray:
     """Indicator ``key`` of ``px`` (``(symbols, dates)`` host array), same layout.
 
-    With ``out`` (a C-contiguous float64 array of ``px``'s shape) the result is written
-    there (no new allocation for ``sma``/``ema``) and ``out`` is returned.
+    With ``out`` (a float64 array of ``px``'s shape) the result is written there and
+    ``out`` is returned; :func:`compute_stack` computes many series without temporaries.
 
     Examples
     --------
@@ -74,9 +74,6 @@ def compute_series(key: SeriesKey, px: np.ndarray, out: np.ndarray | None = None
     """
     kind, w = key
     px = np.ascontiguousarray(px, dtype=np.float64)
-    if out is not None and kind in _BATCHED:
-        _BATCHED[kind](px, np.array([w]), np.zeros(1, dtype=np.int64), out[None])
-        return out
     if out is not None:
         out[...] = compute_series(key, px)
         return out
