@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qilin.backtest.commands import parse_params, register
 from qilin.backtest.engine import run_portfolio, run_signals
+from qilin.cli.backtest import parse_params, register
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError, DataError, QilinError
 

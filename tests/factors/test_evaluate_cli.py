@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from qilin.cli.factors_evaluate import add_evaluate_parser, parse_horizons
 from qilin.data.panel import Panel
 from qilin.data.synthetic import synthetic_bars
 from qilin.errors import DataError, ParameterError
-from qilin.factors.evaluate_command import add_evaluate_parser, parse_horizons
 from qilin.factors.evaluation import evaluate_factor
 
 

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from qilin.cli import main
+from qilin.cli.common import load_data
+from qilin.cli.factors import parse_factor_arg
 from qilin.data.synthetic import synthetic_bars
 from qilin.factors.alpha158 import alpha158_features
 from qilin.factors.calculator import FactorCalculator
-from qilin.factors.commands import load_data, parse_factor_arg
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from qilin.monitoring.anomaly import AnomalyConfig, AnomalyDetector
 from qilin.monitoring.price_monitor import PriceMonitor
 
 REPO = Path(__file__).resolve().parents[2]
-ENTRY = [sys.executable, "-m", "qilin.monitoring.commands", "monitor"]
+ENTRY = [sys.executable, "-m", "qilin.cli.monitor", "monitor"]
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:

@@ -32,16 +32,15 @@ Examples
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from qilin.cli.common import cluster_client, load_data
 from qilin.errors import BacktestError, DataError
 
 
@@ -71,15 +70,6 @@ def _number(raw: str) -> Any:
     return raw
 
 
-def load_data(path: str, validate: str) -> Any:
-    """The Panel of ``path`` via ``qilin.data.loader.load_panel`` (pandas fallback)."""
-    try:
-        from qilin.data.loader import load_panel
-    except ImportError:  # pragma: no cover - the loader ships with qilin
-        from qilin.data.panel import Panel
-
-        return Panel.from_long(read_long(path, "--data"))
-    return load_panel(path, backend="cpu", validate=None if validate == "none" else validate)
 
 
 def read_long(path: str, option: str) -> pd.DataFrame:
@@ -246,17 +236,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _client(cluster: str | None) -> Iterator[Any]:
-    if not cluster:
-        yield None
-        return
-    from qilin.cluster import ClusterManager
-
-    manager = (ClusterManager("remote", address=cluster) if "://" in cluster
-               else ClusterManager(cluster))  # type: ignore[arg-type]
-    with manager as client:
-        yield client
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -264,7 +243,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     grid = parse_grid(args.grid)
     panel = load_data(args.data, args.validate)
-    with _client(args.cluster) as client:
+    with cluster_client(args.cluster) as client:
         res = run_sweep(panel, args.strategy, grid, market=args.market, backend=args.backend,
                         client=client, lag=args.lag, init_cash=args.init_cash,
                         tile_size=args.tile_size)

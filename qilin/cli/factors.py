@@ -16,14 +16,12 @@ Examples
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import importlib.util
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from qilin.cli.common import cluster_client, load_data
+from qilin.cli.factors_evaluate import add_evaluate_parser
 from qilin.errors import DataError, ExpressionError
 
 
@@ -69,39 +67,8 @@ def _factors_from_yaml(path: Path) -> list[tuple[str, str]]:
                           "'factors:') or a list of {name, expr}")
 
 
-def load_data(path: str, validate: str | None = "raise") -> Any:
-    """The Panel in ``path`` (via ``qilin.data.loader.load_panel`` when available)."""
-    if importlib.util.find_spec("qilin.data.loader") is not None:
-        from qilin.data.loader import load_panel
-
-        return load_panel(path, backend="cpu", validate=validate)
-    import pandas as pd
-
-    from qilin.data.panel import Panel
-
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file {p} does not exist")
-    try:
-        df = pd.read_parquet(p)
-    except Exception as exc:  # pyarrow raises several types for an unreadable file
-        raise DataError(f"cannot read {p} as Parquet: {exc}") from exc
-    return Panel.from_long(df)
 
 
-@contextlib.contextmanager
-def _client(cluster: str | None) -> Iterator[Any]:
-    if not cluster:
-        yield None
-        return
-    from qilin.cluster import ClusterManager
-
-    if "://" in cluster:
-        manager = ClusterManager("remote", address=cluster)
-    else:
-        manager = ClusterManager(cluster)  # type: ignore[arg-type]
-    with manager as client:
-        yield client
 
 
 def _compute(args: argparse.Namespace) -> int:
@@ -109,10 +76,10 @@ def _compute(args: argparse.Namespace) -> int:
 
     factors = parse_factor_arg(args.factors)
     start = time.perf_counter()
-    panel = load_data(args.data, None if args.validate == "none" else args.validate)
+    panel = load_data(args.data, args.validate)
     if args.adjust:
         panel = panel.adjusted()
-    with _client(args.cluster) as client:
+    with cluster_client(args.cluster) as client:
         calc = FactorCalculator(factors, client=client, backend=args.backend, dtype=args.dtype,
                                 cache_dir=args.cache_dir, block_symbols=args.block_symbols,
                                 progress=not args.quiet)
@@ -149,8 +116,4 @@ def register(subparsers: Any) -> None:
                          help="back-adjust prices with adj_factor before computing")
     compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     compute.set_defaults(func=_compute)
-    if importlib.util.find_spec("qilin.factors.evaluate_command") is None:
-        return
-    evaluate = importlib.import_module("qilin.factors.evaluate_command")
-    if hasattr(evaluate, "add_evaluate_parser"):
-        evaluate.add_evaluate_parser(sub)
+    add_evaluate_parser(sub)

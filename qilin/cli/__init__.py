@@ -25,11 +25,11 @@ from qilin.errors import QilinError
 
 #: Modules providing ``register(subparsers)``; each owns one top-level command.
 COMMAND_MODULES = (
-    "qilin.data.commands",
-    "qilin.factors.commands",
-    "qilin.backtest.commands",
-    "qilin.monitoring.commands",
-    "qilin.research",
+    "qilin.cli.data",
+    "qilin.cli.factors",
+    "qilin.cli.backtest",
+    "qilin.cli.monitor",
+    "qilin.cli.research",
 )
 
 
