@@ -19,11 +19,13 @@ $(STAMP): pyproject.toml
 
 ## The main job: the research pipeline on the embedded synthetic market and a LocalCluster.
 run: $(STAMP)
+	$(BIN)/qilin warmup --if-needed
 	$(BIN)/qilin research --cluster local
 
 ## Every test, against real Dask clusters, a real Jupyter kernel and a real Prometheus.
 test: $(STAMP) prometheus
 	$(BIN)/ruff check qilin tests benchmarks
+	$(BIN)/qilin warmup --if-needed
 	$(BIN)/python -m pytest
 
 ## Debian's prometheus and promtool for the monitoring tests (installed once when missing).

@@ -1,5 +1,20 @@
 """qilin: quantitative equity research at scale on CPU, GPU and Dask clusters.
 
+Where things are (each package's ``__all__`` is its public API):
+
+- ``qilin.data``: ``load_panel``/``load_bars`` (Parquet, CSV, folders, Qlib data folders),
+  ``validate_bars``, ``Panel``, ``synthetic_market``.
+- ``qilin.factors``: ``FactorCalculator`` (expressions such as ``ts_mean(close, 5) / close``,
+  on a Dask cluster or in process), ``alpha158_features``, ``evaluate_factor`` (IC, Rank IC,
+  quantile returns).
+- ``qilin.backtest``: ``run_signals``, ``run_portfolio``, ``run_sweep``, ``get_strategy``,
+  costs, market rules and metrics.
+- ``qilin.analysis``: ``DistributedStockAnalyzer`` (analyze / backtest / optimize in parallel).
+- ``qilin.monitoring``: alerts, price monitor, anomaly detector, system metrics, Prometheus.
+- ``qilin.cluster.ClusterManager``: local, threads, cuda or remote Dask clusters.
+- ``qilin.backend``: NumPy or CuPy arrays (``get_backend``).
+- The ``qilin`` command (``qilin --help``) lives in ``qilin.cli``.
+
 Examples
 --------
 >>> import qilin

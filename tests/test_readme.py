@@ -37,15 +37,32 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert lines == ["make run", "make test"]
 
 
-def test_quickstart_runs(tmp_path: Path) -> None:
+def test_quickstart_runs_as_a_script_exactly_as_written(tmp_path: Path) -> None:
     (code,) = _blocks("python")
+    assert 'if __name__ == "__main__":' in code
     script = tmp_path / "quickstart.py"
-    script.write_text('if __name__ == "__main__":\n' + "".join(
-        f"    {line}\n" for line in code.splitlines()))
+    script.write_text(code)
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=400, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "rank_ic_mean" in res.stdout
+
+
+def test_quickstart_runs_in_a_notebook(tmp_path: Path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    papermill = pytest.importorskip("papermill")
+    (code,) = _blocks("python")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    src, out = tmp_path / "quickstart.ipynb", tmp_path / "quickstart.out.ipynb"
+    nbformat.write(nb, src)
+    papermill.execute_notebook(str(src), str(out), kernel_name="python3", cwd=str(tmp_path),
+                               progress_bar=False, execution_timeout=400)
+    done = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for o in done.cells[0].outputs)
+    assert "rank_ic_mean" in text
 
 
 def test_command_lines_run_as_written(tmp_path: Path) -> None:

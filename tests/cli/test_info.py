@@ -21,7 +21,7 @@ import qilin
 from qilin.cli import COMMAND_MODULES, _info, main
 from qilin.info import NOT_INSTALLED, PACKAGES, collect_info, package_version
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 QILIN = Path(sys.executable).with_name("qilin")
 
 

@@ -1,0 +1,107 @@
+"""Compile qilin's numba kernels once, and tell whether they still need compiling.
+
+qilin's hot loops are numba kernels compiled on first use and cached next to their source
+(``__pycache__/*.nbi``/``*.nbc``). On a fresh checkout the first run spends a few minutes
+compiling; :func:`warm_up` does it up front (``qilin warmup``, run by ``make run`` and
+``make test`` after installing) and :func:`kernels_cached` lets a command announce it.
+
+Examples
+--------
+>>> isinstance(kernels_cached(), bool)
+True
+>>> missing_kernel_caches()[:0]
+[]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+#: Modules with ``cache=True`` numba kernels, relative to the package folder.
+KERNEL_MODULES = (
+    "factors/kernels_cpu.py",
+    "backtest/rules.py",
+    "backtest/signal.py",
+    "backtest/portfolio.py",
+    "backtest/result.py",
+    "backtest/sweep_kernels_cpu.py",
+    "monitoring/price_monitor.py",
+    "monitoring/anomaly.py",
+)
+
+#: What a first compilation costs on a 2-core machine (measured: see docs/architecture.md).
+FIRST_COMPILE_NOTE = "about 2-4 minutes on 2 cores, once; cached afterwards"
+
+
+def missing_kernel_caches() -> list[str]:
+    """Kernel modules with no numba cache index newer than their source."""
+    root = Path(__file__).resolve().parent
+    missing = []
+    for rel in KERNEL_MODULES:
+        src = root / rel
+        if not src.exists():
+            continue
+        stem = src.stem
+        indexes = list((src.parent / "__pycache__").glob(f"{stem}.*.nbi"))
+        if not indexes or max(p.stat().st_mtime for p in indexes) < src.stat().st_mtime:
+            missing.append(rel)
+    return missing
+
+
+def kernels_cached() -> bool:
+    """True when every kernel module has a numba cache at least as new as its source."""
+    return not missing_kernel_caches()
+
+
+def warm_up(say: Callable[[str], None] = print) -> float:
+    """Compile every kernel on a tiny synthetic market; returns the seconds it took.
+
+    Runs Alpha158, the signal and portfolio engines, a sweep of each strategy and the
+    monitors, so that later runs load compiled code from numba's cache.
+    """
+    import numpy as np
+
+    from qilin.backtest.engine import run_portfolio, run_signals
+    from qilin.backtest.strategies import get_strategy
+    from qilin.backtest.sweeps import run_sweep
+    from qilin.data.synthetic import synthetic_market
+    from qilin.factors.alpha158 import alpha158_features
+    from qilin.factors.calculator import FactorCalculator
+    from qilin.monitoring.anomaly import AnomalyDetector
+    from qilin.monitoring.price_monitor import PriceMonitor
+
+    start = time.perf_counter()
+    panel = synthetic_market(12, 90, seed=3)
+    say(f"qilin: compiling numba kernels ({FIRST_COMPILE_NOTE})")
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("factors (Alpha158)",
+         lambda: FactorCalculator(alpha158_features(), progress=False).compute(panel)),
+        ("signal engine", lambda: run_signals(
+            panel, *get_strategy("ma_cross").signals(panel, fast=3, slow=8), market="cn")),
+        ("portfolio engine", lambda: run_portfolio(
+            panel, scores=np.nan_to_num(panel["close"]), top_k=3, market="cn")),
+        ("sweeps", lambda: [run_sweep(panel, name, grid, market="cn", backend="cpu")
+                            for name, grid in _SWEEP_GRIDS]),
+        ("monitors", lambda: (
+            PriceMonitor(panel.symbols, default_move_pct=5.0).detect(panel),
+            PriceMonitor(panel.symbols, default_move_pct=5.0).update(panel["close"][-1],
+                                                                     date=panel.dates[-1]),
+            AnomalyDetector().detect(panel["close"], panel["volume"]),
+            AnomalyDetector(n_symbols=len(panel.symbols)).update(panel["close"][-1],
+                                                                 panel["volume"][-1]))),
+    ]
+    for name, step in steps:
+        t0 = time.perf_counter()
+        step()
+        say(f"qilin:   {name}: {time.perf_counter() - t0:.1f} s")
+    return time.perf_counter() - start
+
+
+_SWEEP_GRIDS = (
+    ("ma_cross", "fast=3:5:2 slow=8:10:2"),
+    ("rsi", "window=5:7:2 lower=30 upper=70"),
+    ("bollinger", "window=5:7:2 k=2"),
+    ("momentum_topk", "lookback=5:10:5 k=3 rebalance=5"),
+)
