@@ -6,7 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test lab bench lint venv prometheus clean
+GPULINE := .venv-gpuline
+GPULINE_STAMP := $(GPULINE)/.installed-stamp
+
+.PHONY: run test test-gpu-line lab bench lint venv prometheus clean
 
 venv: $(STAMP)
 
@@ -28,6 +31,20 @@ test: $(STAMP) prometheus
 	$(BIN)/qilin warmup --if-needed
 	$(BIN)/python -m pytest
 
+## The CPU suite again under the versions the `gpu` extra (RAPIDS line) resolves to
+## (ci/gpu-line-constraints.txt), in its own venv and numba cache; CI runs it after `test`.
+$(GPULINE_STAMP): pyproject.toml ci/gpu-line-constraints.txt
+	@test -x $(GPULINE)/bin/python || $(PYTHON) -m venv $(GPULINE)
+	$(GPULINE)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(GPULINE)/bin/python -m pip install --quiet -c ci/gpu-line-constraints.txt -e '.[dev]'
+	$(GPULINE)/bin/python -m ipykernel install --sys-prefix --name qilin --display-name "Python (qilin)" >/dev/null
+	@touch $(GPULINE_STAMP)
+
+test-gpu-line: $(GPULINE_STAMP) prometheus
+	$(GPULINE)/bin/python -c "import dask, numba, pandas; print('gpu line:', 'dask', dask.__version__, 'numba', numba.__version__, 'pandas', pandas.__version__)"
+	NUMBA_CACHE_DIR=$(CURDIR)/.numba-gpuline $(GPULINE)/bin/qilin warmup --if-needed
+	NUMBA_CACHE_DIR=$(CURDIR)/.numba-gpuline $(GPULINE)/bin/python -m pytest --ignore=tests/test_gpu_extra.py
+
 ## Debian's prometheus and promtool for the monitoring tests (installed once when missing).
 prometheus:
 	@sh scripts/ensure-prometheus.sh
@@ -43,4 +60,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check qilin tests benchmarks || true
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .qilin_cache
+	rm -rf $(VENV) $(GPULINE) .numba-gpuline .pytest_cache .ruff_cache .qilin_cache

@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,11 +44,18 @@ def missing_kernel_caches() -> list[str]:
         src = root / rel
         if not src.exists():
             continue
-        stem = src.stem
-        indexes = list((src.parent / "__pycache__").glob(f"{stem}.*.nbi"))
+        indexes = list(_cache_folder(src).glob(f"{src.stem}.*.nbi"))
         if not indexes or max(p.stat().st_mtime for p in indexes) < src.stat().st_mtime:
             missing.append(rel)
     return missing
+
+
+def _cache_folder(src: Path) -> Path:
+    """Where numba caches the kernels of ``src`` (``NUMBA_CACHE_DIR`` mirrors its path)."""
+    custom = os.environ.get("NUMBA_CACHE_DIR")
+    if custom:
+        return Path(custom) / str(src.parent).lstrip(os.sep)
+    return src.parent / "__pycache__"
 
 
 def kernels_cached() -> bool:
