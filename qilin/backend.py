@@ -253,6 +253,7 @@ def numba_threads(n: int | None) -> Iterator[None]:
     them (on a busy machine a small kernel call then costs milliseconds instead of
     microseconds).
     """
+    keep_numba_thread_config()
     if n is None:
         yield
         return
@@ -264,6 +265,24 @@ def numba_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(previous)
+
+
+def keep_numba_thread_config() -> None:
+    """Let this process compile kernels after its thread pool started, whatever its env says.
+
+    numba re-reads ``NUMBA_NUM_THREADS`` from the environment at every compilation and
+    refuses to compile when it differs from the size of the already launched pool. A Dask
+    worker whose ``env={"NUMBA_NUM_THREADS": ...}`` was applied after numba had been
+    imported (the worker imported the user's module first) is in exactly that state; the pool
+    size cannot change any more, so the variable is set back to it. Kernels inside tasks are
+    limited with :func:`numba_threads` instead.
+    """
+    import numba
+    from numba.np.ufunc import parallel
+
+    launched = numba.config.NUMBA_NUM_THREADS
+    if parallel._is_initialized and os.environ.get("NUMBA_NUM_THREADS") != str(launched):
+        os.environ["NUMBA_NUM_THREADS"] = str(launched)
 
 
 def in_dask_worker() -> bool:

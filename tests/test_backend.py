@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import types
 
 import numpy as np
@@ -195,3 +196,45 @@ def test_cluster_tasks_run_kernels_single_threaded():
         assert client.submit(_kernel_threads_in_task).result(timeout=60) == (True, 1)
     assert not in_dask_worker()
     assert _kernel_threads_in_task() == (False, numba.get_num_threads())
+
+
+_LATE_ENV_SCRIPT = """
+import os
+import numba
+import numpy as np
+from qilin.backend import numba_threads
+
+@numba.njit(parallel=True)
+def first(x):
+    s = 0.0
+    for i in numba.prange(x.size):
+        s += x[i]
+    return s
+
+first(np.ones(8))                                 # the pool starts with every core
+os.environ["NUMBA_NUM_THREADS"] = "1"             # what a Dask worker's env= does later
+
+@numba.njit(parallel=True)
+def second(x):
+    s = 0.0
+    for i in numba.prange(x.size):
+        s += 2.0 * x[i]
+    return s
+
+with numba_threads(1):
+    print(second(np.ones(8)))
+"""
+
+
+def test_kernels_compile_after_the_thread_env_changed_under_a_started_pool(tmp_path):
+    """bench_w3 on a cold cache: a worker given NUMBA_NUM_THREADS=1 after numba started."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "late_env.py"
+    script.write_text(_LATE_ENV_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "16.0"
