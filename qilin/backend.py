@@ -280,9 +280,14 @@ def keep_numba_thread_config() -> None:
     import numba
     from numba.np.ufunc import parallel
 
-    launched = numba.config.NUMBA_NUM_THREADS
-    if parallel._is_initialized and os.environ.get("NUMBA_NUM_THREADS") != str(launched):
-        os.environ["NUMBA_NUM_THREADS"] = str(launched)
+    wanted = os.environ.get("NUMBA_NUM_THREADS")
+    if wanted is None or wanted == str(numba.config.NUMBA_NUM_THREADS):
+        return
+    if parallel._is_initialized:
+        os.environ["NUMBA_NUM_THREADS"] = str(numba.config.NUMBA_NUM_THREADS)
+    else:  # the pool has not started: honour the variable
+        numba.config.reload_config()
+        parallel.NUM_THREADS = numba.config.NUMBA_NUM_THREADS
 
 
 def in_dask_worker() -> bool:

@@ -238,3 +238,21 @@ def test_kernels_compile_after_the_thread_env_changed_under_a_started_pool(tmp_p
                          timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "16.0"
+
+
+def test_a_thread_env_set_before_the_pool_starts_is_honoured(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "early_env.py"
+    script.write_text(
+        "import os, numba\n"
+        "from qilin.backend import numba_threads\n"
+        "os.environ['NUMBA_NUM_THREADS'] = '1'\n"
+        "with numba_threads(None):\n"
+        "    print(numba.config.NUMBA_NUM_THREADS, numba.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["1", "1"]
