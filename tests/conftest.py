@@ -9,7 +9,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("QILIN_SHARED_DATA", REPO.parent / "shared" / "data"))
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def shared_file(name: str) -> Path:

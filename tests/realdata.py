@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from qilin.data.panel import Panel
+
+#: Running in CI (``CI=true``): tests shrink their data sizes, never their checks.
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def load_subset(path: Path, symbols: list[str], start: str | None = None,

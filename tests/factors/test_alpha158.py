@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CI
 from numpy.lib.stride_tricks import sliding_window_view
+from realdata import CI
 from scipy.stats import percentileofscore
 
 from qilin.data.panel import Panel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CI
+from realdata import CI
 
 from qilin.data.synthetic import synthetic_market
 from qilin.errors import DataError, ExpressionError

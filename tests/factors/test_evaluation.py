@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CI
+from realdata import CI
 from scipy import stats
 
 from qilin.backend import get_backend
