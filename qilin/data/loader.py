@@ -3,7 +3,8 @@
 Input is one row per ``(date, symbol)`` with ``date, symbol, open, high, low, close, volume``
 and optionally ``amount, preclose, adj_factor, name, industry, float_mcap`` (other columns
 are kept). ``path`` is one file, a directory (every ``.parquet``/``.pq``/``.csv``/``.csv.gz``
-file below it, in sorted order) or a glob pattern.
+file below it, in sorted order, skipping hidden files and folders) or a glob pattern
+(temporary files of atomic writes are skipped).
 
 Column names are normalised explicitly and reported: names are lower-cased with spaces turned
 into underscores, then the aliases in :data:`COLUMN_ALIASES` (``ts_code`` -> ``symbol``,
@@ -39,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from qilin.atomic import atomic_path
+from qilin.atomic import atomic_path, is_temp_name
 from qilin.backend import Backend, BackendName, get_backend
 from qilin.config import MarketConfig
 from qilin.data.panel import Panel
@@ -121,6 +122,10 @@ def normalize_columns(
 def resolve_paths(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files named by ``path``: a file, a directory (searched recursively) or a glob.
 
+    Hidden files and folders below a directory, and temporary files of atomic writes
+    (:func:`qilin.atomic.is_temp_name`) matched by a glob, are skipped: they are writes in
+    progress or leftovers of killed writers, never data.
+
     Raises
     ------
     DataError
@@ -133,10 +138,15 @@ def resolve_paths(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         return out
     text = os.fspath(path)
     if any(ch in text for ch in "*?["):
-        files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
+        found = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
+        files = [p for p in found if not is_temp_name(p.name)]
+        _log_skipped(len(found) - len(files), text)
         where = f"glob {text!r}"
     elif os.path.isdir(text):
-        files = sorted(p for p in Path(text).rglob("*") if p.is_file() and _format_of(p))
+        root = Path(text)
+        found = sorted(p for p in root.rglob("*") if p.is_file() and _format_of(p))
+        files = [p for p in found if not _hidden_below(p, root)]
+        _log_skipped(len(found) - len(files), text)
         where = f"directory {text}"
     elif os.path.exists(text):
         files = [Path(text)]
@@ -149,6 +159,18 @@ def resolve_paths(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         if not _format_of(f):
             raise DataError(f"{f}: unsupported file type (expected .parquet, .pq, .csv or .csv.gz)")
     return files
+
+
+def _hidden_below(path: Path, root: Path) -> bool:
+    """True when ``path`` or a folder between ``root`` and it is hidden or a temporary name."""
+    return any(part.startswith(".") or is_temp_name(part)
+               for part in path.relative_to(root).parts)
+
+
+def _log_skipped(n: int, where: str) -> None:
+    if n:
+        log.info("%s: skipped %d hidden or temporary file(s) (writes in progress or left by "
+                 "killed writers)", where, n)
 
 
 def _format_of(path: Path) -> str | None:
@@ -473,7 +495,7 @@ def save_bars(
     if fmt is None:
         raise DataError(f"{target}: unsupported output type (use .parquet, .pq, .csv or "
                         ".csv.gz)")
-    with atomic_path(target, keep_suffix=True) as tmp:
+    with atomic_path(target) as tmp:
         if fmt == "parquet":
             df.to_parquet(tmp, index=False)
             if progress:
