@@ -43,13 +43,9 @@ import pandas as pd
 from qilin.atomic import atomic_path, is_temp_name
 from qilin.backend import Backend, BackendName, get_backend
 from qilin.config import MarketConfig
+from qilin.data.dates import parse_dates
 from qilin.data.panel import Panel
-from qilin.data.validation import (
-    Policy,
-    ValidationReport,
-    _parse_dates,
-    validate_bars,
-)
+from qilin.data.validation import Policy, ValidationReport, validate_bars
 from qilin.errors import BackendError, DataError
 
 log = logging.getLogger(__name__)
@@ -230,9 +226,12 @@ def _report_renames(renames: dict[Path, dict[str, str]]) -> dict[str, str]:
 
 
 def _filter_pandas(df: pd.DataFrame, symbols: Sequence[str] | None, start: Any, end: Any,
-                   source: str) -> pd.DataFrame:
+                   source: str, date_format: str | None = None,
+                   notes: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     if "date" in df.columns:
-        df["date"] = _parse_dates(df["date"])
+        df["date"], found = parse_dates(df["date"], date_format=date_format, source=source)
+        if notes is not None:
+            notes.extend(found)
         n_bad = int(df["date"].isna().sum())
         if n_bad:
             log.warning("%s: %d row(s) with an unparseable date (kept as NaT)", source, n_bad)
@@ -288,6 +287,7 @@ def load_bars(
     start: str | pd.Timestamp | None = None,
     end: str | pd.Timestamp | None = None,
     aliases: bool | Mapping[str, str] = True,
+    date_format: str | None = None,
 ) -> Any:
     """Read long daily bars from Parquet or CSV.
 
@@ -306,12 +306,17 @@ def load_bars(
         Inclusive date range.
     aliases : bool or mapping
         Column-name normalisation, see :func:`normalize_columns`.
+    date_format : str, optional
+        ``strptime`` format of text dates (``"%d/%m/%Y"``); without it, day/month-order
+        text dates whose order the data cannot tell are refused (never guessed), see
+        :func:`qilin.data.dates.parse_dates`.
 
     Returns
     -------
     DataFrame or dask DataFrame
         ``date`` parsed to ``datetime64[ns]``, ``symbol`` as strings; ``attrs`` holds
-        ``source`` and ``renamed_columns`` (pandas engine).
+        ``source``, ``renamed_columns`` and ``normalisations`` (dates parsed, time zones
+        dropped; pandas engine), which validation copies into its report.
 
     Raises
     ------
@@ -328,21 +333,23 @@ def load_bars(
     merged = _report_renames(renames)
     if engine == "pandas":
         parts = []
+        notes: list[dict[str, Any]] = []
         for f in files:
             part = _read_pandas(f, to_read[f], renames[f], symbols)
             part = part.rename(columns=renames[f])
-            parts.append(_filter_pandas(part, symbols, start, end, str(f)))
+            parts.append(_filter_pandas(part, symbols, start, end, str(f), date_format, notes))
         df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else \
             parts[0].reset_index(drop=True)
         df.attrs["source"] = source
         df.attrs["renamed_columns"] = merged
+        df.attrs["normalisations"] = notes
         return df
-    return _load_lazy(files, engine, renames, to_read, symbols, start, end)
+    return _load_lazy(files, engine, renames, to_read, symbols, start, end, date_format)
 
 
 def _load_lazy(files: list[Path], engine: str, renames: dict[Path, dict[str, str]],
                to_read: dict[Path, list[str] | None], symbols: Sequence[str] | None,
-               start: Any, end: Any) -> Any:
+               start: Any, end: Any, date_format: str | None = None) -> Any:
     formats = {_format_of(f) for f in files}
     if len(formats) > 1:
         raise DataError(f"engine {engine!r} reads one format at a time; got Parquet and CSV "
@@ -378,7 +385,8 @@ def _load_lazy(files: list[Path], engine: str, renames: dict[Path, dict[str, str
     ddf = ddf.rename(columns=ren)
     if "date" in ddf.columns:
         if engine == "dask":
-            ddf["date"] = ddf["date"].map_partitions(_dates_ns, meta=("date", "datetime64[ns]"))
+            ddf["date"] = ddf["date"].map_partitions(_dates_ns, date_format, names[0],
+                                                     meta=("date", "datetime64[ns]"))
         else:
             ddf["date"] = ddf["date"].astype("datetime64[ns]")
     if symbols is not None:
@@ -393,8 +401,12 @@ def _load_lazy(files: list[Path], engine: str, renames: dict[Path, dict[str, str
     return ddf
 
 
-def _dates_ns(col: pd.Series) -> pd.Series:
-    return _parse_dates(col).astype("datetime64[ns]")
+def _dates_ns(col: pd.Series, date_format: str | None, source: str) -> pd.Series:
+    dates, notes = parse_dates(col, date_format=date_format, source=source)
+    for note in notes:
+        if note["action"] == "drop_timezone":
+            log.warning("%s", note["reason"])
+    return dates
 
 
 def load_panel(
@@ -408,6 +420,7 @@ def load_panel(
     end: str | pd.Timestamp | None = None,
     engine: Engine = "pandas",
     aliases: bool | Mapping[str, str] = True,
+    date_format: str | None = None,
     dtype: Any = np.float64,
     return_report: bool = False,
     **validate_options: Any,
@@ -416,7 +429,7 @@ def load_panel(
 
     Parameters
     ----------
-    path, engine, symbols, start, end, aliases
+    path, engine, symbols, start, end, aliases, date_format
         As for :func:`load_bars` (a lazy engine is computed before validation).
     backend : {"auto", "cpu", "gpu"} or Backend
         Where the Panel's arrays go.
@@ -441,29 +454,22 @@ def load_panel(
     DataError, BackendError
         As for :func:`load_bars`.
     """
-    df = load_bars(path, engine=engine, symbols=symbols, start=start, end=end, aliases=aliases)
+    df = load_bars(path, engine=engine, symbols=symbols, start=start, end=end, aliases=aliases,
+                   date_format=date_format)
     if engine != "pandas":
         df = df.compute()
         if engine == "dask_cudf":
             df = df.to_pandas()
-        merged = {}
+        merged: dict[str, str] = {}
         for ren in _plan(resolve_paths(path), None, aliases)[0].values():
             merged.update(ren)
-        source = os.fspath(path) if not isinstance(path, list | tuple) else str(path)
-    else:
-        merged = df.attrs.get("renamed_columns", {})
-        source = df.attrs.get("source")
+        df.attrs["renamed_columns"] = merged
+        df.attrs["source"] = os.fspath(path) if not isinstance(path, list | tuple) \
+            else str(path)
     report: ValidationReport | None = None
     if validate is not None:
-        df, report = validate_bars(df, policy=validate, market=market, source=source,
-                                   **validate_options)
-        if merged:
-            extra = pd.DataFrame({
-                "action": "rename_column", "symbol": None, "date": pd.NaT,
-                "column": list(merged.values()), "old": list(merged.keys()),
-                "new": list(merged.values()), "reason": "column-name normalisation",
-                "row": -1})
-            report.changes = pd.concat([extra, report.changes], ignore_index=True)
+        df, report = validate_bars(df, policy=validate, market=market,
+                                   source=df.attrs.get("source"), **validate_options)
         if not report.ok:
             log.warning("%s", report.summary())
     panel = Panel.from_long(df, fields=fields, backend=get_backend(backend), dtype=dtype)

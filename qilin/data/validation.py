@@ -11,7 +11,8 @@ close, volume`` (plus the optional ``amount, preclose, adj_factor, ...``) and ap
     earlier copies; the last one is kept) and list each removed row in ``report.changes``.
 ``repair``
     Fix what is safely fixable and record every changed cell: repeated pairs keep the last
-    copy, and an open or close outside ``[low, high]`` (or ``high < low``) widens ``high`` and
+    copy, a date with a time of day is floored to its day, and an open or close outside
+    ``[low, high]`` (or ``high < low``) widens ``high`` and
     ``low`` to the bar's extremes (``ohlc_fix="widen"``, the default) or clips open and close
     into ``[low, high]`` (``ohlc_fix="clip"``). Rows with errors that cannot be fixed safely
     (missing or non-positive prices, bad dates, negative volume, spikes that reverse) are
@@ -19,8 +20,9 @@ close, volume`` (plus the optional ``amount, preclose, adj_factor, ...``) and ap
 
 Warnings (zero volume, one-day jumps that look like unadjusted splits, other large jumps,
 A-share price-limit breaches, ``preclose`` that disagrees with the previous close) never
-remove or change rows; they are only reported. Nothing is changed silently: sorting,
-de-duplication, dtype conversions, dropped rows and repaired cells all appear in
+remove or change rows; they are only reported. Nothing is changed silently: column renames,
+time zones dropped, dates parsed (and the day/month order used), symbols stripped of spaces,
+sorting, de-duplication, dtype conversions, dropped rows and repaired cells all appear in
 ``report.changes``.
 
 Examples
@@ -59,6 +61,7 @@ import pandas as pd
 
 from qilin.atomic import write_text_atomic
 from qilin.config import MarketConfig
+from qilin.data.dates import parse_dates
 from qilin.errors import DataError, ValidationError
 
 Policy = Literal["raise", "drop", "repair"]
@@ -73,6 +76,8 @@ CHANGE_COLUMNS = ("action", "symbol", "date", "column", "old", "new", "reason", 
 CHECKS: dict[str, tuple[str, str]] = {
     "missing_column": ("error", "a required column is absent"),
     "bad_date": ("error", "date is missing or not parseable as a date"),
+    "time_of_day": ("error", "date carries a time of day (daily bars are dated at midnight; "
+                             "often a time-zone conversion): repair floors it to the day"),
     "missing_symbol": ("error", "symbol is missing or empty"),
     "bad_value": ("error", "a numeric column holds a value that is not a number"),
     "duplicate_row": ("error", "the (date, symbol) pair repeats; the earlier copy is reported"),
@@ -97,7 +102,7 @@ CHECKS: dict[str, tuple[str, str]] = {
                                      "adj_factor is unchanged"),
 }
 #: Errors that ``repair`` fixes in place (rows with any other error are dropped).
-REPAIRABLE = frozenset({"duplicate_row", "high_below_low", "open_outside_range",
+REPAIRABLE = frozenset({"time_of_day", "duplicate_row", "high_below_low", "open_outside_range",
                         "close_outside_range"})
 _SPLIT_RATIOS = np.log([2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 100.0])
 _REL_TOL = 1e-9
@@ -338,23 +343,6 @@ def _market_name(market: str | MarketConfig | None) -> str | None:
     return market
 
 
-def _parse_dates(col: pd.Series) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(col):
-        if getattr(col.dt, "tz", None) is not None:
-            return col.dt.tz_localize(None)
-        return col
-    if pd.api.types.is_integer_dtype(col):
-        return pd.to_datetime(col.astype("string"), format="%Y%m%d", errors="coerce").astype(
-            "datetime64[ns]")
-    text = col.astype("string").str.strip()
-    if text.dropna().str.fullmatch(r"\d{8}").all() and text.notna().any():
-        return pd.to_datetime(text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
-    out = pd.to_datetime(text, errors="coerce", format="mixed")
-    if getattr(out.dt, "tz", None) is not None:
-        out = out.dt.tz_localize(None)
-    return out.astype("datetime64[ns]")
-
-
 def validate_bars(
     df: pd.DataFrame,
     policy: Policy = "raise",
@@ -365,6 +353,7 @@ def validate_bars(
     ohlc_fix: Literal["widen", "clip"] = "widen",
     listing_grace: int = 5,
     source: str | None = None,
+    date_format: str | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Check long daily bars and apply a policy; see the module docstring for the policies.
 
@@ -393,6 +382,9 @@ def validate_bars(
         trade without limits for their first days).
     source : str, optional
         File name used in messages and in the report.
+    date_format : str, optional
+        ``strptime`` format for text dates (see :func:`qilin.data.dates.parse_dates`);
+        without it, ambiguous day/month text dates raise :class:`~qilin.errors.DataError`.
 
     Returns
     -------
@@ -405,7 +397,13 @@ def validate_bars(
         Under ``raise`` when there are error findings, and under every policy when a
         required column is missing (report attached as ``.report``).
     DataError
-        For a bad parameter.
+        For a bad parameter, or text dates whose day/month order is ambiguous.
+
+    Notes
+    -----
+    Normalisations applied before validation and recorded in ``df.attrs`` by the loader
+    (``renamed_columns``, ``normalisations``: time zones dropped, dates parsed) are copied
+    into ``report.changes``, so the report lists every change from the file to the result.
     """
     if policy not in POLICIES:
         raise DataError(f"parameter policy: expected one of {POLICIES}, got {policy!r}")
@@ -438,22 +436,55 @@ def validate_bars(
     work = df.reset_index(drop=True).copy()
     work["_row"] = np.arange(len(work))
 
+    # ---- normalisations done by the loader (column renames, dates parsed, zones dropped)
+    for orig, new_name in dict(df.attrs.get("renamed_columns") or {}).items():
+        col.change("rename_column", None, new_name, orig, new_name, "column-name normalisation")
+    for note in df.attrs.get("normalisations") or ():
+        col.change(note["action"], None, note.get("column"), note.get("old"), note.get("new"),
+                   note.get("reason"))
+
     # ---- types
-    dates = _parse_dates(work["date"])
-    if not pd.api.types.is_datetime64_dtype(work["date"]):
-        col.change("convert_dtype", None, "date", str(work["date"].dtype), str(dates.dtype),
-                   "dates parsed")
+    dates, notes = parse_dates(work["date"], date_format=date_format, source=source or "bars")
+    for note in notes:
+        col.change(note["action"], None, note["column"], note["old"], note["new"],
+                   note["reason"])
     bad_date = dates.isna().to_numpy().copy()
     work["date"] = dates
     sym_missing = work["symbol"].isna().to_numpy().copy()
     work["symbol"] = work["symbol"].astype(object).where(~sym_missing, None)
-    work.loc[~sym_missing, "symbol"] = work.loc[~sym_missing, "symbol"].astype(str).str.strip()
+    if not sym_missing.all():
+        present = ~sym_missing
+        if not pd.api.types.is_string_dtype(df["symbol"]) or \
+                pd.api.types.is_bool_dtype(df["symbol"]):
+            col.change("convert_dtype", None, "symbol", str(df["symbol"].dtype), "str",
+                       "symbols converted to text")
+        as_text = work.loc[present, "symbol"].astype(str)
+        stripped = as_text.str.strip()
+        changed = np.zeros(len(work), dtype=bool)
+        changed[np.flatnonzero(present)] = (stripped != as_text).to_numpy()
+        work.loc[present, "symbol"] = stripped
+        if changed.any():
+            col.change("set_value", work.loc[changed], "symbol",
+                       as_text[changed[present]].to_numpy(dtype=object),
+                       stripped[changed[present]].to_numpy(dtype=object),
+                       "leading/trailing spaces stripped from symbol")
     sym_missing = sym_missing | (work["symbol"] == "").to_numpy()
     raw_dates = df["date"]
     col.add("bad_date", work, bad_date, "date",
             lambda i: raw_dates.iloc[i].astype(str).to_numpy(),
             "date is missing or not a date")
     col.add("missing_symbol", work, sym_missing, "symbol", None, "symbol is missing")
+    day = work["date"].dt.normalize()
+    tod = (~bad_date & (work["date"] != day)).to_numpy()
+    col.add("time_of_day", work, tod, "date",
+            lambda i: work["date"].iloc[i].astype(str).to_numpy(),
+            lambda i: [f"date {d} has a time of day; daily bars are dated at midnight"
+                       for d in work["date"].iloc[i]])
+    if tod.any() and policy == "repair":
+        col.change("set_value", work.loc[tod], "date", work.loc[tod, "date"].to_numpy(),
+                   day[tod].to_numpy(), "time of day removed (repair)")
+        work.loc[tod, "date"] = day[tod]
+        tod = np.zeros(len(work), dtype=bool)
 
     bad_value = np.zeros(len(work), dtype=bool)
     for c in (*PRICE_COLUMNS, "volume", *OPTIONAL_NUMERIC):
@@ -488,6 +519,7 @@ def validate_bars(
     bad_date = bad_date[work["_row"].to_numpy()]
     sym_missing = sym_missing[work["_row"].to_numpy()]
     bad_value = bad_value[work["_row"].to_numpy()]
+    tod = tod[work["_row"].to_numpy()]
     dup = work.duplicated(["symbol", "date"], keep="last").to_numpy() & key_ok
     col.add("duplicate_row", work, dup, None, work["close"].to_numpy(),
             "(date, symbol) repeats; a later row wins")
@@ -495,6 +527,7 @@ def validate_bars(
     # ---- values
     err = {name: np.zeros(len(work), dtype=bool) for name in CHECKS}
     err["bad_date"], err["missing_symbol"], err["bad_value"] = bad_date, sym_missing, bad_value
+    err["time_of_day"] = tod
     err["duplicate_row"] = dup
     finite = {}
     for c in PRICE_COLUMNS:
