@@ -179,6 +179,9 @@ def _format_of(path: Path) -> str | None:
 
 
 def _file_columns(path: Path) -> list[str]:
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes); expected a header and rows of bars "
+                        "(date, symbol, open, high, low, close, volume)")
     try:
         if _format_of(path) == "parquet":
             import pyarrow.parquet as pq
@@ -336,6 +339,9 @@ def load_bars(
         notes: list[dict[str, Any]] = []
         for f in files:
             part = _read_pandas(f, to_read[f], renames[f], symbols)
+            if part.empty and (symbols is None or _format_of(f) == "csv"):
+                raise DataError(f"{f}: no rows (header-only file); expected rows of bars "
+                                "(date, symbol, open, high, low, close, volume)")
             part = part.rename(columns=renames[f])
             parts.append(_filter_pandas(part, symbols, start, end, str(f), date_format, notes))
         df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else \
@@ -412,7 +418,7 @@ def _dates_ns(col: pd.Series, date_format: str | None, source: str) -> pd.Series
 def load_panel(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     backend: BackendName | Backend = "auto",
-    validate: Policy | None = "raise",
+    validate: Policy | None = "auto",
     market: str | MarketConfig | None = None,
     fields: Sequence[str] | None = None,
     symbols: Sequence[str] | None = None,
@@ -433,8 +439,11 @@ def load_panel(
         As for :func:`load_bars` (a lazy engine is computed before validation).
     backend : {"auto", "cpu", "gpu"} or Backend
         Where the Panel's arrays go.
-    validate : {"raise", "drop", "repair"} or None
-        Validation policy (:func:`~qilin.data.validation.validate_bars`); ``None`` skips
+    validate : {"auto", "raise", "drop", "repair"} or None
+        Validation policy (:func:`~qilin.data.validation.validate_bars`). ``auto`` (the
+        default) stops only on findings that would corrupt results (decimal shifts,
+        repeated rows with different values, bad dates or symbols ...) and passes the rest
+        (NaN prices are missing data), with every finding in the report; ``None`` skips
         validation (a repeated ``(date, symbol)`` still fails in ``Panel.from_long``).
     market : {"cn", "us"}, MarketConfig or None
         Enables market-specific checks (A-share price limits for ``cn``).
@@ -450,7 +459,9 @@ def load_panel(
     Raises
     ------
     ValidationError
-        Under ``validate="raise"`` when the bars have error findings.
+        Under ``validate="raise"`` when the bars have error findings, under ``"auto"``
+        when they have findings that would corrupt results (the message names the
+        policies to choose from and what each would change).
     DataError, BackendError
         As for :func:`load_bars`.
     """
@@ -460,6 +471,9 @@ def load_panel(
         df = df.compute()
         if engine == "dask_cudf":
             df = df.to_pandas()
+        if df.empty:
+            raise DataError(f"{path}: no rows (empty or header-only files, or filters that "
+                            "match nothing)")
         merged: dict[str, str] = {}
         for ren in _plan(resolve_paths(path), None, aliases)[0].values():
             merged.update(ren)
@@ -471,7 +485,8 @@ def load_panel(
         df, report = validate_bars(df, policy=validate, market=market,
                                    source=df.attrs.get("source"), **validate_options)
         if not report.ok:
-            log.warning("%s", report.summary())
+            log.warning("%s (findings kept in the report; the bars are used as they are "
+                        "where a finding does not stop the run)", report.brief())
     panel = Panel.from_long(df, fields=fields, backend=get_backend(backend), dtype=dtype)
     return (panel, report) if return_report else panel
 
