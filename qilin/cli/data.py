@@ -3,8 +3,8 @@
 ``qilin data validate PATH [--date-format FMT] [--market cn|us]
 [--policy raise|auto|drop|repair] [--report OUT.json] [--out CLEAN.parquet]`` prints the
 validation summary and exits 1 when there are error-severity findings (0 otherwise).
-``qilin data synth --symbols N --days T --seed S --out PATH`` writes synthetic bars to Parquet or CSV (by extension, atomically), with
-progress on stderr.
+``qilin data synth --symbols N --days T --seed S --out PATH`` writes synthetic bars to
+Parquet or CSV (by extension, atomically), with progress on stderr.
 
 Examples
 --------
