@@ -45,6 +45,7 @@ from qilin.backend import Backend, BackendName, get_backend
 from qilin.config import MarketConfig
 from qilin.data.dates import parse_dates
 from qilin.data.panel import Panel
+from qilin.data.qlib import is_qlib_folder, read_qlib_bars
 from qilin.data.validation import Policy, ValidationReport, validate_bars
 from qilin.errors import BackendError, DataError
 
@@ -297,7 +298,9 @@ def load_bars(
     Parameters
     ----------
     path : path, glob or list of them
-        One file, a directory, a glob (``data/*.parquet``) or a list.
+        One file, a directory, a glob (``data/*.parquet``) or a list; or a Qlib data folder
+        (``calendars/``, ``instruments/``, ``features/``, detected by its layout and read
+        with :func:`qilin.data.qlib.read_qlib_bars`).
     engine : {"pandas", "dask", "dask_cudf"}
         ``pandas`` returns an in-memory DataFrame; ``dask`` a lazy dask DataFrame (one
         partition per file or row group); ``dask_cudf`` a lazy dask-cuDF DataFrame on GPU.
@@ -330,6 +333,8 @@ def load_bars(
     """
     if engine not in ENGINES:
         raise DataError(f"parameter engine: expected one of {ENGINES}, got {engine!r}")
+    if not isinstance(path, list | tuple) and is_qlib_folder(path):
+        return _load_qlib(path, engine, columns, symbols, start, end)
     files = resolve_paths(path)
     source = os.fspath(path) if not isinstance(path, list | tuple) else ", ".join(map(str, path))
     renames, to_read = _plan(files, columns, aliases)
@@ -351,6 +356,31 @@ def load_bars(
         df.attrs["normalisations"] = notes
         return df
     return _load_lazy(files, engine, renames, to_read, symbols, start, end, date_format)
+
+
+def _load_qlib(path: str | os.PathLike[str], engine: str, columns: Sequence[str] | None,
+               symbols: Sequence[str] | None, start: Any, end: Any) -> Any:
+    """A Qlib data folder as long bars (read eagerly; ``dask`` gets one partition)."""
+    df, notes = read_qlib_bars(path, start=start, end=end)
+    if symbols is not None:
+        df = df[df["symbol"].isin(list(symbols))].reset_index(drop=True)
+    if columns is not None:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise DataError(f"Qlib folder {path}: no field {missing[0]!r}; fields: "
+                            f"{sorted(df.columns)}")
+        df = df[list(columns)]
+    df.attrs["source"] = os.fspath(path)
+    df.attrs["renamed_columns"] = {}
+    df.attrs["normalisations"] = notes
+    if engine == "pandas":
+        return df
+    if engine == "dask":
+        import dask.dataframe as dd
+
+        return dd.from_pandas(df, npartitions=1)
+    raise DataError(f"Qlib folder {path}: engine {engine!r} is not supported for Qlib folders; "
+                    "use engine='pandas' or 'dask'")
 
 
 def _load_lazy(files: list[Path], engine: str, renames: dict[Path, dict[str, str]],
@@ -475,8 +505,9 @@ def load_panel(
             raise DataError(f"{path}: no rows (empty or header-only files, or filters that "
                             "match nothing)")
         merged: dict[str, str] = {}
-        for ren in _plan(resolve_paths(path), None, aliases)[0].values():
-            merged.update(ren)
+        if isinstance(path, list | tuple) or not is_qlib_folder(path):
+            for ren in _plan(resolve_paths(path), None, aliases)[0].values():
+                merged.update(ren)
         df.attrs["renamed_columns"] = merged
         df.attrs["source"] = os.fspath(path) if not isinstance(path, list | tuple) \
             else str(path)

@@ -68,9 +68,9 @@ def test_corrupted_copies_stop_naming_the_flag(request, tmp_path, which, corrupt
     for choice in ("--validate", "'repair'", "'drop'", "'none'"):
         assert choice in msg
     # each named choice does what the message says
-    panel, rep = load_panel(path, backend="cpu", validate="repair", return_report=True)
+    _, rep = load_panel(path, backend="cpu", validate="repair", return_report=True)
     assert rep.n_rows_out < rep.n_rows_in
-    panel, rep = load_panel(path, backend="cpu", validate="drop", return_report=True)
+    _, rep = load_panel(path, backend="cpu", validate="drop", return_report=True)
     assert rep.n_rows_out < rep.n_rows_in
     # the clean subset loads under the default
     df.to_parquet(path, index=False)
@@ -81,6 +81,6 @@ def test_identical_duplicates_pass_and_are_recorded(sp500_path, tmp_path) -> Non
     df = _subset(sp500_path, 5)
     path = tmp_path / "dup.parquet"
     pd.concat([df, df.iloc[[7]]], ignore_index=True).to_parquet(path, index=False)
-    panel, rep = load_panel(path, backend="cpu", return_report=True)
+    _, rep = load_panel(path, backend="cpu", return_report=True)
     assert rep.n_rows_out == len(df)
     assert set(rep.changes["action"]) >= {"drop_row", "dedupe"}
