@@ -291,3 +291,31 @@ def test_outputs_follow_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_monitor_alerts_writer_killed_mid_replay(tmp_path: Path) -> None:
+    """``qilin monitor replay`` streams alerts to a temporary file: killed, nothing is lost."""
+    bars = tmp_path / "bars.parquet"
+    save_bars(synthetic_bars(n_symbols=20, n_days=120, seed=5), bars)
+    out = tmp_path / "alerts" / "alerts.jsonl"
+    out.parent.mkdir()
+    out.write_text('{"previous": true}\n')
+    cmd = [sys.executable, "-m", "qilin.cli", "monitor", "replay", "--data", str(bars),
+           "--alerts", str(out), "--metrics-port", "-1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([*cmd, "--speed", "20"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline and not _temps(out.parent) and proc.poll() is None:
+            time.sleep(0.05)
+        assert _temps(out.parent), "the replay should be writing a temporary file"
+        assert out.read_text() == '{"previous": true}\n'  # readers see the old file only
+    finally:
+        _kill(proc)
+    left = _temps(out.parent)
+    assert len(left) == 1 and out.read_text() == '{"previous": true}\n'
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    assert _temps(out.parent) == [], f"temporary files accumulate: {_temps(out.parent)}"
+    assert "previous" not in out.read_text()
