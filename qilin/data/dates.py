@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from qilin.errors import DataError
@@ -93,22 +94,32 @@ def parse_dates(
                            f"{where}: integers read as YYYYMMDD", column))
         return pd.to_datetime(col.astype("string"), format="%Y%m%d",
                               errors="coerce").astype("datetime64[ns]"), notes
-    text = col.astype("string").str.strip()
-    present = text.dropna()
+    codes, uniques = pd.factorize(col.astype("string").str.strip())
+    parsed = _parse_text(pd.Series(uniques, dtype="string"), col.dtype, date_format, where,
+                         column, notes)
+    out = parsed.to_numpy()[codes]  # each distinct text is parsed once
+    out[codes < 0] = np.datetime64("NaT")
+    return pd.Series(out, index=col.index, name=col.name, dtype="datetime64[ns]"), notes
+
+
+def _parse_text(text: pd.Series, dtype: Any, date_format: str | None, where: str, column: str,
+                notes: list[dict[str, Any]]) -> pd.Series:
+    """Parse distinct date texts (no missing values) into naive ``datetime64[ns]``."""
+    present = text
     if date_format is not None:
-        notes.append(_note("convert_dtype", str(col.dtype), "datetime64[ns]",
+        notes.append(_note("convert_dtype", str(dtype), "datetime64[ns]",
                            f"{where}: text dates read with date_format={date_format!r}", column))
         try:
             out = pd.to_datetime(text, format=date_format, errors="coerce")
         except (ValueError, TypeError) as exc:
             raise DataError(f"{where}: date_format {date_format!r} is not a valid strptime "
                             f"format ({exc}); e.g. '%d/%m/%Y'") from None
-        return _naive(out, notes, where, column), notes
+        return _naive(out, notes, where, column)
     if len(present) and present.str.fullmatch(r"\d{8}").all():
-        notes.append(_note("convert_dtype", str(col.dtype), "datetime64[ns]",
+        notes.append(_note("convert_dtype", str(dtype), "datetime64[ns]",
                            f"{where}: text dates read as YYYYMMDD", column))
         return pd.to_datetime(text, format="%Y%m%d", errors="coerce").astype(
-            "datetime64[ns]"), notes
+            "datetime64[ns]")
     has_offset = present.str.contains(_TIME.replace("(", "(?:", 1) + r"\s*" + _OFFSET,
                                       regex=True)
     if has_offset.any():
@@ -121,19 +132,19 @@ def parse_dates(
         present = text.dropna()
     fmt = _day_month_order(present, where)
     if fmt is not None:
-        notes.append(_note("convert_dtype", str(col.dtype), "datetime64[ns]",
+        notes.append(_note("convert_dtype", str(dtype), "datetime64[ns]",
                            f"{where}: text dates read {fmt[1]}", column))
         out = pd.to_datetime(text, dayfirst=fmt[0], errors="coerce", format="mixed")
     else:
         if len(present):
-            notes.append(_note("convert_dtype", str(col.dtype), "datetime64[ns]",
+            notes.append(_note("convert_dtype", str(dtype), "datetime64[ns]",
                                f"{where}: text dates parsed", column))
         try:
             out = pd.to_datetime(text, errors="coerce", format="mixed")
         except (ValueError, TypeError) as exc:
             raise DataError(f"{where}: cannot parse the dates ({exc}); pass date_format "
                             "(--date-format), e.g. '%Y-%m-%d'") from None
-    return _naive(out, notes, where, column), notes
+    return _naive(out, notes, where, column)
 
 
 def _naive(out: pd.Series, notes: list[dict[str, Any]], where: str, column: str) -> pd.Series:

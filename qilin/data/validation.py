@@ -652,7 +652,7 @@ def validate_bars(
                 f"first: {first['check']} {loc} ({first['detail']})", rep)
         out = work
     elif policy == "auto":
-        conflict = dup & _conflicting(work)
+        conflict = dup & _conflicting(work) if dup.any() else dup
         block = conflict | (err["jump_reversal"] & decimal)
         for name in BLOCKING:
             block |= err[name]
