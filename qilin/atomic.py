@@ -4,6 +4,14 @@ Everything is first written under a temporary name in the destination's own fold
 file system) and then moved into place with ``os.replace``; on any error the temporary file
 or folder is removed and the destination is left as it was.
 
+Temporary names never look like data: they are hidden and end without a data extension,
+``.NAME.tmp-HOST-PID-RANDOM`` (see :func:`temp_name`), so a folder or glob load never picks
+up a write in progress, and :func:`is_temp_name` tells readers what to skip. A writer that is
+killed (``SIGKILL``, power loss) cannot remove its temporary file; the next atomic write to the
+same folder removes the ones whose process is gone (same host, dead PID) and logs how many
+(:func:`clean_stale_temps`). Files get the mode a plain ``open()`` would give them and folders
+the mode ``mkdir`` would (both from the process umask), not ``mkstemp``'s 0600/0700.
+
 Examples
 --------
 >>> import tempfile, json
@@ -17,55 +25,181 @@ Examples
 ...         _ = tmp.write_text("hello")
 ...     (Path(d) / "b.txt").read_text()
 'hello'
+>>> is_temp_name(temp_name("bars.csv")), temp_name("bars.csv").endswith(".csv")
+(True, False)
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
+#: Temporary names: ``.NAME.tmp-HOST-PID-RANDOM`` (HOST: lower-case letters and digits).
+_TEMP_RE = re.compile(r"^\..+\.tmp-(?P<host>[0-9a-z]{1,16})-(?P<pid>\d+)-[0-9a-f]{8}$")
+_HOST = re.sub(r"[^0-9a-z]", "", socket.gethostname().lower())[:16] or "host"
+#: Seconds between two stale-temp scans of the same folder by one process.
+CLEAN_INTERVAL_S = 60.0
+_last_clean: dict[str, float] = {}
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux ``/proc``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def default_file_mode() -> int:
     """``0o666`` minus the process umask: the mode ``open()`` would give a new file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~current_umask()
+
+
+def default_dir_mode() -> int:
+    """``0o777`` minus the process umask: the mode ``mkdir`` would give a new folder."""
+    return 0o777 & ~current_umask()
+
+
+def temp_name(name: str) -> str:
+    """A fresh temporary name for a write to ``name``: hidden, no data extension.
+
+    Examples
+    --------
+    >>> t = temp_name("bars.parquet")
+    >>> t.startswith(".bars.parquet.tmp-"), t.endswith(".parquet"), is_temp_name(t)
+    (True, False, True)
+    """
+    return f".{name}.tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a name made by :func:`temp_name` (a write in progress or a killed one).
+
+    Examples
+    --------
+    >>> is_temp_name(".bars.csv.tmp-box1-42-0a1b2c3d"), is_temp_name("bars.csv")
+    (True, False)
+    """
+    return _TEMP_RE.match(name) is not None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | os.PathLike[str], force: bool = False) -> list[Path]:
+    """Remove temporary files/folders in ``folder`` left by killed writers; return them.
+
+    Only names made by :func:`temp_name` on this host whose process no longer exists are
+    removed (a write in progress, here or on another host sharing the folder, is left
+    alone). Each folder is scanned at most once per :data:`CLEAN_INTERVAL_S` per process
+    unless ``force``. What is removed is logged as a warning.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / f".a.csv.tmp-{_HOST}-999999999-0123abcd").write_text("partial")
+    >>> [p.name[:10] for p in clean_stale_temps(d, force=True)], list(d.iterdir())
+    (['.a.csv.tmp'], [])
+    >>> d.rmdir()
+    """
+    path = Path(folder)
+    key = os.path.abspath(path)
+    now = time.monotonic()
+    if not force and now - _last_clean.get(key, -math.inf) < CLEAN_INTERVAL_S:
+        return []
+    _last_clean[key] = now
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m is None or m["host"] != _HOST or _pid_alive(int(m["pid"])):
+            continue
+        p = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except FileNotFoundError:
+            continue  # another process cleaned it first
+        except OSError as exc:
+            log.warning("cannot remove stale temporary %s left by a killed writer: %s", p, exc)
+            continue
+        removed.append(p)
+    if removed:
+        log.warning("removed %d stale temporary file(s)/folder(s) left by killed writers in %s: "
+                    "%s", len(removed), path, ", ".join(p.name for p in removed[:5]))
+    return removed
+
+
+def _prepare(target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(target.parent)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], keep_suffix: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file path next to ``path``; move it to ``path`` on success.
 
-    The file gets the mode a plain ``open()`` would give it (not ``mkstemp``'s 0600).
-    ``keep_suffix`` ends the temporary name with ``path``'s extensions, for writers that
-    infer the format from the name.
+    The temporary name comes from :func:`temp_name` (hidden, no data extension: writers
+    that infer a format from the name must be told the format). The file gets the mode a
+    plain ``open()`` would give it (not ``mkstemp``'s 0600). Stale temporary files of killed
+    writers in the same folder are removed first (:func:`clean_stale_temps`).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes) if keep_suffix and target.suffixes else ".tmp"
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    _prepare(target)
+    tmp = target.parent / temp_name(target.name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     os.close(fd)
     try:
-        yield Path(tmp)
+        yield tmp
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; rename it to ``path`` on success.
+
+    The folder (and the final one) gets the mode ``mkdir`` would give it under the process
+    umask. Stale temporary folders of killed writers next to ``path`` are removed first.
 
     Parameters
     ----------
@@ -80,15 +214,16 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
         When ``path`` exists and ``overwrite`` is False.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _prepare(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists")
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    tmp = target.parent / temp_name(target.name)
+    tmp.mkdir()
     try:
+        os.chmod(tmp, default_dir_mode())
         yield tmp
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            old = target.parent / temp_name(target.name)
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)

@@ -1,10 +1,10 @@
 """``qilin data``: validate bar files and generate the synthetic market.
 
-``qilin data validate PATH [--market cn|us] [--policy raise|drop|repair] [--report OUT.json]
-[--out CLEAN.parquet]`` prints the validation summary and exits 1 when there are
-error-severity findings (0 otherwise). ``qilin data synth --symbols N --days T --seed S
---out PATH`` writes synthetic bars to Parquet or CSV (by extension, atomically), with
-progress on stderr.
+``qilin data validate PATH [--date-format FMT] [--market cn|us]
+[--policy raise|auto|drop|repair] [--report OUT.json] [--out CLEAN.parquet]`` prints the
+validation summary and exits 1 when there are error-severity findings (0 otherwise).
+``qilin data synth --symbols N --days T --seed S --out PATH`` writes synthetic bars to
+Parquet or CSV (by extension, atomically), with progress on stderr.
 
 Examples
 --------
@@ -22,6 +22,7 @@ import argparse
 import sys
 from typing import Any
 
+from qilin.cli.common import add_data_arguments
 from qilin.errors import ValidationError
 
 
@@ -31,11 +32,12 @@ def register(subparsers: Any) -> None:
     sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
 
     val = sub.add_parser("validate", help="check a bar file (Parquet/CSV, dir or glob)")
-    val.add_argument("path", help="file, directory or glob of long daily bars")
+    add_data_arguments(val, positional=True, validate=False)
     val.add_argument("--market", choices=("cn", "us"), default=None,
                      help="market rules to check (cn: A-share price limits, preclose)")
-    val.add_argument("--policy", choices=("raise", "drop", "repair"), default="raise",
-                     help="what to do with bad rows (affects --out; default: raise)")
+    val.add_argument("--policy", choices=("raise", "auto", "drop", "repair"), default="raise",
+                     help="what to do with bad rows (affects --out; default: raise; auto: "
+                          "fail only on findings that would corrupt results)")
     val.add_argument("--report", metavar="OUT.json", default=None,
                      help="write the full report (every finding and change) as JSON")
     val.add_argument("--out", metavar="CLEAN", default=None,
@@ -60,10 +62,11 @@ def _validate(args: argparse.Namespace) -> int:
     from qilin.data.loader import load_bars, save_bars
     from qilin.data.validation import validate_bars
 
-    bars = load_bars(args.path)
+    bars = load_bars(args.path, date_format=args.date_format)
     try:
         clean, report = validate_bars(bars, policy=args.policy, market=args.market,
-                                      jump_threshold=args.jump_threshold, source=args.path)
+                                      jump_threshold=args.jump_threshold, source=args.path,
+                                      date_format=args.date_format)
     except ValidationError as exc:
         if exc.report is None:
             raise
@@ -74,7 +77,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"report written to {args.report}")
     if args.out:
         if clean is None:
-            print(f"not writing {args.out}: the bars failed under policy 'raise' "
+            print(f"not writing {args.out}: the bars failed under policy {args.policy!r} "
                   "(use --policy drop or repair)", file=sys.stderr)
         else:
             save_bars(clean, args.out)

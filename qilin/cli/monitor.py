@@ -30,13 +30,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from qilin.atomic import atomic_path
 from qilin.config import load_config
 from qilin.errors import MonitoringError
 from qilin.monitoring.alerts import AlertManager, JsonlFileHandler, LogHandler
 from qilin.monitoring.prometheus import MetricsServer, QilinMetrics
 from qilin.monitoring.replay import (
     MonitorRules,
-    finalize_atomic,
     load_frame,
     load_rules,
     replay_frame,
@@ -60,20 +60,22 @@ def _replay(args: argparse.Namespace) -> int:
                               f"{args.speed}")
     frame = load_frame(args.data)
     out = Path(args.alerts)
-    partial = out.parent / f".{out.name}.partial"
-    partial.unlink(missing_ok=True)
     metrics = QilinMetrics(symbol_labels=args.symbol_labels)
     server = _serve(metrics, args.metrics_host, args.metrics_port)
-    handlers = [JsonlFileHandler(partial, name="jsonl")]
-    if args.log_alerts:
-        handlers.append(LogHandler())
-    manager = AlertManager(handlers, cooldown_s=rules.cooldown_s,
-                           max_per_second=rules.max_per_second,
-                           handler_timeout_s=5.0, metrics=metrics)
     try:
-        summary = replay_frame(frame, rules, manager, metrics, speed=args.speed)
-        manager.close()
-        finalize_atomic(partial, out)
+        # alerts go to a temporary file (qilin.atomic: never mistaken for data, cleaned up
+        # after a killed run) that replaces ``out`` only when the replay is complete
+        with atomic_path(out) as partial:
+            handlers = [JsonlFileHandler(partial, name="jsonl")]
+            if args.log_alerts:
+                handlers.append(LogHandler())
+            manager = AlertManager(handlers, cooldown_s=rules.cooldown_s,
+                                   max_per_second=rules.max_per_second,
+                                   handler_timeout_s=5.0, metrics=metrics)
+            try:
+                summary = replay_frame(frame, rules, manager, metrics, speed=args.speed)
+            finally:
+                manager.close()
         if args.textfile:
             metrics.write_textfile(args.textfile)
         for line in summary.lines():
@@ -82,8 +84,6 @@ def _replay(args: argparse.Namespace) -> int:
         if server is not None and args.linger > 0:
             time.sleep(args.linger)
     finally:
-        manager.close()
-        partial.unlink(missing_ok=True)
         if server is not None:
             server.close()
     return 0

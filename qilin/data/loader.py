@@ -3,7 +3,8 @@
 Input is one row per ``(date, symbol)`` with ``date, symbol, open, high, low, close, volume``
 and optionally ``amount, preclose, adj_factor, name, industry, float_mcap`` (other columns
 are kept). ``path`` is one file, a directory (every ``.parquet``/``.pq``/``.csv``/``.csv.gz``
-file below it, in sorted order) or a glob pattern.
+file below it, in sorted order, skipping hidden files and folders) or a glob pattern
+(temporary files of atomic writes are skipped).
 
 Column names are normalised explicitly and reported: names are lower-cased with spaces turned
 into underscores, then the aliases in :data:`COLUMN_ALIASES` (``ts_code`` -> ``symbol``,
@@ -39,16 +40,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from qilin.atomic import atomic_path
+from qilin.atomic import atomic_path, is_temp_name
 from qilin.backend import Backend, BackendName, get_backend
 from qilin.config import MarketConfig
+from qilin.data.dates import parse_dates
 from qilin.data.panel import Panel
-from qilin.data.validation import (
-    Policy,
-    ValidationReport,
-    _parse_dates,
-    validate_bars,
-)
+from qilin.data.qlib import is_qlib_folder, read_qlib_bars
+from qilin.data.validation import Policy, ValidationReport, validate_bars
 from qilin.errors import BackendError, DataError
 
 log = logging.getLogger(__name__)
@@ -121,6 +119,10 @@ def normalize_columns(
 def resolve_paths(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files named by ``path``: a file, a directory (searched recursively) or a glob.
 
+    Hidden files and folders below a directory, and temporary files of atomic writes
+    (:func:`qilin.atomic.is_temp_name`) matched by a glob, are skipped: they are writes in
+    progress or leftovers of killed writers, never data.
+
     Raises
     ------
     DataError
@@ -133,10 +135,15 @@ def resolve_paths(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         return out
     text = os.fspath(path)
     if any(ch in text for ch in "*?["):
-        files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
+        found = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
+        files = [p for p in found if not is_temp_name(p.name)]
+        _log_skipped(len(found) - len(files), text)
         where = f"glob {text!r}"
     elif os.path.isdir(text):
-        files = sorted(p for p in Path(text).rglob("*") if p.is_file() and _format_of(p))
+        root = Path(text)
+        found = sorted(p for p in root.rglob("*") if p.is_file() and _format_of(p))
+        files = [p for p in found if not _hidden_below(p, root)]
+        _log_skipped(len(found) - len(files), text)
         where = f"directory {text}"
     elif os.path.exists(text):
         files = [Path(text)]
@@ -151,6 +158,18 @@ def resolve_paths(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     return files
 
 
+def _hidden_below(path: Path, root: Path) -> bool:
+    """True when ``path`` or a folder between ``root`` and it is hidden or a temporary name."""
+    return any(part.startswith(".") or is_temp_name(part)
+               for part in path.relative_to(root).parts)
+
+
+def _log_skipped(n: int, where: str) -> None:
+    if n:
+        log.info("%s: skipped %d hidden or temporary file(s) (writes in progress or left by "
+                 "killed writers)", where, n)
+
+
 def _format_of(path: Path) -> str | None:
     name = path.name.lower()
     if name.endswith(_PARQUET_SUFFIXES):
@@ -161,6 +180,9 @@ def _format_of(path: Path) -> str | None:
 
 
 def _file_columns(path: Path) -> list[str]:
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes); expected a header and rows of bars "
+                        "(date, symbol, open, high, low, close, volume)")
     try:
         if _format_of(path) == "parquet":
             import pyarrow.parquet as pq
@@ -208,9 +230,12 @@ def _report_renames(renames: dict[Path, dict[str, str]]) -> dict[str, str]:
 
 
 def _filter_pandas(df: pd.DataFrame, symbols: Sequence[str] | None, start: Any, end: Any,
-                   source: str) -> pd.DataFrame:
+                   source: str, date_format: str | None = None,
+                   notes: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     if "date" in df.columns:
-        df["date"] = _parse_dates(df["date"])
+        df["date"], found = parse_dates(df["date"], date_format=date_format, source=source)
+        if notes is not None:
+            notes.extend(found)
         n_bad = int(df["date"].isna().sum())
         if n_bad:
             log.warning("%s: %d row(s) with an unparseable date (kept as NaT)", source, n_bad)
@@ -266,13 +291,16 @@ def load_bars(
     start: str | pd.Timestamp | None = None,
     end: str | pd.Timestamp | None = None,
     aliases: bool | Mapping[str, str] = True,
+    date_format: str | None = None,
 ) -> Any:
     """Read long daily bars from Parquet or CSV.
 
     Parameters
     ----------
     path : path, glob or list of them
-        One file, a directory, a glob (``data/*.parquet``) or a list.
+        One file, a directory, a glob (``data/*.parquet``) or a list; or a Qlib data folder
+        (``calendars/``, ``instruments/``, ``features/``, detected by its layout and read
+        with :func:`qilin.data.qlib.read_qlib_bars`).
     engine : {"pandas", "dask", "dask_cudf"}
         ``pandas`` returns an in-memory DataFrame; ``dask`` a lazy dask DataFrame (one
         partition per file or row group); ``dask_cudf`` a lazy dask-cuDF DataFrame on GPU.
@@ -284,12 +312,17 @@ def load_bars(
         Inclusive date range.
     aliases : bool or mapping
         Column-name normalisation, see :func:`normalize_columns`.
+    date_format : str, optional
+        ``strptime`` format of text dates (``"%d/%m/%Y"``); without it, day/month-order
+        text dates whose order the data cannot tell are refused (never guessed), see
+        :func:`qilin.data.dates.parse_dates`.
 
     Returns
     -------
     DataFrame or dask DataFrame
         ``date`` parsed to ``datetime64[ns]``, ``symbol`` as strings; ``attrs`` holds
-        ``source`` and ``renamed_columns`` (pandas engine).
+        ``source``, ``renamed_columns`` and ``normalisations`` (dates parsed, time zones
+        dropped; pandas engine), which validation copies into its report.
 
     Raises
     ------
@@ -300,27 +333,59 @@ def load_bars(
     """
     if engine not in ENGINES:
         raise DataError(f"parameter engine: expected one of {ENGINES}, got {engine!r}")
+    if not isinstance(path, list | tuple) and is_qlib_folder(path):
+        return _load_qlib(path, engine, columns, symbols, start, end)
     files = resolve_paths(path)
     source = os.fspath(path) if not isinstance(path, list | tuple) else ", ".join(map(str, path))
     renames, to_read = _plan(files, columns, aliases)
     merged = _report_renames(renames)
     if engine == "pandas":
         parts = []
+        notes: list[dict[str, Any]] = []
         for f in files:
             part = _read_pandas(f, to_read[f], renames[f], symbols)
+            if part.empty and (symbols is None or _format_of(f) == "csv"):
+                raise DataError(f"{f}: no rows (header-only file); expected rows of bars "
+                                "(date, symbol, open, high, low, close, volume)")
             part = part.rename(columns=renames[f])
-            parts.append(_filter_pandas(part, symbols, start, end, str(f)))
+            parts.append(_filter_pandas(part, symbols, start, end, str(f), date_format, notes))
         df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else \
             parts[0].reset_index(drop=True)
         df.attrs["source"] = source
         df.attrs["renamed_columns"] = merged
+        df.attrs["normalisations"] = notes
         return df
-    return _load_lazy(files, engine, renames, to_read, symbols, start, end)
+    return _load_lazy(files, engine, renames, to_read, symbols, start, end, date_format)
+
+
+def _load_qlib(path: str | os.PathLike[str], engine: str, columns: Sequence[str] | None,
+               symbols: Sequence[str] | None, start: Any, end: Any) -> Any:
+    """A Qlib data folder as long bars (read eagerly; ``dask`` gets one partition)."""
+    df, notes = read_qlib_bars(path, start=start, end=end)
+    if symbols is not None:
+        df = df[df["symbol"].isin(list(symbols))].reset_index(drop=True)
+    if columns is not None:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise DataError(f"Qlib folder {path}: no field {missing[0]!r}; fields: "
+                            f"{sorted(df.columns)}")
+        df = df[list(columns)]
+    df.attrs["source"] = os.fspath(path)
+    df.attrs["renamed_columns"] = {}
+    df.attrs["normalisations"] = notes
+    if engine == "pandas":
+        return df
+    if engine == "dask":
+        import dask.dataframe as dd
+
+        return dd.from_pandas(df, npartitions=1)
+    raise DataError(f"Qlib folder {path}: engine {engine!r} is not supported for Qlib folders; "
+                    "use engine='pandas' or 'dask'")
 
 
 def _load_lazy(files: list[Path], engine: str, renames: dict[Path, dict[str, str]],
                to_read: dict[Path, list[str] | None], symbols: Sequence[str] | None,
-               start: Any, end: Any) -> Any:
+               start: Any, end: Any, date_format: str | None = None) -> Any:
     formats = {_format_of(f) for f in files}
     if len(formats) > 1:
         raise DataError(f"engine {engine!r} reads one format at a time; got Parquet and CSV "
@@ -356,7 +421,8 @@ def _load_lazy(files: list[Path], engine: str, renames: dict[Path, dict[str, str
     ddf = ddf.rename(columns=ren)
     if "date" in ddf.columns:
         if engine == "dask":
-            ddf["date"] = ddf["date"].map_partitions(_dates_ns, meta=("date", "datetime64[ns]"))
+            ddf["date"] = ddf["date"].map_partitions(_dates_ns, date_format, names[0],
+                                                     meta=("date", "datetime64[ns]"))
         else:
             ddf["date"] = ddf["date"].astype("datetime64[ns]")
     if symbols is not None:
@@ -371,14 +437,18 @@ def _load_lazy(files: list[Path], engine: str, renames: dict[Path, dict[str, str
     return ddf
 
 
-def _dates_ns(col: pd.Series) -> pd.Series:
-    return _parse_dates(col).astype("datetime64[ns]")
+def _dates_ns(col: pd.Series, date_format: str | None, source: str) -> pd.Series:
+    dates, notes = parse_dates(col, date_format=date_format, source=source)
+    for note in notes:
+        if note["action"] == "drop_timezone":
+            log.warning("%s", note["reason"])
+    return dates
 
 
 def load_panel(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     backend: BackendName | Backend = "auto",
-    validate: Policy | None = "raise",
+    validate: Policy | None = "auto",
     market: str | MarketConfig | None = None,
     fields: Sequence[str] | None = None,
     symbols: Sequence[str] | None = None,
@@ -386,6 +456,7 @@ def load_panel(
     end: str | pd.Timestamp | None = None,
     engine: Engine = "pandas",
     aliases: bool | Mapping[str, str] = True,
+    date_format: str | None = None,
     dtype: Any = np.float64,
     return_report: bool = False,
     **validate_options: Any,
@@ -394,12 +465,15 @@ def load_panel(
 
     Parameters
     ----------
-    path, engine, symbols, start, end, aliases
+    path, engine, symbols, start, end, aliases, date_format
         As for :func:`load_bars` (a lazy engine is computed before validation).
     backend : {"auto", "cpu", "gpu"} or Backend
         Where the Panel's arrays go.
-    validate : {"raise", "drop", "repair"} or None
-        Validation policy (:func:`~qilin.data.validation.validate_bars`); ``None`` skips
+    validate : {"auto", "raise", "drop", "repair"} or None
+        Validation policy (:func:`~qilin.data.validation.validate_bars`). ``auto`` (the
+        default) stops only on findings that would corrupt results (decimal shifts,
+        repeated rows with different values, bad dates or symbols ...) and passes the rest
+        (NaN prices are missing data), with every finding in the report; ``None`` skips
         validation (a repeated ``(date, symbol)`` still fails in ``Panel.from_long``).
     market : {"cn", "us"}, MarketConfig or None
         Enables market-specific checks (A-share price limits for ``cn``).
@@ -415,35 +489,35 @@ def load_panel(
     Raises
     ------
     ValidationError
-        Under ``validate="raise"`` when the bars have error findings.
+        Under ``validate="raise"`` when the bars have error findings, under ``"auto"``
+        when they have findings that would corrupt results (the message names the
+        policies to choose from and what each would change).
     DataError, BackendError
         As for :func:`load_bars`.
     """
-    df = load_bars(path, engine=engine, symbols=symbols, start=start, end=end, aliases=aliases)
+    df = load_bars(path, engine=engine, symbols=symbols, start=start, end=end, aliases=aliases,
+                   date_format=date_format)
     if engine != "pandas":
         df = df.compute()
         if engine == "dask_cudf":
             df = df.to_pandas()
-        merged = {}
-        for ren in _plan(resolve_paths(path), None, aliases)[0].values():
-            merged.update(ren)
-        source = os.fspath(path) if not isinstance(path, list | tuple) else str(path)
-    else:
-        merged = df.attrs.get("renamed_columns", {})
-        source = df.attrs.get("source")
+        if df.empty:
+            raise DataError(f"{path}: no rows (empty or header-only files, or filters that "
+                            "match nothing)")
+        merged: dict[str, str] = {}
+        if isinstance(path, list | tuple) or not is_qlib_folder(path):
+            for ren in _plan(resolve_paths(path), None, aliases)[0].values():
+                merged.update(ren)
+        df.attrs["renamed_columns"] = merged
+        df.attrs["source"] = os.fspath(path) if not isinstance(path, list | tuple) \
+            else str(path)
     report: ValidationReport | None = None
     if validate is not None:
-        df, report = validate_bars(df, policy=validate, market=market, source=source,
-                                   **validate_options)
-        if merged:
-            extra = pd.DataFrame({
-                "action": "rename_column", "symbol": None, "date": pd.NaT,
-                "column": list(merged.values()), "old": list(merged.keys()),
-                "new": list(merged.values()), "reason": "column-name normalisation",
-                "row": -1})
-            report.changes = pd.concat([extra, report.changes], ignore_index=True)
+        df, report = validate_bars(df, policy=validate, market=market,
+                                   source=df.attrs.get("source"), **validate_options)
         if not report.ok:
-            log.warning("%s", report.summary())
+            log.warning("%s (findings kept in the report; the bars are used as they are "
+                        "where a finding does not stop the run)", report.brief())
     panel = Panel.from_long(df, fields=fields, backend=get_backend(backend), dtype=dtype)
     return (panel, report) if return_report else panel
 
@@ -473,7 +547,7 @@ def save_bars(
     if fmt is None:
         raise DataError(f"{target}: unsupported output type (use .parquet, .pq, .csv or "
                         ".csv.gz)")
-    with atomic_path(target, keep_suffix=True) as tmp:
+    with atomic_path(target) as tmp:
         if fmt == "parquet":
             df.to_parquet(tmp, index=False)
             if progress:

@@ -272,3 +272,85 @@ def read_qlib(
         info["board"] = [board_of(s) for s in sym_index]
     return Panel(pd.DatetimeIndex(dates, name="date"), sym_index, out, get_backend(backend),
                  valid=valid, info=info)
+
+
+def is_qlib_folder(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a folder laid out as Qlib data (``calendars/`` and ``features/``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> is_qlib_folder(tempfile.gettempdir())
+    False
+    """
+    p = Path(path)
+    return p.is_dir() and (p / "calendars").is_dir() and (p / "features").is_dir()
+
+
+def qlib_field_names(root: str | os.PathLike[str], freq: str = "day") -> list[str]:
+    """Feature names stored for at least one instrument (``close``, ``factor`` ...), sorted."""
+    names: set[str] = set()
+    suffix = f".{freq}.bin"
+    features = Path(root) / "features"
+    for sym in os.scandir(features):
+        if sym.is_dir() and not sym.name.startswith("."):
+            names.update(e.name[:-len(suffix)] for e in os.scandir(sym.path)
+                         if e.name.endswith(suffix))
+    return sorted(names)
+
+
+def read_qlib_bars(
+    root: str | os.PathLike[str],
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+    freq: str = "day",
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """A Qlib data folder as qilin long bars, with notes on what the conversion changed.
+
+    Reads every stored field of the instruments in ``instruments/all.txt`` (or every folder
+    under ``features/`` when there is no ``all.txt``) with :func:`read_qlib`: raw prices
+    plus ``adj_factor`` when ``factor`` is stored, Qlib's adjusted prices otherwise;
+    ``SH600000`` becomes ``600000.SH``. This is how ``load_bars``/``load_panel`` (and so
+    every ``--data``) read a Qlib folder.
+
+    Returns
+    -------
+    (DataFrame, list of dict)
+        Long bars ``date, symbol, <fields>`` (one row per existing bar) and the notes (one
+        per conversion) that validation lists under ``changes``.
+
+    Raises
+    ------
+    DataError
+        As for :func:`read_qlib`, or when no field is stored at all.
+    """
+    root = Path(root)
+    fields = qlib_field_names(root, freq)
+    if not fields:
+        raise DataError(f"Qlib folder {root}: no *.{freq}.bin feature files under "
+                        f"{root / 'features'}")
+    if (root / "instruments" / "all.txt").exists():
+        instruments: str | list[str] = "all"
+    else:
+        instruments = sorted(e.name for e in os.scandir(root / "features")
+                             if e.is_dir() and not e.name.startswith("."))
+    prices: Literal["raw", "adjusted"] = "raw" if "factor" in fields else "adjusted"
+    panel = read_qlib(root, instruments=instruments, fields=fields, start=start, end=end,
+                      freq=freq, prices=prices)
+    df = panel.to_long().sort_values(["symbol", "date"], kind="stable", ignore_index=True)
+    df["symbol"] = df["symbol"].astype(str)
+    where = f"Qlib folder {root}"
+    which = "all.txt" if isinstance(instruments, str) else "every folder in features/"
+    notes = [{"action": "qlib_import", "column": None, "old": f"{root}", "new": "long bars",
+              "reason": f"{where}: instruments {which}, fields {fields}; symbols such as "
+                        "SH600000 renamed 600000.SH"}]
+    if prices == "raw":
+        notes.append({"action": "qlib_import", "column": "adj_factor", "old": "factor",
+                      "new": "adj_factor",
+                      "reason": f"{where}: adjusted prices divided (volume multiplied) by "
+                                "factor to raw prices; factor kept as adj_factor"})
+    else:
+        notes.append({"action": "qlib_import", "column": None, "old": None, "new": None,
+                      "reason": f"{where}: no factor stored; prices are Qlib's adjusted "
+                                "prices as stored"})
+    return df, notes

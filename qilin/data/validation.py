@@ -3,6 +3,14 @@
 :func:`validate_bars` runs the checks in :data:`CHECKS` over ``date, symbol, open, high, low,
 close, volume`` (plus the optional ``amount, preclose, adj_factor, ...``) and applies a policy:
 
+``auto`` (the default of :func:`~qilin.data.loader.load_panel` and of ``--validate``)
+    Stop (:class:`~qilin.errors.ValidationError`, report attached) only on findings that
+    would corrupt results if the bars were used as they are (:data:`BLOCKING`, repeated
+    ``(date, symbol)`` rows whose values differ, and decimal shifts: a jump by a power of
+    ten that reverses); the message names ``--validate repair|drop|none`` and what each
+    would change. Every other finding is kept in the report and the bars pass unchanged
+    (a NaN price or volume is missing data to every computation), except that identical
+    copies of a repeated row are removed (recorded).
 ``raise``
     Raise :class:`~qilin.errors.ValidationError` (report attached) when any finding has
     severity ``error``; otherwise return the bars sorted by symbol then date.
@@ -11,7 +19,8 @@ close, volume`` (plus the optional ``amount, preclose, adj_factor, ...``) and ap
     earlier copies; the last one is kept) and list each removed row in ``report.changes``.
 ``repair``
     Fix what is safely fixable and record every changed cell: repeated pairs keep the last
-    copy, and an open or close outside ``[low, high]`` (or ``high < low``) widens ``high`` and
+    copy, a date with a time of day is floored to its day, and an open or close outside
+    ``[low, high]`` (or ``high < low``) widens ``high`` and
     ``low`` to the bar's extremes (``ohlc_fix="widen"``, the default) or clips open and close
     into ``[low, high]`` (``ohlc_fix="clip"``). Rows with errors that cannot be fixed safely
     (missing or non-positive prices, bad dates, negative volume, spikes that reverse) are
@@ -19,8 +28,9 @@ close, volume`` (plus the optional ``amount, preclose, adj_factor, ...``) and ap
 
 Warnings (zero volume, one-day jumps that look like unadjusted splits, other large jumps,
 A-share price-limit breaches, ``preclose`` that disagrees with the previous close) never
-remove or change rows; they are only reported. Nothing is changed silently: sorting,
-de-duplication, dtype conversions, dropped rows and repaired cells all appear in
+remove or change rows; they are only reported. Nothing is changed silently: column renames,
+time zones dropped, dates parsed (and the day/month order used), symbols stripped of spaces,
+sorting, de-duplication, dtype conversions, dropped rows and repaired cells all appear in
 ``report.changes``.
 
 Examples
@@ -59,10 +69,11 @@ import pandas as pd
 
 from qilin.atomic import write_text_atomic
 from qilin.config import MarketConfig
+from qilin.data.dates import parse_dates
 from qilin.errors import DataError, ValidationError
 
-Policy = Literal["raise", "drop", "repair"]
-POLICIES = ("raise", "drop", "repair")
+Policy = Literal["auto", "raise", "drop", "repair"]
+POLICIES = ("auto", "raise", "drop", "repair")
 REQUIRED_COLUMNS = ("date", "symbol", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OPTIONAL_NUMERIC = ("amount", "preclose", "adj_factor", "float_mcap", "total_mcap", "vwap")
@@ -73,7 +84,11 @@ CHANGE_COLUMNS = ("action", "symbol", "date", "column", "old", "new", "reason", 
 CHECKS: dict[str, tuple[str, str]] = {
     "missing_column": ("error", "a required column is absent"),
     "bad_date": ("error", "date is missing or not parseable as a date"),
+    "time_of_day": ("error", "date carries a time of day (daily bars are dated at midnight; "
+                             "often a time-zone conversion): repair floors it to the day"),
     "missing_symbol": ("error", "symbol is missing or empty"),
+    "mixed_symbol_forms": ("error", "one numeric code written two ways (1, 000001, 000001.SZ): "
+                                    "one stock would count as two"),
     "bad_value": ("error", "a numeric column holds a value that is not a number"),
     "duplicate_row": ("error", "the (date, symbol) pair repeats; the earlier copy is reported"),
     "nan_price": ("error", "open/high/low/close is NaN or infinite"),
@@ -97,9 +112,15 @@ CHECKS: dict[str, tuple[str, str]] = {
                                      "adj_factor is unchanged"),
 }
 #: Errors that ``repair`` fixes in place (rows with any other error are dropped).
-REPAIRABLE = frozenset({"duplicate_row", "high_below_low", "open_outside_range",
+REPAIRABLE = frozenset({"time_of_day", "duplicate_row", "high_below_low", "open_outside_range",
                         "close_outside_range"})
+#: Under ``auto``, the errors that stop (they would corrupt results if used as they are);
+#: ``duplicate_row`` stops only when the copies differ and ``jump_reversal`` only for a
+#: decimal shift (a jump by a power of ten that reverses). Other errors pass, reported.
+BLOCKING = frozenset({"bad_date", "missing_symbol", "mixed_symbol_forms", "bad_value",
+                      "time_of_day", "nonpositive_price", "negative_volume"})
 _SPLIT_RATIOS = np.log([2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 100.0])
+_DECIMAL_RATIOS = np.log([10.0, 100.0, 1000.0, 10000.0])
 _REL_TOL = 1e-9
 
 
@@ -193,6 +214,20 @@ class ValidationReport:
             acts = self.changes["action"].value_counts()
             head.append("changes: " + ", ".join(f"{a} {n}" for a, n in acts.items()))
         return "\n".join(head)
+
+    def brief(self) -> str:
+        """One line: the source, policy, counts per check and number of changes.
+
+        Examples
+        --------
+        >>> _, rep = validate_bars(_tiny_bars(volume=[0.0, 5.0]), policy="drop")
+        >>> rep.brief()
+        'validation of bars (policy=drop): 0 error(s), 1 warning(s) (zero_volume 1); 0 change(s)'
+        """
+        counts = " ".join(f"{k} {v}" for k, v in self.counts().items())
+        return (f"validation of {self.source or 'bars'} (policy={self.policy}): "
+                f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+                f"{' (' + counts + ')' if counts else ''}; {len(self.changes)} change(s)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: metadata, counts, findings and changes as lists of records."""
@@ -338,23 +373,6 @@ def _market_name(market: str | MarketConfig | None) -> str | None:
     return market
 
 
-def _parse_dates(col: pd.Series) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(col):
-        if getattr(col.dt, "tz", None) is not None:
-            return col.dt.tz_localize(None)
-        return col
-    if pd.api.types.is_integer_dtype(col):
-        return pd.to_datetime(col.astype("string"), format="%Y%m%d", errors="coerce").astype(
-            "datetime64[ns]")
-    text = col.astype("string").str.strip()
-    if text.dropna().str.fullmatch(r"\d{8}").all() and text.notna().any():
-        return pd.to_datetime(text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
-    out = pd.to_datetime(text, errors="coerce", format="mixed")
-    if getattr(out.dt, "tz", None) is not None:
-        out = out.dt.tz_localize(None)
-    return out.astype("datetime64[ns]")
-
-
 def validate_bars(
     df: pd.DataFrame,
     policy: Policy = "raise",
@@ -365,6 +383,7 @@ def validate_bars(
     ohlc_fix: Literal["widen", "clip"] = "widen",
     listing_grace: int = 5,
     source: str | None = None,
+    date_format: str | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Check long daily bars and apply a policy; see the module docstring for the policies.
 
@@ -372,7 +391,9 @@ def validate_bars(
     ----------
     df : DataFrame
         Long bars with at least ``date, symbol, open, high, low, close, volume``.
-    policy : {"raise", "drop", "repair"}
+    policy : {"raise", "auto", "drop", "repair"}
+        See the module docstring; ``auto`` stops only on findings that would corrupt
+        results.
     market : {"cn", "us"}, MarketConfig or None
         ``"cn"`` adds the A-share checks (price limits from ``preclose``, ``preclose``
         against the previous close).
@@ -393,6 +414,9 @@ def validate_bars(
         trade without limits for their first days).
     source : str, optional
         File name used in messages and in the report.
+    date_format : str, optional
+        ``strptime`` format for text dates (see :func:`qilin.data.dates.parse_dates`);
+        without it, ambiguous day/month text dates raise :class:`~qilin.errors.DataError`.
 
     Returns
     -------
@@ -402,10 +426,17 @@ def validate_bars(
     Raises
     ------
     ValidationError
-        Under ``raise`` when there are error findings, and under every policy when a
+        Under ``raise`` when there are error findings, under ``auto`` when there are
+        findings that would corrupt results, and under every policy when a
         required column is missing (report attached as ``.report``).
     DataError
-        For a bad parameter.
+        For a bad parameter, or text dates whose day/month order is ambiguous.
+
+    Notes
+    -----
+    Normalisations applied before validation and recorded in ``df.attrs`` by the loader
+    (``renamed_columns``, ``normalisations``: time zones dropped, dates parsed) are copied
+    into ``report.changes``, so the report lists every change from the file to the result.
     """
     if policy not in POLICIES:
         raise DataError(f"parameter policy: expected one of {POLICIES}, got {policy!r}")
@@ -438,22 +469,56 @@ def validate_bars(
     work = df.reset_index(drop=True).copy()
     work["_row"] = np.arange(len(work))
 
+    # ---- normalisations done by the loader (column renames, dates parsed, zones dropped)
+    for orig, new_name in dict(df.attrs.get("renamed_columns") or {}).items():
+        col.change("rename_column", None, new_name, orig, new_name, "column-name normalisation")
+    for note in df.attrs.get("normalisations") or ():
+        col.change(note["action"], None, note.get("column"), note.get("old"), note.get("new"),
+                   note.get("reason"))
+
     # ---- types
-    dates = _parse_dates(work["date"])
-    if not pd.api.types.is_datetime64_dtype(work["date"]):
-        col.change("convert_dtype", None, "date", str(work["date"].dtype), str(dates.dtype),
-                   "dates parsed")
+    dates, notes = parse_dates(work["date"], date_format=date_format, source=source or "bars")
+    for note in notes:
+        col.change(note["action"], None, note["column"], note["old"], note["new"],
+                   note["reason"])
     bad_date = dates.isna().to_numpy().copy()
     work["date"] = dates
     sym_missing = work["symbol"].isna().to_numpy().copy()
     work["symbol"] = work["symbol"].astype(object).where(~sym_missing, None)
-    work.loc[~sym_missing, "symbol"] = work.loc[~sym_missing, "symbol"].astype(str).str.strip()
+    if not sym_missing.all():
+        present = ~sym_missing
+        if not pd.api.types.is_string_dtype(df["symbol"]) or \
+                pd.api.types.is_bool_dtype(df["symbol"]):
+            col.change("convert_dtype", None, "symbol", str(df["symbol"].dtype), "str",
+                       "symbols converted to text")
+        as_text = work.loc[present, "symbol"].astype(str)
+        stripped = as_text.str.strip()
+        changed = np.zeros(len(work), dtype=bool)
+        changed[np.flatnonzero(present)] = (stripped != as_text).to_numpy()
+        work.loc[present, "symbol"] = stripped
+        if changed.any():
+            col.change("set_value", work.loc[changed], "symbol",
+                       as_text[changed[present]].to_numpy(dtype=object),
+                       stripped[changed[present]].to_numpy(dtype=object),
+                       "leading/trailing spaces stripped from symbol")
     sym_missing = sym_missing | (work["symbol"] == "").to_numpy()
+    mixed = _mixed_symbols(col, work, sym_missing, policy)
     raw_dates = df["date"]
     col.add("bad_date", work, bad_date, "date",
             lambda i: raw_dates.iloc[i].astype(str).to_numpy(),
             "date is missing or not a date")
     col.add("missing_symbol", work, sym_missing, "symbol", None, "symbol is missing")
+    day = work["date"].dt.normalize()
+    tod = (~bad_date & (work["date"] != day)).to_numpy()
+    col.add("time_of_day", work, tod, "date",
+            lambda i: work["date"].iloc[i].astype(str).to_numpy(),
+            lambda i: [f"date {d} has a time of day; daily bars are dated at midnight"
+                       for d in work["date"].iloc[i]])
+    if tod.any() and policy == "repair":
+        col.change("set_value", work.loc[tod], "date", work.loc[tod, "date"].to_numpy(),
+                   day[tod].to_numpy(), "time of day removed (repair)")
+        work.loc[tod, "date"] = day[tod]
+        tod = np.zeros(len(work), dtype=bool)
 
     bad_value = np.zeros(len(work), dtype=bool)
     for c in (*PRICE_COLUMNS, "volume", *OPTIONAL_NUMERIC):
@@ -488,6 +553,8 @@ def validate_bars(
     bad_date = bad_date[work["_row"].to_numpy()]
     sym_missing = sym_missing[work["_row"].to_numpy()]
     bad_value = bad_value[work["_row"].to_numpy()]
+    tod = tod[work["_row"].to_numpy()]
+    mixed = mixed[work["_row"].to_numpy()]
     dup = work.duplicated(["symbol", "date"], keep="last").to_numpy() & key_ok
     col.add("duplicate_row", work, dup, None, work["close"].to_numpy(),
             "(date, symbol) repeats; a later row wins")
@@ -495,6 +562,8 @@ def validate_bars(
     # ---- values
     err = {name: np.zeros(len(work), dtype=bool) for name in CHECKS}
     err["bad_date"], err["missing_symbol"], err["bad_value"] = bad_date, sym_missing, bad_value
+    err["time_of_day"] = tod
+    err["mixed_symbol_forms"] = mixed
     err["duplicate_row"] = dup
     finite = {}
     for c in PRICE_COLUMNS:
@@ -553,8 +622,10 @@ def validate_bars(
         r = np.diff(lp, prepend=np.nan)
         same = np.r_[False, sym[1:] == sym[:-1]]
         r[~same] = np.nan
-        _flag_jumps(col, work, err, idx, sym, r, px, jump_threshold, reversal_window,
-                    split_tolerance)
+        decimal = _flag_jumps(col, work, err, idx, sym, r, px, jump_threshold,
+                              reversal_window, split_tolerance)
+    else:
+        decimal = np.zeros(len(work), dtype=bool)
 
     # ---- A-share market rules
     if mkt == "cn":
@@ -580,6 +651,18 @@ def validate_bars(
                 f"bars{where} failed validation: {n_errors} error finding(s) ({err_counts}); "
                 f"first: {first['check']} {loc} ({first['detail']})", rep)
         out = work
+    elif policy == "auto":
+        conflict = dup & _conflicting(work) if dup.any() else dup
+        block = conflict | (err["jump_reversal"] & decimal)
+        for name in BLOCKING:
+            block |= err[name]
+        if block.any():
+            raise ValidationError(_auto_message(report(0), work, err, block, conflict,
+                                                decimal, error_rows, dup, where),
+                                  report(0))
+        if dup.any():
+            _record_drops(col, work, err, dup, dedupe=dup)
+        out = work.loc[~dup]
     elif policy == "drop":
         _record_drops(col, work, err, error_rows)
         out = work.loc[~error_rows]
@@ -600,12 +683,76 @@ def validate_bars(
     return out, report(len(out))
 
 
+def _mixed_symbols(col: _Collector, work: pd.DataFrame, sym_missing: np.ndarray,
+                   policy: str) -> np.ndarray:
+    """Flag short code forms (``1`` next to ``000001.SZ``); ``repair`` rewrites unique ones."""
+    from qilin.data.symbols import full_form_of, mixed_forms
+
+    mixed = np.zeros(len(work), dtype=bool)
+    forms = mixed_forms(pd.unique(work.loc[~sym_missing, "symbol"]))
+    if not forms:
+        return mixed
+    sym = work["symbol"].to_numpy(dtype=object)
+    mixed = work["symbol"].isin(list(forms)).to_numpy() & ~sym_missing
+    col.add("mixed_symbol_forms", work, mixed, "symbol", sym,
+            lambda i: [f"symbol {sym[k]!r} and {', '.join(map(repr, forms[sym[k]]))} look like "
+                       "one code written two ways" for k in i])
+    if policy == "repair":
+        full = full_form_of(forms)
+        fix = mixed & work["symbol"].isin(list(full)).to_numpy()
+        old = sym[fix]
+        new = np.array([full[s] for s in old], dtype=object)
+        work.loc[fix, "symbol"] = new
+        col.change("set_value", work.loc[fix], "symbol", old, new,
+                   "short code form rewritten to the one full form in the file (repair)")
+        mixed &= ~fix
+    return mixed
+
+
+def _conflicting(work: pd.DataFrame) -> np.ndarray:
+    """Rows whose (date, symbol) repeats with different values in some column."""
+    cols = [c for c in work.columns if c != "_row"]
+    h = pd.util.hash_pandas_object(work[cols], index=False)
+    n = h.groupby([work["symbol"], work["date"]], dropna=False).transform("nunique")
+    return (n > 1).to_numpy()
+
+
+def _auto_message(rep: ValidationReport, work: pd.DataFrame, err: dict[str, np.ndarray],
+                  block: np.ndarray, conflict: np.ndarray, decimal: np.ndarray,
+                  error_rows: np.ndarray, dup: np.ndarray, where: str) -> str:
+    """One line: what would corrupt results, and what each --validate choice would change."""
+    kinds = {n: int(err[n].sum()) for n in sorted(BLOCKING) if err[n].any()}
+    if conflict.any():
+        kinds["duplicate_row with different values"] = int(conflict.sum())
+    if (err["jump_reversal"] & decimal).any():
+        kinds["jump_reversal by a power of ten (decimal shift)"] = int(
+            (err["jump_reversal"] & decimal).sum())
+    rows = set(work.loc[block, "_row"].tolist())
+    errs = rep.errors
+    first = errs[errs["row"].isin(rows)]
+    first = first.iloc[0] if len(first) else errs.iloc[0]
+    loc = " ".join(x for x in (_fmt_sym(first["symbol"]), _fmt_date(first["date"])) if x)
+    nonrep = np.zeros(len(work), dtype=bool)
+    for name, m in err.items():
+        if CHECKS[name][0] == "error" and name not in REPAIRABLE:
+            nonrep |= m
+    r_drop = nonrep | dup
+    r_fix = error_rows & ~r_drop
+    return (f"bars{where}: {int(block.sum())} row(s) would corrupt results if used as they are "
+            f"({', '.join(f'{k}: {v}' for k, v in kinds.items())}); first: {first['check']} "
+            f"{loc} ({first['detail']}). Choose with --validate (validate= in Python): "
+            f"'repair' fixes {int(r_fix.sum())} row(s), keeps the last of repeated rows and "
+            f"drops {int(r_drop.sum())} row(s) in all; 'drop' drops the {int(error_rows.sum())} "
+            "row(s) with an error finding; 'none' uses the bars unchecked")
+
+
 def _flag_jumps(col: _Collector, work: pd.DataFrame, err: dict[str, np.ndarray],
                 idx: np.ndarray, sym: np.ndarray, r: np.ndarray, px: np.ndarray,
-                threshold: float, window: int, tolerance: float) -> None:
+                threshold: float, window: int, tolerance: float) -> np.ndarray:
     big = np.flatnonzero(np.abs(np.nan_to_num(r)) > threshold)
     n = len(r)
     reversal = np.zeros(n, dtype=bool)
+    shifted = np.zeros(n, dtype=bool)
     consumed = np.zeros(n, dtype=bool)
     detail_rev: dict[int, str] = {}
     for i in big:
@@ -619,6 +766,8 @@ def _flag_jumps(col: _Collector, work: pd.DataFrame, err: dict[str, np.ndarray],
             if abs(r[j]) > threshold and np.sign(r[j]) != np.sign(r[i]) \
                     and abs(cum) < 0.25 * abs(r[i]):
                 reversal[i:j] = True
+                if np.min(np.abs(abs(r[i]) - _DECIMAL_RATIOS)) < tolerance:
+                    shifted[i:j] = True
                 consumed[i:j + 1] = True
                 for k in range(i, j):
                     detail_rev[k] = (f"price x{math.exp(r[i]):.3g} on a jump, back within "
@@ -650,6 +799,9 @@ def _flag_jumps(col: _Collector, work: pd.DataFrame, err: dict[str, np.ndarray],
 
     col.add("split_jump", work, split_rows, "close", ratio, texts)
     col.add("large_jump", work, large_rows, "close", ratio, texts)
+    decimal = np.zeros(len(work), dtype=bool)
+    decimal[idx[shifted]] = True
+    return decimal
 
 
 def _cn_checks(col: _Collector, work: pd.DataFrame, usable: np.ndarray,

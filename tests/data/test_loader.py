@@ -150,8 +150,13 @@ def test_load_panel_policies(tmp_path, bars) -> None:
     dirty.loc[j, "open"] = np.nan
     path = save_bars(dirty, tmp_path / "dirty.parquet")
     with pytest.raises(ValidationError) as info:
-        load_panel(path, backend="cpu")
+        load_panel(path, backend="cpu", validate="raise")
     assert "dirty.parquet" in str(info.value)
+    # the default (auto) passes a NaN open and a close above high as they are, reported
+    panel, rep = load_panel(path, backend="cpu", return_report=True)
+    assert rep.policy == "auto" and rep.counts().to_dict() == {
+        "nan_price": 1, "close_outside_range": 1}
+    assert panel.shape[0] * panel.shape[1] >= rep.n_rows_out == len(dirty)
     panel, rep = load_panel(path, backend="cpu", validate="drop", return_report=True)
     assert isinstance(panel, Panel) and isinstance(rep, ValidationReport)
     assert rep.n_rows_in - rep.n_rows_out == 2

@@ -116,3 +116,45 @@ def test_float32_and_gpu_absent_backend_choice(root: Path) -> None:
 def test_gpu_backend(root: Path, gpu: None) -> None:
     p = read_qlib(root, backend="gpu")
     np.testing.assert_array_equal(p.backend.to_host(p["close"]), read_qlib(root)["close"])
+
+
+def test_load_panel_reads_a_qlib_folder(root: Path) -> None:
+    """A Qlib folder is accepted wherever a bars file is (issue 10), detected by layout."""
+    from qilin.data.loader import load_bars, load_panel
+
+    direct = read_qlib(root)
+    panel, rep = load_panel(root, backend="cpu", return_report=True)
+    assert list(panel.symbols) == list(direct.symbols)
+    assert list(panel.dates) == list(direct.dates)
+    for name in ("open", "high", "low", "close", "volume", "adj_factor"):
+        np.testing.assert_array_equal(panel[name], direct[name])
+    assert "qlib_import" in set(rep.changes["action"])
+    bars = load_bars(root, symbols=["600000.SH"], columns=["date", "symbol", "close"],
+                     start="2020-01-06")
+    assert bars["close"].tolist() == [12, 13, 14, 15]
+    lazy = load_bars(root, engine="dask").compute()
+    assert len(lazy) == int(direct.valid.sum())
+
+
+def test_qlib_folder_without_factor_or_instruments(root: Path) -> None:
+    from qilin.data.loader import load_panel
+
+    (root / "instruments" / "all.txt").unlink()
+    for f in root.glob("features/*/factor.day.bin"):
+        f.unlink()
+    panel, rep = load_panel(root, backend="cpu", return_report=True)
+    np.testing.assert_array_equal(panel["close"][:, 1], [20, 22, 24, 26, 28, 30])  # as stored
+    assert any("no factor" in str(r) for r in rep.changes["reason"])
+
+
+def test_cli_validates_a_qlib_folder(root: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    from qilin.cli import main
+
+    out = tmp_path / "rep.json"
+    assert main(["data", "validate", str(root), "--report", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["n_rows_in"] == 9 and doc["source"] == str(root)  # 6 + 3 bars in all.txt spans
+    assert "unsorted" not in doc["counts"]
+    assert "9 in" in capsys.readouterr().out
