@@ -58,7 +58,7 @@ def _replay(args: argparse.Namespace) -> int:
     if args.speed < 0:
         raise MonitoringError(f"--speed must be >= 0 (0 or inf: as fast as possible), got "
                               f"{args.speed}")
-    frame = load_frame(args.data)
+    frame = load_frame(args.data, date_format=args.date_format)
     out = Path(args.alerts)
     metrics = QilinMetrics(symbol_labels=args.symbol_labels)
     server = _serve(metrics, args.metrics_host, args.metrics_port)
@@ -137,6 +137,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rp = sub.add_parser("replay", help="replay bars or ticks through the monitors")
     rp.add_argument("--data", required=True, help="long Parquet/CSV bars or ticks")
+    rp.add_argument("--date-format", default=None,
+                    help="strptime format of text times, e.g. %%d/%%m/%%Y (needed when the "
+                         "day/month order cannot be told from the data)")
     rp.add_argument("--alerts", required=True, help="output JSONL of dispatched alerts")
     rp.add_argument("--speed", type=float, default=math.inf,
                     help="batches per second (0 or inf: as fast as possible)")

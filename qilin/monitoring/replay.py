@@ -108,30 +108,65 @@ def load_rules(path: str | Path) -> MonitorRules:
     return MonitorRules.from_dict(data, where=str(path))
 
 
-def load_frame(path: str | Path) -> pd.DataFrame:
-    """Read long bars/ticks from Parquet or CSV, normalised to ``time, symbol, price ...``."""
+def load_frame(path: str | Path, date_format: str | None = None) -> pd.DataFrame:
+    """Read long bars/ticks from Parquet or CSV, normalised to ``time, symbol, price ...``.
+
+    Text times are parsed as :func:`qilin.data.dates.parse_dates` does (an ambiguous
+    day/month order is refused unless ``date_format`` says it); a price or volume that is
+    not a number, an empty file and one symbol written two ways are :class:`DataError`.
+    """
+    from qilin.data.dates import parse_dates
+    from qilin.data.symbols import mixed_forms
+
     path = Path(path)
     if not path.exists():
         raise DataError(f"replay data not found: {path}")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
-    elif path.suffix.lower() in (".csv", ".gz"):
-        df = pd.read_csv(path)
-    else:
-        raise DataError(f"{path}: expected a .parquet or .csv file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes); expected a header and rows of ticks")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif path.suffix.lower() in (".csv", ".gz"):
+            df = pd.read_csv(path, dtype={"symbol": str})
+        else:
+            raise DataError(f"{path}: expected a .parquet or .csv file")
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read it: {exc}") from exc
     tcol = next((c for c in TIME_COLUMNS if c in df.columns), None)
     pcol = next((c for c in PRICE_COLUMNS if c in df.columns), None)
     if tcol is None or pcol is None or "symbol" not in df.columns:
         raise DataError(f"{path}: needs columns 'symbol', one of {TIME_COLUMNS} and one of "
                         f"{PRICE_COLUMNS}; has {list(df.columns)}")
-    out = pd.DataFrame({"time": pd.to_datetime(df[tcol]), "symbol": df["symbol"].astype(str),
-                        "price": pd.to_numeric(df[pcol], errors="coerce")})
+    if df.empty:
+        raise DataError(f"{path}: no rows (header-only file); expected rows of ticks")
+    times, _ = parse_dates(df[tcol], date_format, source=str(path), column=tcol)
+    symbols = df["symbol"].astype(str)
+    forms = mixed_forms(symbols.unique())
+    if forms:
+        short, full = next(iter(forms.items()))
+        raise DataError(f"{path}: column 'symbol' writes one code two ways ({short!r} and "
+                        f"{full[0]!r}); write every symbol in one form")
+    out = pd.DataFrame({"time": times, "symbol": symbols,
+                        "price": _numeric(df[pcol], path, pcol)})
     for col in ("volume", "preclose"):
         if col in df.columns:
-            out[col] = pd.to_numeric(df[col], errors="coerce")
+            out[col] = _numeric(df[col], path, col)
     if "name" in df.columns:
         out["st"] = df["name"].map(is_st_name).astype(bool)
     return out
+
+
+def _numeric(col: pd.Series, path: Path, name: str) -> pd.Series:
+    """``col`` as float; a value that is not a number (an empty cell is fine) is an error."""
+    values = pd.to_numeric(col, errors="coerce")
+    bad = values.isna() & col.notna() & (col.astype(str).str.strip() != "")
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise DataError(f"{path}: column {name!r} row {row + 1} is not a number: "
+                        f"{col.iloc[row]!r}")
+    return values.astype(float)
 
 
 @dataclass
