@@ -22,8 +22,8 @@ Semantics:
   last close for names without a bar); target quantity per name ``floor(w * E /
   (p * (1 + s) * (1 + commission_rate)) / lot) * lot``. Sells first (a weight of 0 sells
   everything), then buys; when cash is short, all buy quantities are scaled by
-  ``cash / needed`` (rounded down to lots) and then reduced a lot at a time while cash would
-  go negative. Fill prices, costs, suspensions, price limits, adjustments and marking follow
+  ``cash / needed`` (rounded down to lots) and then cut to what cash affords
+  (:func:`~qilin.backtest.costs.affordable_buy_nb`). Fill prices, costs, suspensions, price limits, adjustments and marking follow
   signal mode; a rejected order is retried on the following bars (re-sized each time) until
   it fills or the next rebalance replaces the targets. Each name gets at most one order per
   bar, so T+1 holds by construction.
@@ -51,11 +51,13 @@ import numpy as np
 import pandas as pd
 
 from qilin.backend import Backend, to_host
-from qilin.backtest.costs import CostModel, affordable_buy_nb
+from qilin.backtest.costs import MAX_EXACT, CostModel, affordable_buy_nb
 from qilin.backtest.result import (
     REJECT_CASH,
     REJECT_LIMIT_DOWN,
     REJECT_LIMIT_UP,
+    REJECT_NO_VOLUME,
+    REJECT_PRECISION,
     REJECT_SUSPENDED,
     STATUS_FILLED,
     BacktestResult,
@@ -63,9 +65,11 @@ from qilin.backtest.result import (
 )
 from qilin.backtest.rules import LIMIT_TOL, MarketRules
 from qilin.backtest.signal import (
+    NO_VOLUME_PRICE,
     QTY_EPS,
     ExecPrice,
     align_frame,
+    check_not_empty,
     execution_inputs,
     execution_shift,
     resolve_market,
@@ -230,7 +234,7 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                 p = exec_price[i, j]
                 reject = 0
                 if not (p == p and p > 0.0):
-                    reject = REJECT_SUSPENDED
+                    reject = REJECT_NO_VOLUME if p == NO_VOLUME_PRICE else REJECT_SUSPENDED
                     side = 1 if target[j] > 0.0 and qty[j] == 0.0 else -1
                 elif tq[j] < qty[j] - QTY_EPS:
                     side = -1
@@ -258,7 +262,10 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                         pending[j] = False
                 elif tq[j] <= qty[j] + QTY_EPS:
                     pending[j] = False
-                    continue
+                    if not (target[j] > 0.0 and qty[j] == 0.0):
+                        continue
+                    reject = REJECT_CASH  # one lot costs more than the target's value
+                    side = 1
                 else:
                     continue  # a buy, handled below
                 if reject != 0:
@@ -289,6 +296,16 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                     last_reject[j] = REJECT_LIMIT_UP
                     continue
                 dq = np.floor((tq[j] - qty[j]) / lot + QTY_EPS) * lot
+                if not dq <= MAX_EXACT:  # too many shares for a float (or inf)
+                    if last_reject[j] != REJECT_PRECISION:
+                        rec_side[i, j] = 1
+                        rec_status[i, j] = REJECT_PRECISION
+                        rec_qty[i, j] = 0.0
+                        rec_price[i, j] = p
+                        rec_cost[i, j] = 0.0
+                    last_reject[j] = REJECT_PRECISION
+                    dqs[j] = -1.0
+                    continue
                 if dq <= 0.0:
                     pending[j] = False
                     continue
@@ -301,7 +318,7 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                     if dqs[j] > 0.0:
                         dqs[j] = np.floor(dqs[j] * scale / lot) * lot
             for j in range(N):
-                if not pending[j]:
+                if not pending[j] or dqs[j] < 0.0:
                     continue
                 p = exec_price[i, j]
                 if not (p == p and p > 0.0) or p >= up[i, j] - LIMIT_TOL:
@@ -404,6 +421,7 @@ def run_portfolio(
         raise BacktestError(f"max_weight={max_weight!r} must lie in (0, 1]")
     if not init_cash > 0:
         raise BacktestError(f"init_cash={init_cash!r} must be positive")
+    check_not_empty(panel)
     if panel.backend.is_gpu:
         panel = panel.to("cpu")
     m, cm, mr = resolve_market(market, costs, rules)

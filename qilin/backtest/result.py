@@ -35,6 +35,8 @@ REJECT_LIMIT_UP = 3
 REJECT_LIMIT_DOWN = 4
 REJECT_CASH = 5
 REJECT_T_PLUS_ONE = 6
+REJECT_NO_VOLUME = 7
+REJECT_PRECISION = 8
 REASONS = {
     STATUS_FILLED: "",
     REJECT_SUSPENDED: "suspended",
@@ -42,6 +44,8 @@ REASONS = {
     REJECT_LIMIT_DOWN: "limit_down",
     REJECT_CASH: "insufficient_cash",
     REJECT_T_PLUS_ONE: "t_plus_one",
+    REJECT_NO_VOLUME: "no_volume",
+    REJECT_PRECISION: "beyond_precision",
 }
 _REASON_TABLE = np.array([REASONS.get(i, "") for i in range(max(REASONS) + 1)], dtype=object)
 TRADE_COLUMNS = ("date", "symbol", "side", "quantity", "price", "cost", "status", "reason")

@@ -39,7 +39,7 @@ import numba as nb
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from qilin.backtest.costs import affordable_buy_nb
+from qilin.backtest.costs import MAX_EXACT, affordable_buy_nb
 from qilin.backtest.signal import QTY_EPS
 
 #: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
@@ -444,7 +444,9 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
                 if buy_ok[t]:
                     # from flat, tq is already whole lots: (k * lot) / lot == k exactly
                     dq = tq if qty == 0.0 else math.floor((tq - qty) / lot + QTY_EPS) * lot
-                    if dq <= 0.0:
+                    if not dq <= MAX_EXACT:  # beyond float precision: rejected, as the engine
+                        pass
+                    elif dq <= 0.0:
                         pending = False
                     else:
                         dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate,

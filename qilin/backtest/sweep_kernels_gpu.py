@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from qilin.backtest.costs import AFFORDABLE_BUY_CUDA
 from qilin.backtest.strategies import compute_series
 
 KERNEL_NAME = "simulate_signals"
 THREADS_PER_BLOCK = 128
 
-_SOURCE = r"""
+_SOURCE = AFFORDABLE_BUY_CUDA + r"""
 #ifndef WARP_SUM
 #define WARP_SUM(x) for (int off = 16; off > 0; off >>= 1) \
     x += __shfl_down_sync(0xffffffffu, x, off)
@@ -93,15 +94,12 @@ extern "C" __global__ void simulate_signals(
             if (tq > qty + eps) {
                 if (can_buy[o]) {
                     double dq = floor((tq - qty) / lot + eps) * lot;
-                    if (dq <= 0.0) {
+                    if (!(dq <= QILIN_MAX_EXACT)) {
+                        // beyond float precision: rejected (the order waits), as the engine
+                    } else if (dq <= 0.0) {
                         pending = false;
                     } else {
-                        while (dq > 0.0) {
-                            const double notional = dq * buy_px;
-                            const double fee = fmax(cr * notional, min_comm);
-                            if (cash - notional - fee >= 0.0) break;
-                            dq -= lot;
-                        }
+                        QILIN_AFFORDABLE_BUY(dq, buy_px, cash, lot, cr, min_comm);
                         if (dq > 0.0) {
                             const double notional = dq * buy_px;
                             const double fee = fmax(cr * notional, min_comm);

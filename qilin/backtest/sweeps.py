@@ -51,8 +51,8 @@ import pandas as pd
 from qilin.atomic import atomic_path
 from qilin.backend import BackendName, get_backend, task_numba_threads, to_host
 from qilin.backtest import sweep_kernels_cpu as kcpu
-from qilin.backtest.rules import MarketRules, limit_hits
-from qilin.backtest.signal import adj_ratio
+from qilin.backtest.rules import MarketRules, limit_hits, no_volume
+from qilin.backtest.signal import adj_ratio, check_not_empty
 from qilin.backtest.strategies import (
     MomentumTopK,
     StrategyTemplate,
@@ -240,11 +240,13 @@ def prepare_market(panel: Panel, market: str | MarketConfig = "cn") -> SweepMark
     >>> m.shape
     (3, 30)
     """
+    check_not_empty(panel)
     mc = _resolve_market(market)
     rules = MarketRules.from_market(mc)
     tradable = to_host(panel.valid) & ~to_host(panel.suspended)
     close = np.where(tradable, to_host(panel["close"]).astype(np.float64), np.nan)
     valid = np.isfinite(close) & (close > 0)
+    valid &= ~no_volume(panel, rules)  # priced but not tradable: the order waits
     up_hit, down_hit = limit_hits(panel, rules)
     can_buy = valid & ~up_hit
     can_sell = valid & ~down_hit
