@@ -23,9 +23,10 @@ Semantics:
   (p * (1 + s) * (1 + commission_rate)) / lot) * lot``. Sells first (a weight of 0 sells
   everything), then buys; when cash is short, all buy quantities are scaled by
   ``cash / needed`` (rounded down to lots) and then cut to what cash affords
-  (:func:`~qilin.backtest.costs.affordable_buy_nb`). Fill prices, costs, suspensions, price limits, adjustments and marking follow
-  signal mode; a rejected order is retried on the following bars (re-sized each time) until
-  it fills or the next rebalance replaces the targets. Each name gets at most one order per
+  (:func:`~qilin.backtest.costs.affordable_buy_nb`). Fill prices, costs, suspensions,
+  price limits, adjustments and marking follow signal mode; a rejected order is retried on
+  the following bars (re-sized each time) until it fills or the next rebalance replaces the
+  targets. Each name gets at most one order per
   bar, so T+1 holds by construction.
 
 Examples
