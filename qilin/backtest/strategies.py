@@ -360,15 +360,15 @@ class MomentumTopK:
 
 
 def _require(template: Any, p: Mapping[str, Any]) -> None:
+    unknown = [str(n) for n in p if n not in template.param_names]
+    if unknown:  # first: a misspelled name is also a missing one
+        raise unknown_parameters_error(template, unknown)
     missing = [n for n in template.param_names if n not in p]
     if missing:
         raise BacktestError(
             f"{template.name}: missing parameter(s) {', '.join(missing)} "
             f"(parameters: {', '.join(template.param_names)})"
         )
-    unknown = [str(n) for n in p if n not in template.param_names]
-    if unknown:
-        raise unknown_parameters_error(template, unknown)
 
 
 STRATEGIES: dict[str, type] = {
@@ -437,6 +437,6 @@ def list_strategies() -> pd.DataFrame:
             "mode": "signals" if hasattr(tpl, "signals") else "portfolio",
             "parameters": ", ".join(n if n in defaults else f"{n}*" for n in tpl.param_names),
             "defaults": defaults,
-            "description": (cls.__doc__ or "").strip().splitlines()[0],
+            "description": (cls.__doc__ or "").strip().splitlines()[0].replace("``", ""),
         })
     return pd.DataFrame(rows)
