@@ -136,7 +136,7 @@ def _signals_mode(args: argparse.Namespace, panel: Any, common: dict[str, Any]) 
 def _portfolio_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"top_k": args.top_k, "n_drop": args.n_drop, "band": args.band,
             "rebalance": args.rebalance, "weighting": args.weighting,
-            "max_weight": args.max_weight}
+            "max_weight": args.max_weight, "short_k": args.short_k}
 
 
 def _weights_mode(args: argparse.Namespace, panel: Any, common: dict[str, Any]) -> Any:
@@ -323,7 +323,11 @@ def register(subparsers: Any) -> None:
                      help="portfolio: keep names while rank < top-k + band")
     run.add_argument("--rebalance", type=int, default=1, help="portfolio: every N bars")
     run.add_argument("--weighting", default="equal", choices=["equal", "score"])
-    run.add_argument("--max-weight", type=float, default=1.0)
+    run.add_argument("--max-weight", type=float, default=1.0,
+                     help="portfolio: cap on any single weight's size (default 1)")
+    run.add_argument("--short-k", type=int, default=0,
+                     help="portfolio with --weights scores: also short the N worst names, "
+                          "dollar-neutral (markets with allow_short, e.g. us; default 0)")
     run.add_argument("--benchmark", default=None,
                      help="long file of one benchmark symbol's close (adds alpha, beta...)")
     run.add_argument("--out", required=True, help="output folder")
