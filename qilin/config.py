@@ -103,6 +103,10 @@ class MarketConfig:
     slippage_bps: float = 5.0
     stamp_duty_rate: float = 0.0005
     risk_free_rate: float = 0.0
+    #: A bar with volume 0 is not tradable (orders wait, recorded as ``no_volume``).
+    block_zero_volume: bool = True
+    #: Short positions allowed (portfolio long-short books); False refuses them.
+    allow_short: bool = False
 
 
 @dataclass

@@ -169,7 +169,7 @@ def max_drawdown_duration(returns: Any) -> Any:
     """Longest run of consecutive periods spent below the previous peak (an int per column)."""
     xp, r, one_d = _prep(returns)
     under = to_host(drawdown_series(r) < 0) if len(r) else np.zeros((0, *r.shape[1:]), bool)
-    under = under.reshape(len(under), -1)
+    under = under.reshape(len(under), int(np.prod(under.shape[1:], dtype=np.int64)))
     best = np.zeros(under.shape[1], dtype=np.int64)
     run = np.zeros(under.shape[1], dtype=np.int64)
     for row in under:

@@ -16,16 +16,22 @@ Semantics:
 - **Weights.** ``weighting="equal"``: ``1 / len(selection)``; ``"score"``: proportional to
   the positive part of the score (equal when all are <= 0). Weights are clipped at
   ``max_weight``; the remainder stays in cash. With ``weights=`` the given row is used
-  directly (NaN as 0, clipped at ``max_weight``; a negative weight or a row summing above
-  1 is an error).
+  directly (NaN as 0, clipped at ``max_weight``; a negative weight is a short, an error
+  where the market does not allow shorts; a row whose ``sum(|w|)`` exceeds 1 is an error).
+- **Long-short** (``short_k > 0``, markets with ``allow_short``): the ``short_k``
+  worst-ranked eligible names not held long are shorted; longs share +0.5 and shorts -0.5
+  of the equity (dollar-neutral, gross 1). A short's target quantity is sized like a long
+  and negated; its sale proceeds stay in cash, covering is a buy (whole short, fractional
+  shares included), and it is marked at the last close like a long.
 - **Execution** on a rebalance bar: ``E = cash + sum(qty * p)`` (p the execution price, the
   last close for names without a bar); target quantity per name ``floor(w * E /
   (p * (1 + s) * (1 + commission_rate)) / lot) * lot``. Sells first (a weight of 0 sells
   everything), then buys; when cash is short, all buy quantities are scaled by
-  ``cash / needed`` (rounded down to lots) and then reduced a lot at a time while cash would
-  go negative. Fill prices, costs, suspensions, price limits, adjustments and marking follow
-  signal mode; a rejected order is retried on the following bars (re-sized each time) until
-  it fills or the next rebalance replaces the targets. Each name gets at most one order per
+  ``cash / needed`` (rounded down to lots) and then cut to what cash affords
+  (:func:`~qilin.backtest.costs.affordable_buy_nb`). Fill prices, costs, suspensions,
+  price limits, adjustments and marking follow signal mode; a rejected order is retried on
+  the following bars (re-sized each time) until it fills or the next rebalance replaces the
+  targets. Each name gets at most one order per
   bar, so T+1 holds by construction.
 
 Examples
@@ -51,11 +57,13 @@ import numpy as np
 import pandas as pd
 
 from qilin.backend import Backend, to_host
-from qilin.backtest.costs import CostModel, affordable_buy_nb
+from qilin.backtest.costs import MAX_EXACT, CostModel, affordable_buy_nb
 from qilin.backtest.result import (
     REJECT_CASH,
     REJECT_LIMIT_DOWN,
     REJECT_LIMIT_UP,
+    REJECT_NO_VOLUME,
+    REJECT_PRECISION,
     REJECT_SUSPENDED,
     STATUS_FILLED,
     BacktestResult,
@@ -63,9 +71,11 @@ from qilin.backtest.result import (
 )
 from qilin.backtest.rules import LIMIT_TOL, MarketRules
 from qilin.backtest.signal import (
+    NO_VOLUME_PRICE,
     QTY_EPS,
     ExecPrice,
     align_frame,
+    check_not_empty,
     execution_inputs,
     execution_shift,
     resolve_market,
@@ -128,8 +138,16 @@ def target_weights(
     rebalance: int,
     weighting: str,
     max_weight: float,
+    short_k: int = 0,
+    allow_short: bool = False,
 ) -> np.ndarray:
-    """Target weights on signal dates (NaN rows: not a rebalance date)."""
+    """Target weights on signal dates (NaN rows: not a rebalance date).
+
+    With ``short_k > 0`` the book is long-short and dollar-neutral: the ``top_k`` best
+    names share +0.5 of the equity and the ``short_k`` worst (never a long name) share
+    -0.5. With ``weights=`` negative weights are shorts when ``allow_short``; the gross
+    weight ``sum(|w|)`` may not exceed 1.
+    """
     src = scores if scores is not None else weights
     assert src is not None
     T, N = src.shape
@@ -140,35 +158,47 @@ def target_weights(
     first = int(np.argmax(has))
     tradable = to_host(panel.valid) & ~to_host(panel.suspended)
     previous = np.zeros(N, dtype=bool)
+    previous_short = np.zeros(N, dtype=bool)
     for t in range(first, T, rebalance):
         row = src[t]
         if not np.isfinite(row).any():  # no information on this date: keep the holdings
             continue
         if weights is not None:
             w = np.where(np.isfinite(row), row, 0.0)
-            if (w < 0).any():
+            if (w < 0).any() and not allow_short:
                 c = int(np.flatnonzero(w < 0)[0])
                 raise BacktestError(f"negative weight {w[c]} on {panel.dates[t].date()} for "
-                                    f"symbol {panel.symbols[c]!r}: short selling is not "
-                                    "supported")
-            w = np.minimum(w, max_weight)
-            if w.sum() > 1 + 1e-9:
-                raise BacktestError(f"weights on {panel.dates[t].date()} sum to {w.sum():.6g} "
-                                    "> 1: leverage is not supported")
+                                    f"symbol {panel.symbols[c]!r}: this market does not "
+                                    "allow short selling (allow_short in its profile)")
+            w = np.clip(w, -max_weight, max_weight)
+            if np.abs(w).sum() > 1 + 1e-9:
+                raise BacktestError(f"weights on {panel.dates[t].date()} sum to "
+                                    f"{np.abs(w).sum():.6g} > 1 in absolute value (gross): "
+                                    "leverage is not supported")
             out[t] = w
             continue
         eligible = np.isfinite(row) & tradable[t]
         sel = select_top_k(row, eligible, previous, top_k, n_drop, band)
         previous = sel
-        w = np.zeros(N)
-        if sel.any():
-            if weighting == "score":
-                pos = np.where(sel, np.maximum(np.nan_to_num(row), 0.0), 0.0)
-                w = pos / pos.sum() if pos.sum() > 0 else sel / sel.sum()
-            else:
-                w = sel / sel.sum()
-        out[t] = np.minimum(w, max_weight)
+        leg = 0.5 if short_k > 0 else 1.0
+        w = leg * _leg_weights(sel, row, weighting)
+        if short_k > 0:
+            short = select_top_k(-row, eligible & ~sel, previous_short, short_k, n_drop, band)
+            previous_short = short
+            w -= leg * _leg_weights(short, -row, weighting)
+        out[t] = np.clip(w, -max_weight, max_weight)
     return out
+
+
+def _leg_weights(sel: np.ndarray, row: np.ndarray, weighting: str) -> np.ndarray:
+    """Weights of one leg summing to 1: equal, or proportional to the positive score."""
+    if not sel.any():
+        return np.zeros(len(sel))
+    if weighting == "score":
+        pos = np.where(sel, np.maximum(np.nan_to_num(row), 0.0), 0.0)
+        if pos.sum() > 0:
+            return pos / pos.sum()
+    return sel / sel.sum()
 
 
 @numba.njit(cache=True)
@@ -197,7 +227,7 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
             for j in range(N):
                 w = weights[i, j]
                 target[j] = w if w == w else 0.0
-                pending[j] = target[j] > 0.0 or qty[j] != 0.0
+                pending[j] = target[j] != 0.0 or qty[j] != 0.0
                 last_reject[j] = 0
         day_cost = 0.0
         day_traded = 0.0
@@ -221,6 +251,10 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                 if target[j] > 0.0 and eq > 0.0:
                     tq[j] = np.floor(target[j] * eq / (p * (1.0 + slippage)
                                                         * (1.0 + commission_rate)) / lot) * lot
+                elif target[j] < 0.0 and eq > 0.0:  # a short: sized like a long, negated
+                    tq[j] = -(np.floor(-target[j] * eq / (p * (1.0 + slippage)
+                                                           * (1.0 + commission_rate)) / lot)
+                              * lot)
                 else:
                     tq[j] = 0.0
             # sells first
@@ -230,23 +264,27 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                 p = exec_price[i, j]
                 reject = 0
                 if not (p == p and p > 0.0):
-                    reject = REJECT_SUSPENDED
-                    side = 1 if target[j] > 0.0 and qty[j] == 0.0 else -1
+                    reject = REJECT_NO_VOLUME if p == NO_VOLUME_PRICE else REJECT_SUSPENDED
+                    side = 1 if (target[j] > 0.0 and qty[j] == 0.0) or (
+                        qty[j] < 0.0 and target[j] >= 0.0) else -1
                 elif tq[j] < qty[j] - QTY_EPS:
                     side = -1
                     if p <= down[i, j] + LIMIT_TOL:
                         reject = REJECT_LIMIT_DOWN
                     else:
-                        dq = qty[j] if tq[j] <= 0.0 else np.floor((qty[j] - tq[j]) / lot
-                                                                   + QTY_EPS) * lot
-                        if dq > 0.0:
+                        # out of a long: all of it (fractional shares too), plus the short
+                        dq = qty[j] - tq[j] if tq[j] <= 0.0 < qty[j] else np.floor(
+                            (qty[j] - tq[j]) / lot + QTY_EPS) * lot
+                        if not dq <= MAX_EXACT:  # a short beyond float precision
+                            reject = REJECT_PRECISION
+                        elif dq > 0.0:
                             sell_px = p * (1.0 - slippage)
                             notional = dq * sell_px
                             c = max(commission_rate * notional, min_commission) \
                                 + stamp_duty * notional
                             cash += notional - c
                             qty[j] -= dq
-                            if qty[j] < QTY_EPS:
+                            if abs(qty[j]) < QTY_EPS:
                                 qty[j] = 0.0
                             rec_side[i, j] = -1
                             rec_status[i, j] = STATUS_FILLED
@@ -255,10 +293,14 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                             rec_cost[i, j] = c
                             day_cost += c + dq * (p - sell_px)
                             day_traded += notional
-                        pending[j] = False
+                        if reject == 0:
+                            pending[j] = False
                 elif tq[j] <= qty[j] + QTY_EPS:
                     pending[j] = False
-                    continue
+                    if not (target[j] != 0.0 and qty[j] == 0.0):
+                        continue
+                    reject = REJECT_CASH  # one lot costs more than the target's value
+                    side = 1 if target[j] > 0.0 else -1
                 else:
                     continue  # a buy, handled below
                 if reject != 0:
@@ -288,7 +330,19 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                         rec_cost[i, j] = 0.0
                     last_reject[j] = REJECT_LIMIT_UP
                     continue
-                dq = np.floor((tq[j] - qty[j]) / lot + QTY_EPS) * lot
+                # out of a short: all of it (fractional shares too), plus the long
+                dq = tq[j] - qty[j] if qty[j] < 0.0 <= tq[j] else np.floor(
+                    (tq[j] - qty[j]) / lot + QTY_EPS) * lot
+                if not dq <= MAX_EXACT:  # too many shares for a float (or inf)
+                    if last_reject[j] != REJECT_PRECISION:
+                        rec_side[i, j] = 1
+                        rec_status[i, j] = REJECT_PRECISION
+                        rec_qty[i, j] = 0.0
+                        rec_price[i, j] = p
+                        rec_cost[i, j] = 0.0
+                    last_reject[j] = REJECT_PRECISION
+                    dqs[j] = -1.0
+                    continue
                 if dq <= 0.0:
                     pending[j] = False
                     continue
@@ -301,7 +355,7 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                     if dqs[j] > 0.0:
                         dqs[j] = np.floor(dqs[j] * scale / lot) * lot
             for j in range(N):
-                if not pending[j]:
+                if not pending[j] or dqs[j] < 0.0:
                     continue
                 p = exec_price[i, j]
                 if not (p == p and p > 0.0) or p >= up[i, j] - LIMIT_TOL:
@@ -322,6 +376,8 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                 c = max(commission_rate * notional, min_commission)
                 cash -= notional + c
                 qty[j] += dq
+                if abs(qty[j]) < QTY_EPS:
+                    qty[j] = 0.0
                 pending[j] = False
                 rec_side[i, j] = 1
                 rec_status[i, j] = STATUS_FILLED
@@ -354,6 +410,7 @@ def run_portfolio(
     rebalance: int = 1,
     weighting: Literal["equal", "score"] = "equal",
     max_weight: float = 1.0,
+    short_k: int = 0,
     market: MarketConfig | str = "cn",
     lag: int = 0,
     price: ExecPrice = "close",
@@ -377,7 +434,13 @@ def run_portfolio(
         Rebalance every this many bars from the first signal date.
     weighting : {"equal", "score"}
     max_weight : float
-        Cap on any single weight (the rest stays in cash).
+        Cap on any single weight's size (the rest stays in cash).
+    short_k : int
+        With scores: also short the ``short_k`` worst-ranked names (never a long one);
+        the book is then dollar-neutral, +0.5 long and -0.5 short of the equity. Needs a
+        market that allows short selling (``allow_short``: ``us`` yes, ``cn`` no); a short
+        position is marked like a long one (negative quantity), its sale proceeds stay in
+        cash, and covering is a buy.
     market, lag, price, init_cash, costs, rules :
         As in :func:`qilin.backtest.signal.run_signals`.
     backend :
@@ -404,13 +467,22 @@ def run_portfolio(
         raise BacktestError(f"max_weight={max_weight!r} must lie in (0, 1]")
     if not init_cash > 0:
         raise BacktestError(f"init_cash={init_cash!r} must be positive")
+    if int(short_k) != short_k or short_k < 0:
+        raise BacktestError(f"short_k={short_k!r} must be a non-negative integer")
+    check_not_empty(panel)
     if panel.backend.is_gpu:
         panel = panel.to("cpu")
     m, cm, mr = resolve_market(market, costs, rules)
+    if short_k and not mr.allow_short:
+        raise BacktestError(f"short_k={short_k}: market {m.name!r} does not allow short "
+                            f"selling (allow_short: false in configs/markets/{m.name}.yaml); "
+                            "use short_k=0 (long only) or a market that allows shorts")
+    if short_k and weights is not None:
+        raise BacktestError("short_k applies to scores; give negative weights for shorts")
     sc = None if scores is None else align_frame(scores, panel, "scores").astype(np.float64)
     wt = None if weights is None else align_frame(weights, panel, "weights").astype(np.float64)
     w = target_weights(panel, sc, wt, int(top_k), n_drop, int(band), int(rebalance), weighting,
-                       float(max_weight))
+                       float(max_weight), int(short_k), mr.allow_short)
     shift = execution_shift(lag, price)
     is_reb = shift_rows(np.isfinite(w).any(axis=1)[:, None].astype(float), shift)[:, 0] == 1.0
     w_exec = np.ascontiguousarray(shift_rows(w, shift))

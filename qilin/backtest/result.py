@@ -35,6 +35,8 @@ REJECT_LIMIT_UP = 3
 REJECT_LIMIT_DOWN = 4
 REJECT_CASH = 5
 REJECT_T_PLUS_ONE = 6
+REJECT_NO_VOLUME = 7
+REJECT_PRECISION = 8
 REASONS = {
     STATUS_FILLED: "",
     REJECT_SUSPENDED: "suspended",
@@ -42,6 +44,8 @@ REASONS = {
     REJECT_LIMIT_DOWN: "limit_down",
     REJECT_CASH: "insufficient_cash",
     REJECT_T_PLUS_ONE: "t_plus_one",
+    REJECT_NO_VOLUME: "no_volume",
+    REJECT_PRECISION: "beyond_precision",
 }
 _REASON_TABLE = np.array([REASONS.get(i, "") for i in range(max(REASONS) + 1)], dtype=object)
 TRADE_COLUMNS = ("date", "symbol", "side", "quantity", "price", "cost", "status", "reason")
@@ -166,10 +170,12 @@ class BacktestResult:
     def round_trips(self) -> pd.DataFrame:
         """Closed round trips per symbol from the filled trades.
 
-        A round trip opens with a buy while flat and closes with the sell that leaves the
-        position at 0. ``pnl`` = net sale proceeds (after commission and duty) minus the
-        total buy cost (notional plus commission); ``return`` = ``pnl`` over that buy cost.
-        Positions still open at the end are not included.
+        A round trip opens with a trade while flat (a buy for a long, a sale for a short)
+        and closes with the trade that leaves the position at 0. ``pnl`` = net sale
+        proceeds (after commission and duty) minus the total buy cost (notional plus
+        commission); ``return`` = ``pnl`` over the opening side's amount (the buy cost of a
+        long, the net sale proceeds of a short). Positions still open at the end, and a
+        position that crosses 0 without being flat, do not close a round trip.
         """
         cols = ["symbol", "entry_date", "exit_date", "pnl", "return"]
         t = self.trades[self.trades["status"] == "filled"] if len(self.trades) else self.trades
@@ -239,6 +245,7 @@ def _round_trips_nb(col, row, is_buy, flow, flat_after):
     k = 0
     open_col = -1
     opened = -1
+    long_trip = True
     acc = 0.0
     cost = 0.0
     for i in range(n):
@@ -246,15 +253,14 @@ def _round_trips_nb(col, row, is_buy, flow, flat_after):
             open_col = col[i]
             opened = -1
         if opened < 0:
-            if not is_buy[i]:
-                continue
             opened = row[i]
+            long_trip = is_buy[i]
             acc = 0.0
             cost = 0.0
         acc += flow[i]
-        if is_buy[i]:
-            cost -= flow[i]
-        elif flat_after[i]:
+        if is_buy[i] == long_trip:  # the opening side: buys of a long, sales of a short
+            cost += -flow[i] if long_trip else flow[i]
+        if flat_after[i]:
             sym[k] = col[i]
             start[k] = opened
             end[k] = row[i]

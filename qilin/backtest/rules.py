@@ -54,11 +54,18 @@ class MarketRules:
         Shares bought on a day cannot be sold before the next trading day.
     price_limits : bool
         No buying at/above the up limit, no selling at/below the down limit.
+    block_zero_volume : bool
+        A bar with a volume of 0 (nothing traded that day) is not tradable: orders wait and
+        are recorded as rejected with the reason ``no_volume``. Needs a ``volume`` field.
+    allow_short : bool
+        Whether the market allows short positions (portfolio mode's long-short books).
     """
 
     lot_size: int = 1
     t_plus_one: bool = False
     price_limits: bool = False
+    block_zero_volume: bool = True
+    allow_short: bool = False
 
     def __post_init__(self) -> None:
         if int(self.lot_size) != self.lot_size or self.lot_size < 1:
@@ -69,7 +76,8 @@ class MarketRules:
         """Rules of a market profile (``"cn"``, ``"us"`` or a MarketConfig), with overrides."""
         m = load_market(market) if isinstance(market, str) else market
         kw = {"lot_size": m.lot_size, "t_plus_one": m.t_plus_one,
-              "price_limits": m.price_limits}
+              "price_limits": m.price_limits, "block_zero_volume": m.block_zero_volume,
+              "allow_short": m.allow_short}
         kw.update(overrides)
         return cls(**kw)
 
@@ -94,7 +102,10 @@ def previous_close(panel: Panel) -> np.ndarray:
 def limit_arrays(panel: Panel, rules: MarketRules) -> tuple[np.ndarray, np.ndarray]:
     """Up and down limit prices (host arrays, dates x symbols).
 
-    ``+inf`` / ``-inf`` where the rules have no price limits or no previous close is known.
+    ``+inf`` / ``-inf`` where the rules have no price limits or no previous close is known,
+    and where the previous close is so small that the limit rounded to the cent says nothing
+    (an up limit not above the previous close, a down limit of 0): such a limit would block
+    every order and mislabel it ``limit_up`` / ``limit_down``.
     """
     T, N = panel.shape
     if not rules.price_limits:
@@ -103,7 +114,27 @@ def limit_arrays(panel: Panel, rules: MarketRules) -> tuple[np.ndarray, np.ndarr
     pct = limit_pct_matrix(panel.symbols, panel.dates, is_st=to_host(panel.st))
     up, down = limit_prices(np.nan_to_num(prev, nan=0.0), pct)
     known = np.isfinite(prev) & (prev > 0)
-    return np.where(known, up, np.inf), np.where(known, down, -np.inf)
+    return (np.where(known & (up > prev), up, np.inf),
+            np.where(known & (down > 0), down, -np.inf))
+
+
+def no_volume(panel: Panel, rules: MarketRules) -> np.ndarray:
+    """Bars with a price but a volume of 0, which ``rules`` do not let trade (host bool array).
+
+    All False when the rules allow such bars or the panel has no ``volume`` field.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> p = Panel.from_arrays({"close": np.ones((3, 1)), "volume": np.array([[5.0], [0], [1]])},
+    ...                       pd.date_range("2021-01-04", periods=3), ["A"])
+    >>> no_volume(p, MarketRules())[:, 0].tolist()
+    [False, True, False]
+    """
+    if not rules.block_zero_volume or "volume" not in panel:
+        return np.zeros(panel.shape, dtype=bool)
+    vol = to_host(panel["volume"]).astype(np.float64)
+    return to_host(panel.valid) & (vol == 0.0)
 
 
 def limit_hits(panel: Panel, rules: MarketRules, price: str = "close") -> tuple[np.ndarray,

@@ -16,12 +16,14 @@ Semantics (pinned; the fused sweep kernels reproduce them exactly):
   the execution price. With the default 0, drift never triggers trades.
 - **Sizing.** ``E = cash + qty * p`` at the execution price ``p``; the target quantity is
   ``floor(e * E / (p * (1 + s) * (1 + commission_rate)) / lot) * lot`` (the buy-side fill
-  price is used for both directions). Buys are whole lots, reduced one lot at a time while
-  cash would go negative after costs; a desired exposure of 0 sells the whole position.
+  price is used for both directions). Buys are whole lots, cut to what cash affords after
+  costs (closed form, :func:`~qilin.backtest.costs.affordable_buy_nb`); more than 2**53
+  shares is rejected ``beyond_precision``; a desired exposure of 0 sells the whole position.
 - **Fills and costs.** Buys fill at ``p * (1 + s)``, sells at ``p * (1 - s)``,
   ``s = slippage_bps / 1e4``; commission ``max(rate * notional, min_commission)`` per order,
   stamp duty on sells; all paid from cash.
-- **Rules.** No order on a missing/suspended bar (NaN execution price); with price limits no
+- **Rules.** No order on a missing/suspended bar (NaN execution price) nor on a priced bar
+  with zero volume (execution price ``NO_VOLUME_PRICE``, reason ``no_volume``); with price limits no
   buy when ``p >= up_limit - 1e-9`` and no sell when ``p <= down_limit + 1e-9`` (same test
   for open and close executions). A blocked order is recorded as rejected and retried on the
   next bar while the desire still differs; a rejection is recorded once per reason while it
@@ -58,23 +60,28 @@ import numpy as np
 import pandas as pd
 
 from qilin.backend import Backend, get_backend, to_host
-from qilin.backtest.costs import CostModel, affordable_buy_nb
+from qilin.backtest.costs import AFFORDABLE_BUY_CUDA, MAX_EXACT, CostModel, affordable_buy_nb
 from qilin.backtest.result import (
     REJECT_CASH,
     REJECT_LIMIT_DOWN,
     REJECT_LIMIT_UP,
+    REJECT_NO_VOLUME,
+    REJECT_PRECISION,
     REJECT_SUSPENDED,
     STATUS_FILLED,
     BacktestResult,
     gather_trades,
 )
-from qilin.backtest.rules import LIMIT_TOL, MarketRules, ffill_rows, limit_arrays
+from qilin.backtest.rules import LIMIT_TOL, MarketRules, ffill_rows, limit_arrays, no_volume
 from qilin.config import MarketConfig, load_market
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError
 
 ExecPrice = Literal["close", "open"]
 QTY_EPS = 1e-9
+#: Execution price marking a bar that has a price but no volume (not tradable, recorded as
+#: ``no_volume``); NaN marks a missing or suspended bar (``suspended``).
+NO_VOLUME_PRICE = -1.0
 
 
 @numba.njit(parallel=True, cache=True)
@@ -117,7 +124,7 @@ def simulate_signals_nb(target, exec_price, close, adj_ratio, up, down, init_cas
                 reject = 0
                 side = 0
                 if not valid:
-                    reject = REJECT_SUSPENDED
+                    reject = REJECT_NO_VOLUME if p == NO_VOLUME_PRICE else REJECT_SUSPENDED
                     side = 1
                     if qty != 0.0 and desired * (cash + qty * last_close) <= qty * last_close:
                         side = -1
@@ -134,7 +141,9 @@ def simulate_signals_nb(target, exec_price, close, adj_ratio, up, down, init_cas
                             reject = REJECT_LIMIT_UP
                         else:
                             dq = np.floor((tq - qty) / lot + QTY_EPS) * lot
-                            if dq <= 0.0:
+                            if not dq <= MAX_EXACT:  # too many shares for a float (or inf)
+                                reject = REJECT_PRECISION
+                            elif dq <= 0.0:
                                 pending = False
                             else:
                                 dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate,
@@ -184,6 +193,9 @@ def simulate_signals_nb(target, exec_price, close, adj_ratio, up, down, init_cas
                                 day_traded = notional
                     else:
                         pending = False
+                        if desired > 0.0 and qty == 0.0:  # one lot costs more than the equity
+                            side = 1
+                            reject = REJECT_CASH
                 if reject != 0 and reject != last_reject:
                     rec_side[i, j] = side
                     rec_status[i, j] = reject
@@ -203,7 +215,7 @@ def simulate_signals_nb(target, exec_price, close, adj_ratio, up, down, init_cas
             traded_out[i, j] = day_traded
 
 
-_CUDA_SOURCE = r"""
+_CUDA_SOURCE = AFFORDABLE_BUY_CUDA + r"""
 #define NAN_D __longlong_as_double(0x7ff8000000000000ULL)
 extern "C" __global__ void simulate_signals_cuda(
     const double* target, const double* exec_price, const double* close,
@@ -211,7 +223,7 @@ extern "C" __global__ void simulate_signals_cuda(
     const int T, const int N, const double init_cash, const double commission_rate,
     const double min_commission, const double slippage, const double stamp_duty,
     const double lot, const double rebalance_threshold, const double limit_tol,
-    const double qty_eps,
+    const double qty_eps, const double no_volume_price,
     double* equity, double* qty_out, double* value_out, double* cost_out, double* traded_out,
     signed char* rec_side, signed char* rec_status, double* rec_qty, double* rec_price,
     double* rec_cost)
@@ -238,7 +250,7 @@ extern "C" __global__ void simulate_signals_cuda(
         if (pending) {
             int reject = 0, side = 0;
             if (!valid) {
-                reject = 2;
+                reject = (p == no_volume_price) ? 7 : 2;
                 side = 1;
                 if (qty != 0.0 && desired * (cash + qty * last_close) <= qty * last_close)
                     side = -1;
@@ -253,14 +265,11 @@ extern "C" __global__ void simulate_signals_cuda(
                     if (p >= up[k] - limit_tol) { reject = 3; }
                     else {
                         double dq = floor((tq - qty) / lot + qty_eps) * lot;
-                        if (dq <= 0.0) { pending = false; }
+                        if (!(dq <= QILIN_MAX_EXACT)) { reject = 8; }
+                        else if (dq <= 0.0) { pending = false; }
                         else {
-                            while (dq > 0.0) {
-                                double notional = dq * buy_px;
-                                double c = fmax(commission_rate * notional, min_commission);
-                                if (cash - notional - c >= 0.0) break;
-                                dq -= lot;
-                            }
+                            QILIN_AFFORDABLE_BUY(dq, buy_px, cash, lot, commission_rate,
+                                                 min_commission);
                             if (dq <= 0.0) { reject = 5; }
                             else {
                                 double notional = dq * buy_px;
@@ -298,6 +307,7 @@ extern "C" __global__ void simulate_signals_cuda(
                     }
                 } else {
                     pending = false;
+                    if (desired > 0.0 && qty == 0.0) { side = 1; reject = 5; }
                 }
             }
             if (reject != 0 && reject != last_reject) {
@@ -354,7 +364,8 @@ def _simulate_gpu(inputs: dict[str, np.ndarray], params: tuple, backend: Backend
         dev["down"], np.int32(T), np.int32(N), np.float64(init_cash), np.float64(rate),
         np.float64(min_comm), np.float64(slip), np.float64(duty), np.float64(lot),
         np.float64(thr), np.float64(LIMIT_TOL), np.float64(QTY_EPS),
-        out["equity"], out["qty"], out["value"], out["cost"], out["traded"],
+        np.float64(NO_VOLUME_PRICE), out["equity"], out["qty"], out["value"], out["cost"],
+        out["traded"],
         out["rec_side"], out["rec_status"], out["rec_qty"], out["rec_price"], out["rec_cost"]))
     backend.synchronize()
     return {k: cp.asnumpy(v) for k, v in out.items()}
@@ -430,6 +441,13 @@ def adj_ratio(panel: Panel) -> np.ndarray:
     return np.where(np.isfinite(r) & (r > 0), r, 1.0)
 
 
+def check_not_empty(panel: Panel) -> None:
+    """Raise BacktestError for a panel without dates or symbols (nothing to backtest)."""
+    if panel.shape[0] == 0 or panel.shape[1] == 0:
+        raise BacktestError(f"the data has {panel.shape[0]} dates x {panel.shape[1]} symbols: "
+                            "nothing to backtest; check the file and the date/symbol filters")
+
+
 def resolve_market(market: MarketConfig | str, costs: CostModel | Mapping[str, float] | None,
                    rules: MarketRules | Mapping[str, Any] | None
                    ) -> tuple[MarketConfig, CostModel, MarketRules]:
@@ -447,6 +465,7 @@ def execution_inputs(panel: Panel, rules: MarketRules, price: str) -> dict[str, 
         raise BacktestError(f"price={price!r} needs a {price!r} field in the panel")
     valid = to_host(panel.valid) & ~to_host(panel.suspended)
     px = np.where(valid, to_host(panel[price]).astype(np.float64), np.nan)
+    px = np.where(valid & no_volume(panel, rules), NO_VOLUME_PRICE, px)
     close = np.where(to_host(panel.valid), to_host(panel["close"]).astype(np.float64), np.nan)
     up, down = limit_arrays(panel, rules)
     return {"exec_price": np.ascontiguousarray(px), "close": np.ascontiguousarray(close),
@@ -506,6 +525,7 @@ def run_signals(
         raise BacktestError(f"init_cash={init_cash!r} must be positive")
     if not rebalance_threshold >= 0:
         raise BacktestError(f"rebalance_threshold={rebalance_threshold!r} must be >= 0")
+    check_not_empty(panel)
     m, cm, mr = resolve_market(market, costs, rules)
     desired = (check_target(align_frame(target, panel, "target"), panel) if target is not None
                else desired_from_signals(entries, exits, panel))

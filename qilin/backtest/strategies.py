@@ -33,11 +33,13 @@ Examples
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from qilin.backend import to_host
 from qilin.backtest import sweep_kernels_cpu as kcpu
@@ -121,10 +123,47 @@ def compute_stack(keys: list[SeriesKey], px: np.ndarray, out: np.ndarray) -> np.
 _BATCHED = {"sma": kcpu.rolling_means_into_nb, "ema": kcpu.emas_into_nb}
 
 
+class InvalidCombination(BacktestError):
+    """Parameters that are each valid but do not go together (e.g. ``fast >= slow``):
+    a grid drops such combinations, while any other error in a grid is raised."""
+
+
 def _positive_int(name: str, value: Any, template: str) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+    ok = (not isinstance(value, bool | str) and isinstance(value, int | float | np.number)
+          and np.isfinite(value) and int(value) == value and int(value) >= 1)
+    if not ok:
         raise BacktestError(f"{template}: parameter {name}={value!r} must be a positive integer")
     return int(value)
+
+
+def _finite_number(name: str, value: Any, template: str) -> float:
+    ok = (not isinstance(value, bool | str) and isinstance(value, int | float | np.number)
+          and np.isfinite(value))
+    if not ok:
+        raise BacktestError(f"{template}: parameter {name}={value!r} must be a finite number")
+    return float(value)
+
+
+def did_you_mean(name: str, options: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``options`` (difflib), else ``""``.
+
+    Examples
+    --------
+    >>> did_you_mean("slwo", ["fast", "slow", "ma"])
+    " (did you mean 'slow'?)"
+    >>> did_you_mean("zzz", ["fast", "slow"])
+    ''
+    """
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_parameters_error(template: Any, unknown: list[str]) -> BacktestError:
+    """The error for parameters ``template`` does not take: valid names and a suggestion."""
+    hints = "".join(did_you_mean(n, template.param_names) for n in unknown[:1])
+    return BacktestError(
+        f"{template.name}: unknown parameter(s) {', '.join(unknown)}{hints}; valid "
+        f"parameters: {', '.join(template.param_names)}")
 
 
 @dataclass(frozen=True)
@@ -140,10 +179,11 @@ class StrategyTemplate:
         raise NotImplementedError
 
     def is_valid(self, params: Mapping[str, Any]) -> bool:
-        """False for combinations a grid should drop (e.g. ``fast >= slow``)."""
+        """False for combinations a grid should drop (e.g. ``fast >= slow``); a bad value
+        (a word for a window, an unknown parameter) raises BacktestError."""
         try:
             self.check(params)
-        except BacktestError:
+        except InvalidCombination:
             return False
         return True
 
@@ -195,7 +235,7 @@ class MACrossover(StrategyTemplate):
         fast = _positive_int("fast", p["fast"], self.name)
         slow = _positive_int("slow", p["slow"], self.name)
         if fast >= slow:
-            raise BacktestError(f"ma_cross: fast={fast} must be below slow={slow}")
+            raise InvalidCombination(f"ma_cross: fast={fast} must be below slow={slow}")
         if p["ma"] not in ("sma", "ema"):
             raise BacktestError(f"ma_cross: ma={p['ma']!r} must be 'sma' or 'ema'")
         return {"fast": fast, "slow": slow, "ma": p["ma"]}
@@ -218,9 +258,13 @@ class RSIThreshold(StrategyTemplate):
         p = {**self.defaults, **params}
         _require(self, p)
         w = _positive_int("window", p["window"], self.name)
-        lo, up = float(p["lower"]), float(p["upper"])
-        if not 0.0 <= lo < up <= 100.0:
-            raise BacktestError(f"rsi: need 0 <= lower < upper <= 100, got lower={lo} upper={up}")
+        lo = _finite_number("lower", p["lower"], self.name)
+        up = _finite_number("upper", p["upper"], self.name)
+        for name, v in (("lower", lo), ("upper", up)):
+            if not 0.0 <= v <= 100.0:
+                raise BacktestError(f"rsi: parameter {name}={v} must lie in [0, 100]")
+        if not lo < up:
+            raise InvalidCombination(f"rsi: need lower < upper, got lower={lo} upper={up}")
         return {"window": w, "lower": lo, "upper": up}
 
     def sides(self, params: Mapping[str, Any]) -> tuple[Side, Side, Side, Side]:
@@ -242,7 +286,7 @@ class BollingerBands(StrategyTemplate):
         p = {**self.defaults, **params}
         _require(self, p)
         w = _positive_int("window", p["window"], self.name)
-        k = float(p["k"])
+        k = _finite_number("k", p["k"], self.name)
         if not k > 0:
             raise BacktestError(f"bollinger: k={k} must be positive")
         if p["mode"] not in ("reversion", "breakout"):
@@ -283,10 +327,8 @@ class MomentumTopK:
         return {n: _positive_int(n, p[n], self.name) for n in self.param_names}
 
     def is_valid(self, params: Mapping[str, Any]) -> bool:
-        try:
-            self.check(params)
-        except BacktestError:
-            return False
+        """True: every combination of valid values is valid (bad values raise)."""
+        self.check(params)
         return True
 
     def scores(self, panel: Panel, lookback: int) -> np.ndarray:
@@ -318,16 +360,13 @@ class MomentumTopK:
 
 
 def _require(template: Any, p: Mapping[str, Any]) -> None:
+    unknown = [str(n) for n in p if n not in template.param_names]
+    if unknown:  # first: a misspelled name is also a missing one
+        raise unknown_parameters_error(template, unknown)
     missing = [n for n in template.param_names if n not in p]
     if missing:
         raise BacktestError(
             f"{template.name}: missing parameter(s) {', '.join(missing)} "
-            f"(parameters: {', '.join(template.param_names)})"
-        )
-    unknown = [n for n in p if n not in template.param_names]
-    if unknown:
-        raise BacktestError(
-            f"{template.name}: unknown parameter(s) {', '.join(unknown)} "
             f"(parameters: {', '.join(template.param_names)})"
         )
 
@@ -356,6 +395,11 @@ def get_strategy(name: str | Any) -> Any:
     ... except BacktestError as exc:
     ...     print(exc)
     unknown strategy 'macd' (known: ma_cross, rsi, bollinger, momentum_topk)
+    >>> try:
+    ...     get_strategy("ma_crss")
+    ... except BacktestError as exc:
+    ...     print(str(exc)[:53])
+    unknown strategy 'ma_crss' (did you mean 'ma_cross'?)
     """
     if not isinstance(name, str):
         return name
@@ -363,5 +407,36 @@ def get_strategy(name: str | Any) -> Any:
         return STRATEGIES[name]()
     except KeyError:
         raise BacktestError(
-            f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})"
+            f"unknown strategy {name!r}{did_you_mean(name, STRATEGIES)} "
+            f"(known: {', '.join(STRATEGIES)})"
         ) from None
+
+
+def list_strategies() -> pd.DataFrame:
+    """The strategy templates with their parameters, defaults, mode and rule.
+
+    One row per template: ``name``, ``mode`` (``signals``: one account per symbol;
+    ``portfolio``: one shared account), ``parameters`` (names in order, required ones
+    without a default marked ``*``), ``defaults`` (a dict) and ``description``.
+    ``qilin backtest strategies`` prints it.
+
+    Examples
+    --------
+    >>> t = list_strategies()
+    >>> t["name"].tolist()
+    ['ma_cross', 'rsi', 'bollinger', 'momentum_topk']
+    >>> t.set_index("name").loc["ma_cross", "parameters"], t.loc[0, "defaults"]
+    ('fast*, slow*, ma', {'ma': 'sma'})
+    """
+    rows = []
+    for name, cls in STRATEGIES.items():
+        tpl = cls()
+        defaults = dict(tpl.defaults)
+        rows.append({
+            "name": name,
+            "mode": "signals" if hasattr(tpl, "signals") else "portfolio",
+            "parameters": ", ".join(n if n in defaults else f"{n}*" for n in tpl.param_names),
+            "defaults": defaults,
+            "description": (cls.__doc__ or "").strip().splitlines()[0].replace("``", ""),
+        })
+    return pd.DataFrame(rows)

@@ -3,8 +3,9 @@
 The sweep never materialises a dates x symbols x parameters array. Indicator series are
 computed once per distinct window (``K`` series, each symbols x dates) and the fused kernel
 walks every (combination, symbol) column through time with its state in local variables,
-adding the column's daily return into one ``(combinations, dates)`` accumulator row (the
-equal-weight portfolio of the combination's symbols) and a few counters.
+adding the column's daily equity change into one ``(combinations, dates)`` accumulator row
+(the combination's combined account: the sum of its symbols' sub-accounts, as
+``BacktestResult`` aggregates them) and a few counters.
 
 A column is simulated event by event. One vectorised pass turns its four sides into two
 bit sets, one bit per bar: *entry* (entry fires and exit does not) and *exit* (the
@@ -39,7 +40,8 @@ import numba as nb
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from qilin.backtest.costs import affordable_buy_nb
+from qilin.backtest.costs import MAX_EXACT, affordable_buy_nb
+from qilin.backtest.portfolio import simulate_portfolio_nb
 from qilin.backtest.signal import QTY_EPS
 
 #: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
@@ -299,38 +301,36 @@ def _bit_nb(words, s):
     return (words[s >> 6] >> np.uint64(s & 63)) & np.uint64(1) != 0
 
 
-#: Columns of the hold-run records: first bar, end bar, cash, quantity, 1 / equity before.
+#: Columns of the hold-run records: first bar, end bar, cash, quantity, equity before.
 RUN_FIELDS = 5
 
 
 @nb.njit(cache=True, fastmath={"reassoc"})
-def _hold_runs_nb(px, runs, n_runs, port_row, inv_cols):
-    """Add the returns of a column's hold runs to ``port_row``; returns their exposure sum.
+def _hold_runs_nb(px, runs, n_runs, port_row):
+    """Add the equity changes of a column's hold runs to ``port_row``; returns their
+    exposure sum.
 
     A run is bars ``[start, stop)`` where the column holds ``qty`` shares and ``cash``,
     does not trade and has every price. Per bar it is the arithmetic of the bar-by-bar
-    walk (equity * (1 / previous equity) - 1), one division per bar; only the exposure sum
-    is reassociated.
+    walk (equity - previous equity; one division per bar for the exposure); only the
+    exposure sum is reassociated.
     """
     exposure = 0.0
     for r in range(n_runs):
         start, stop = int(runs[r, 0]), int(runs[r, 1])
-        cash, qty, prev_inv = runs[r, 2], runs[r, 3], runs[r, 4]
+        cash, qty, prev_eq = runs[r, 2], runs[r, 3], runs[r, 4]
         held = qty * px[start]
         equity = cash + held
-        inv = 1.0 / equity if equity > 0.0 else 0.0
-        exposure += held * inv
-        if start > 0:
-            port_row[start] += (equity * prev_inv - 1.0) * inv_cols
+        exposure += held / equity if equity > 0.0 else 0.0
+        port_row[start] += equity - prev_eq
         now = px[start + 1:stop]
         out = port_row[start + 1:stop]
         for u in range(now.shape[0]):
             held = qty * now[u]
+            before = equity
             equity = cash + held
-            inv_before = inv
-            inv = 1.0 / equity if equity > 0.0 else 0.0
-            exposure += held * inv
-            out[u] += (equity * inv_before - 1.0) * inv_cols
+            exposure += held / equity if equity > 0.0 else 0.0
+            out[u] += equity - before
     return exposure
 
 
@@ -379,7 +379,7 @@ def _column_bits_nb(S, idx, coef, c, j, start, stop, entry_words, exit_words):
 
 @nb.njit(cache=True, inline="always")
 def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, commission_rate,
-               min_commission, slip, stamp_duty, port_row, counters_row, inv_cols,
+               min_commission, slip, stamp_duty, port_row, counters_row,
                corporate_actions, irregular, last_price, entry_words, exit_words, runs):
     T = close.shape[1]
     px = close[j]
@@ -392,6 +392,7 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
     pending = False
     last_close = math.nan
     prev_inv = 1.0 / init_cash  # 1 / previous equity: one division per step
+    prev_eq = init_cash
     bought = 0.0
     sold = 0.0
     n_trades = 0.0
@@ -417,10 +418,11 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
                     runs[n_runs, 1] = nxt
                     runs[n_runs, 2] = cash
                     runs[n_runs, 3] = qty
-                    runs[n_runs, 4] = prev_inv
+                    runs[n_runs, 4] = prev_eq
                     n_runs += 1
                     equity = cash + qty * px[nxt - 1]
                     prev_inv = 1.0 / equity if equity > 0.0 else 0.0
+                    prev_eq = equity
                 last_close = last_price[nxt - 1]
                 t = nxt
                 if t == T:
@@ -444,7 +446,9 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
                 if buy_ok[t]:
                     # from flat, tq is already whole lots: (k * lot) / lot == k exactly
                     dq = tq if qty == 0.0 else math.floor((tq - qty) / lot + QTY_EPS) * lot
-                    if dq <= 0.0:
+                    if not dq <= MAX_EXACT:  # beyond float precision: rejected, as the engine
+                        pass
+                    elif dq <= 0.0:
                         pending = False
                     else:
                         dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate,
@@ -487,16 +491,16 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
                 pending = False
         if p == p:
             last_close = p
-        if qty != 0.0 or moved:  # a flat column without a fill has a return of exactly 0
+        if qty != 0.0 or moved:  # a flat column without a fill keeps its equity exactly
             held = qty * last_close if qty != 0.0 else 0.0
             equity = cash + held
             inv = 1.0 / equity if equity > 0.0 else 0.0
             exposure += held * inv
-            if t > 0:
-                port_row[t] += (equity * prev_inv - 1.0) * inv_cols
+            port_row[t] += equity - prev_eq
             prev_inv = inv
+            prev_eq = equity
         t += 1
-    exposure += _hold_runs_nb(px, runs, n_runs, port_row, inv_cols)
+    exposure += _hold_runs_nb(px, runs, n_runs, port_row)
     counters_row[0] += n_trades
     counters_row[1] += n_wins
     counters_row[2] += n_closed
@@ -507,7 +511,7 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
 @nb.njit(cache=True, parallel=True)
 def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, init_cash,
                         lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
-                        inv_cols, port, counters, group=COMBO_GROUP, order=None):
+                        port, counters, group=COMBO_GROUP, order=None):
     """Run every (combination, symbol) column of one symbol tile, accumulating in place.
 
     Parameters
@@ -527,10 +531,10 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
     t_plus_one : bool
         Accepted for the market profile's sake; with one order per bar and column, shares
         bought on a day are never sold that day, so T+1 holds by construction.
-    inv_cols : float
-        ``1 / total symbols`` of the whole sweep (tiles add into the same rows).
     port : float64 array (combinations, dates)
-        Receives ``sum_j return[c, j, t] * inv_cols``.
+        Receives ``sum_j (equity[c, j, t] - equity[c, j, t - 1])``, the change of the
+        combination's combined equity (``equity[c, j, -1] = init_cash``); symbol tiles add
+        into the same rows. :func:`pnl_returns` turns it into daily returns.
     counters : float64 array (combinations, 5)
         Receives the sums named in :data:`COUNTER_NAMES`.
     group : int
@@ -574,7 +578,7 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
                 c = order[i]
                 _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot,
                            commission_rate, min_commission, slip, stamp_duty, port[c],
-                           counters[c], inv_cols, has_ca[j], irregular, last_price,
+                           counters[c], has_ca[j], irregular, last_price,
                            entry_bits[i - lo], exit_bits[i - lo], runs)
 
 
@@ -635,6 +639,26 @@ def deal_groups(order: np.ndarray, group: int, threads: int | None = None) -> np
 
 
 # --------------------------------------------------------------------------- metrics
+def pnl_returns(pnl: np.ndarray, base: float) -> np.ndarray:
+    """Daily returns of combined accounts from their daily equity changes.
+
+    ``pnl`` is ``(combinations, dates)`` as accumulated by :func:`simulate_signals_nb`;
+    ``base`` the combined starting capital (symbols x ``init_cash``). Equity is ``base +
+    cumsum(pnl)``; the return of day ``t`` is ``equity_t / equity_{t-1} - 1``, 0 on the
+    first day, as ``BacktestResult.returns`` (and ``backtest run``'s aggregate).
+
+    Examples
+    --------
+    >>> pnl_returns(np.array([[-5.0, 105.0, -110.0]]), 1000.0).round(6).tolist()
+    [[0.0, 0.105528, -0.1]]
+    """
+    equity = base + np.cumsum(pnl, axis=1)
+    out = np.zeros_like(equity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:, 1:] = equity[:, 1:] / equity[:, :-1] - 1.0
+    return out
+
+
 @nb.njit(cache=True, parallel=True)
 def returns_metrics_nb(port: np.ndarray, periods_per_year: float) -> np.ndarray:
     """Empyrical metrics of each row of daily returns, in one streaming pass per row.
@@ -693,7 +717,8 @@ def topk_candidates_nb(scores, tradable, needed, ranked, n_candidates):
     """The best-scored tradable symbols of every (lookback, date) a combination rebalances on.
 
     ``scores`` is ``(lookbacks, dates, symbols)``; ``needed[t]`` says whether some
-    combination rebalances on date ``t``. ``n_candidates[l, t]`` receives how many tradable
+    combination rebalances on date ``t``; ``tradable`` which names may be picked (the bars
+    that exist, as ``MomentumTopK.targets``). ``n_candidates[l, t]`` receives how many such
     symbols have a score, ``ranked[l, t, :]`` the first of them by descending score (ties in
     symbol order), as many as fit. Every combination with that lookback reads them, so each
     ranking is sorted once for the whole sweep.
@@ -723,60 +748,83 @@ def topk_candidates_nb(scores, tradable, needed, ranked, n_candidates):
                 ranked[lb, t, q] = cand[order[q]]
 
 
-@nb.njit(cache=True, parallel=True)
-def topk_sweep_nb(ranked, n_candidates, returns, tradable, lookback_idx, ks, rebalances,
-                  cost_buy, cost_sell, port, turnover):
-    """Momentum top-k portfolio sweep: one combination per ``(lookback, k, rebalance)``.
+#: Column order of the per-combination counters of :func:`topk_portfolio_sweep_nb`.
+TOPK_COUNTER_NAMES = ("n_trades", "turnover_sum", "exposure_sum")
 
-    Weights are fractions of the portfolio value. Each day the held weights earn
-    ``returns[t]`` (close-to-close into ``t``, 0 on missing bars) and drift. On every
-    ``rebalance``-th date (``t % rebalance == 0``), at the close, the ``k`` tradable symbols
-    with the highest score (``ranked`` / ``n_candidates`` from :func:`topk_candidates_nb`,
-    at least ``max(ks)`` deep) get equal weights of what is not stuck in untradable
-    holdings; untradable holdings are kept. Trading costs ``cost_buy`` / ``cost_sell`` per
-    unit of weight bought / sold come out of the portfolio value. ``port[c, t]`` receives
-    the daily return, ``turnover[c]`` the traded weight summed.
+
+@nb.njit(cache=True, parallel=True)
+def topk_portfolio_sweep_nb(ranked, n_candidates, lookback_idx, ks, rebalances, lag,
+                            exec_price, close, adj_ratio, up, down, init_cash,
+                            commission_rate, min_commission, slippage, stamp_duty, lot,
+                            n_workers, port, counters):
+    """Momentum top-k sweep through the portfolio engine's own state machine.
+
+    Each combination ``(lookback, k, rebalance)`` is exactly ``run_portfolio(panel,
+    weights=MomentumTopK().targets(panel, ...), rebalance=1, lag=lag)``: on every
+    ``rebalance``-th date (``t % rebalance == 0``) that has ranked candidates (``ranked`` /
+    ``n_candidates`` from :func:`topk_candidates_nb` over the bars that exist), the best
+    ``min(k, candidates)`` get weight ``1 / min(k, candidates)`` and every other name 0;
+    the targets execute ``lag`` bars later in
+    :func:`qilin.backtest.portfolio.simulate_portfolio_nb` (lots, costs, minimum
+    commission, limits, suspensions, corporate actions). Trading arrays are the engine's
+    ``(dates, symbols)`` execution inputs.
+
+    ``port[c]`` receives the daily returns of the account (first day 0), ``counters[c]``
+    the sums named in :data:`TOPK_COUNTER_NAMES` (filled orders; traded notional / previous
+    equity; position value / equity). ``n_workers`` state buffers are allocated, one per
+    parallel worker, each reused over its combinations.
     """
     C = ks.shape[0]
-    T, N = returns.shape
-    for c in nb.prange(C):
-        lb = lookback_idx[c]
-        k = ks[c]
-        reb = rebalances[c]
-        w = np.zeros(N)
-        target = np.zeros(N)
-        for t in range(T):
-            r = 0.0
-            for j in range(N):
-                if w[j] != 0.0:
-                    r += w[j] * returns[t, j]
-            if r != 0.0:
-                g = 1.0 + r
-                for j in range(N):
-                    if w[j] != 0.0:
-                        w[j] = w[j] * (1.0 + returns[t, j]) / g
-            day = r
-            m = n_candidates[lb, t]
-            if t % reb == 0 and m > 0:
-                stuck = 0.0
-                for j in range(N):
-                    if not tradable[t, j]:
-                        stuck += w[j]
+    T, N = close.shape
+    for g in nb.prange(n_workers):
+        weights = np.zeros((T, N))
+        reb_row = np.zeros(T, dtype=np.bool_)
+        equity = np.empty((T, 1))
+        cost = np.empty((T, 1))
+        traded = np.empty((T, 1))
+        qty = np.empty((T, N))
+        value = np.empty((T, N))
+        rec_side = np.zeros((T, N), dtype=np.int8)
+        rec_status = np.zeros((T, N), dtype=np.int8)
+        rec_qty = np.empty((T, N))
+        rec_price = np.empty((T, N))
+        rec_cost = np.empty((T, N))
+        for c in range(g, C, n_workers):
+            lb = lookback_idx[c]
+            k = ks[c]
+            reb_row[:] = False
+            for t in range(0, T, rebalances[c]):
+                m = n_candidates[lb, t]
+                te = t + lag
+                if m == 0 or te >= T:
+                    continue
                 kk = min(k, m)
-                each = max(1.0 - stuck, 0.0) / kk
-                for j in range(N):
-                    target[j] = w[j] if not tradable[t, j] else 0.0
+                weights[te, :] = 0.0
                 for q in range(kk):
-                    target[ranked[lb, t, q]] = each
-                cost = 0.0
+                    weights[te, ranked[lb, t, q]] = 1.0 / kk
+                reb_row[te] = True
+            rec_status[:] = 0
+            simulate_portfolio_nb(weights, reb_row, exec_price, close, adj_ratio, up, down,
+                                  init_cash, commission_rate, min_commission, slippage,
+                                  stamp_duty, lot, equity, qty, value, cost, traded, rec_side,
+                                  rec_status, rec_qty, rec_price, rec_cost)
+            fills = 0.0
+            turnover = 0.0
+            exposure = 0.0
+            prev = init_cash
+            for t in range(T):
+                eq = equity[t, 0]
+                port[c, t] = eq / prev - 1.0 if t > 0 else 0.0
+                if prev > 0.0:
+                    turnover += traded[t, 0] / prev
+                held = 0.0
                 for j in range(N):
-                    d = target[j] - w[j]
-                    if d > 0:
-                        cost += d * cost_buy
-                        turnover[c] += d
-                    elif d < 0:
-                        cost -= d * cost_sell
-                        turnover[c] -= d
-                    w[j] = target[j]
-                day = (1.0 + r) * (1.0 - cost) - 1.0
-            port[c, t] = day
+                    held += value[t, j]
+                    if rec_status[t, j] == 1:
+                        fills += 1.0
+                if eq > 0.0:
+                    exposure += held / eq
+                prev = eq
+            counters[c, 0] = fills
+            counters[c, 1] = turnover
+            counters[c, 2] = exposure

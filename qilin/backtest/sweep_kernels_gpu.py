@@ -4,7 +4,7 @@ The same pinned signal-mode semantics as :func:`qilin.backtest.sweep_kernels_cpu
 .simulate_signals_nb`, compiled with ``--fmad=false`` so that sizing and cost arithmetic
 round like the CPU kernel. Each thread keeps its column's state (cash, quantity, desired
 state, counters) in registers and walks the dates; per date a warp shuffle sums the 32
-columns' returns and one lane adds them into the combination's ``port[c, t]`` row, so
+columns' equity changes and one lane adds them into the combination's ``port[c, t]`` row, so
 nothing of size dates x symbols x combinations is ever stored. Device arrays are laid out
 ``(dates, symbols)`` so that the lanes of a warp read consecutive addresses.
 
@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from qilin.backtest.costs import AFFORDABLE_BUY_CUDA
 from qilin.backtest.strategies import compute_series
 
 KERNEL_NAME = "simulate_signals"
 THREADS_PER_BLOCK = 128
 
-_SOURCE = r"""
+_SOURCE = AFFORDABLE_BUY_CUDA + r"""
 #ifndef WARP_SUM
 #define WARP_SUM(x) for (int off = 16; off > 0; off >>= 1) \
     x += __shfl_down_sync(0xffffffffu, x, off)
@@ -40,7 +41,7 @@ extern "C" __global__ void simulate_signals(
     const unsigned char* __restrict__ can_buy, const unsigned char* __restrict__ can_sell,
     const double* __restrict__ adj_ratio, const int T, const int N, const int lag,
     const double init_cash, const double lot, const double cr, const double min_comm,
-    const double slip, const double stamp, const int t_plus_one, const double inv_cols,
+    const double slip, const double stamp, const int t_plus_one,
     double* __restrict__ port, double* __restrict__ counters)
 {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
@@ -60,6 +61,7 @@ extern "C" __global__ void simulate_signals(
         A[s] = coef[(c * 4 + s) * 2 + 1];
     }
     double cash = init_cash, qty = 0.0, last_close = nan(""), prev_inv = 1.0 / init_cash;
+    double prev_eq = init_cash;
     double bought = 0.0, sold = 0.0, n_trades = 0.0, n_wins = 0.0, n_closed = 0.0;
     double turnover = 0.0, exposure = 0.0;
     const double eps = 1e-9;
@@ -93,15 +95,12 @@ extern "C" __global__ void simulate_signals(
             if (tq > qty + eps) {
                 if (can_buy[o]) {
                     double dq = floor((tq - qty) / lot + eps) * lot;
-                    if (dq <= 0.0) {
+                    if (!(dq <= QILIN_MAX_EXACT)) {
+                        // beyond float precision: rejected (the order waits), as the engine
+                    } else if (dq <= 0.0) {
                         pending = false;
                     } else {
-                        while (dq > 0.0) {
-                            const double notional = dq * buy_px;
-                            const double fee = fmax(cr * notional, min_comm);
-                            if (cash - notional - fee >= 0.0) break;
-                            dq -= lot;
-                        }
+                        QILIN_AFFORDABLE_BUY(dq, buy_px, cash, lot, cr, min_comm);
                         if (dq > 0.0) {
                             const double notional = dq * buy_px;
                             const double fee = fmax(cr * notional, min_comm);
@@ -146,8 +145,9 @@ extern "C" __global__ void simulate_signals(
         const double equity = cash + held;
         const double inv = equity > 0.0 ? 1.0 / equity : 0.0;
         exposure += held * inv;
-        double r = (active && t > 0) ? (equity * prev_inv - 1.0) * inv_cols : 0.0;
+        double r = active ? equity - prev_eq : 0.0;  // change of the combined equity
         prev_inv = inv;
+        prev_eq = equity;
         WARP_SUM(r);
         if (LANE_ZERO && r != 0.0) atomicAdd(&port[(long long)c * T + t], r);
     }
@@ -171,8 +171,8 @@ def _kernel() -> Any:
 def launch(S: Any, idx: Any, coef: Any, close: Any, can_buy: Any, can_sell: Any,
            adj_ratio: Any, args: tuple, port: Any, counters: Any) -> None:
     """Launch the fused kernel on device arrays laid out ``(K, dates, symbols)``/``(dates,
-    symbols)``; ``args`` as for the CPU kernel (lag ... inv_cols). Accumulates in place."""
-    lag, init_cash, lot, cr, min_comm, slip, stamp, t1, inv_cols = args
+    symbols)``; ``args`` as for the CPU kernel (lag ... t_plus_one). Accumulates in place."""
+    lag, init_cash, lot, cr, min_comm, slip, stamp, t1 = args
     T, N = close.shape
     C = idx.shape[0]
     grid = ((N + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, C)
@@ -180,7 +180,7 @@ def launch(S: Any, idx: Any, coef: Any, close: Any, can_buy: Any, can_sell: Any,
         S, idx, coef, close, can_buy, can_sell, adj_ratio, np.int32(T), np.int32(N),
         np.int32(lag), np.float64(init_cash), np.float64(lot), np.float64(cr),
         np.float64(min_comm), np.float64(slip), np.float64(stamp), np.int32(bool(t1)),
-        np.float64(inv_cols), port, counters,
+        port, counters,
     ))
 
 

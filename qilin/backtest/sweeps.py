@@ -5,21 +5,27 @@ Panel in one batched computation. Indicators are computed once per distinct wind
 fused kernel (:mod:`~qilin.backtest.sweep_kernels_cpu`, or the CuPy kernel on a GPU) walks
 each (combination, symbol) column through time under the pinned signal-mode semantics of
 :func:`qilin.backtest.engine.run_signals` (costs, lots, T+1, price limits, suspensions,
-corporate actions) and only writes, per combination, the daily return of the equal-weight
-portfolio of its symbols plus trade counters; metrics follow from those.
+zero-volume bars, corporate actions) and only writes, per combination, the daily change of
+its combined equity plus trade counters; metrics follow from those.
 
-**A combination's result** is the equal-weight, daily-rebalanced portfolio of its per-symbol
-strategies: each symbol is a sub-account with ``init_cash`` and the combination's daily
-return is the mean of the sub-accounts' daily returns (a symbol not yet listed or flat
-contributes 0). Metrics (empyrical definitions, as :mod:`qilin.backtest.metrics`):
-``total_return annual_return annual_volatility sharpe_ratio sortino_ratio max_drawdown
-calmar_ratio`` of that return series, plus ``n_trades`` (orders filled, all symbols),
-``win_rate`` (share of round trips, flat to flat, whose net sale proceeds beat their total
-buy cost: unlike ``BacktestResult.metrics`` it counts trades, not days), ``turnover`` (mean
-over symbols and days of traded notional / previous day's equity) and ``exposure`` (mean
-over symbols and days of position value / equity), the last two as in
-``BacktestResult.metrics``. Per-symbol returns follow the engine exactly (first day 0), so a
-combination's daily returns equal ``run_signals(...).returns.mean(axis=1)``.
+**A combination's result** is the combined account of its per-symbol strategies: each
+symbol is a sub-account with ``init_cash``, and the combination's equity is their sum, as
+``qilin backtest run`` aggregates a ``run_signals`` result (``equity.sum(axis=1)``; daily
+return ``equity_t / equity_{t-1} - 1``, 0 on the first day). A sweep row therefore equals
+``backtest run`` with the same strategy, parameters, market and data. Metrics (empyrical
+definitions, as :mod:`qilin.backtest.metrics`): ``total_return annual_return
+annual_volatility sharpe_ratio sortino_ratio max_drawdown calmar_ratio`` of that return
+series, plus ``n_trades`` (orders filled, all symbols), ``win_rate`` (share of round
+trips, flat to flat, whose net sale proceeds beat their total buy cost: unlike
+``BacktestResult.metrics`` it counts trades, not days), ``turnover`` (mean over symbols and
+days of traded notional / previous day's equity) and ``exposure`` (mean over symbols and
+days of position value / equity), the last two as in ``BacktestResult.metrics``.
+
+``momentum_topk`` combinations run through the portfolio engine's state machine
+(:func:`~qilin.backtest.sweep_kernels_cpu.topk_portfolio_sweep_nb`): a row equals
+``run_portfolio(panel, weights=MomentumTopK().targets(panel, ...), rebalance=1)``, which
+is what ``backtest run --strategy momentum_topk`` runs; ``turnover`` and ``exposure`` are
+that account's daily means, ``win_rate`` is not computed (NaN).
 
 Work is tiled: combinations in parameter tiles (one Dask task each with ``client``), symbols
 in blocks sized so the indicator stack of a tile fits ``memory_budget``.
@@ -39,26 +45,29 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numba
 import numpy as np
 import pandas as pd
 
 from qilin.atomic import atomic_path
 from qilin.backend import BackendName, get_backend, task_numba_threads, to_host
 from qilin.backtest import sweep_kernels_cpu as kcpu
-from qilin.backtest.rules import MarketRules, limit_hits
-from qilin.backtest.signal import adj_ratio
+from qilin.backtest.rules import MarketRules, limit_hits, no_volume
+from qilin.backtest.signal import adj_ratio, check_not_empty, execution_inputs
 from qilin.backtest.strategies import (
     MomentumTopK,
     StrategyTemplate,
     compute_stack,
     get_strategy,
     signal_close,
+    unknown_parameters_error,
 )
 from qilin.config import MarketConfig, load_market
 from qilin.data.panel import Panel
@@ -71,26 +80,51 @@ DEFAULT_MEMORY_BUDGET = 1 << 28
 
 
 # ------------------------------------------------------------------------------- grids
-def _parse_value(text: str) -> int | float | str:
+#: How a grid is written, quoted by every grid error.
+GRID_SYNTAX = ('write name=start:stop:step or name=v1,v2,... separated by spaces, e.g. '
+               '"fast=5:50:5 slow=60,120 ma=sma,ema"')
+#: Most values one range may expand to, and most combinations a grid may have.
+MAX_GRID_VALUES = 1_000_000
+MAX_COMBINATIONS = 10_000_000
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_DASH_RANGE = re.compile(r"[+-]?\d+(\.\d*)?\s*-\s*[+-]?\d+(\.\d*)?\Z")
+
+
+def _grid_error(token: str, problem: str) -> BacktestError:
+    return BacktestError(f"grid {token!r}: {problem}; {GRID_SYNTAX}")
+
+
+def _parse_value(text: str, token: str = "") -> int | float | str:
     for cast in (int, float):
         try:
-            return cast(text)
+            value = cast(text)
         except ValueError:
-            pass
+            continue
+        if not math.isfinite(value):
+            raise _grid_error(token or text, f"value {text!r} is not a finite number")
+        return value
+    if _DASH_RANGE.match(text):
+        raise _grid_error(token or text, f"{text!r} is not a value (a range uses colons, "
+                                         "start:stop:step)")
     return text
 
 
 def _parse_range(name: str, spec: str) -> list[int | float]:
+    token = f"{name}={spec}"
     parts = spec.split(":")
-    if len(parts) != 3:
-        raise BacktestError(f"grid {name}={spec!r}: a range is start:stop:step")
-    vals = [_parse_value(p) for p in parts]
+    if len(parts) != 3 or any(p == "" for p in parts):
+        raise _grid_error(token, "a range is start:stop:step (three numbers)")
+    vals = [_parse_value(p, token) for p in parts]
     if any(isinstance(v, str) for v in vals):
-        raise BacktestError(f"grid {name}={spec!r}: range bounds must be numbers")
+        raise _grid_error(token, "range bounds and step must be numbers")
     start, stop, step = vals
-    if step <= 0 or stop < start:
-        raise BacktestError(f"grid {name}={spec!r}: need step > 0 and stop >= start")
+    if step <= 0:
+        raise _grid_error(token, f"the step must be positive, got {step}")
+    if stop < start:
+        raise _grid_error(token, f"the range is reversed (stop {stop} < start {start})")
     n = math.floor((stop - start) / step + 1e-9) + 1
+    if n > MAX_GRID_VALUES:
+        raise _grid_error(token, f"the range has {n:,} values (at most {MAX_GRID_VALUES:,})")
     if all(isinstance(v, int) for v in vals):
         return [int(start + i * step) for i in range(n)]
     return [round(start + i * step, 12) for i in range(n)]
@@ -105,7 +139,9 @@ def parse_grid(text: str) -> dict[str, list[Any]]:
     Raises
     ------
     BacktestError
-        On a token without ``=``, a repeated name or a malformed range.
+        On any malformed token (no ``=``, an empty name or value, a repeated name, a range
+        that is not three numbers, a step <= 0, a reversed range, ``5-50``, NaN/inf, more
+        than :data:`MAX_GRID_VALUES` values); the message quotes :data:`GRID_SYNTAX`.
 
     Examples
     --------
@@ -113,20 +149,37 @@ def parse_grid(text: str) -> dict[str, list[Any]]:
     {'k': [1.5, 2.0, 2.5], 'mode': ['reversion']}
     >>> parse_grid("fast=5:12:5")
     {'fast': [5, 10]}
+    >>> try:
+    ...     parse_grid("fast=5-50")
+    ... except BacktestError as exc:
+    ...     print(str(exc).split(";")[0])
+    grid 'fast=5-50': '5-50' is not a value (a range uses colons, start:stop:step)
     """
+    if not isinstance(text, str):
+        raise BacktestError(f"the grid must be a string, got {type(text).__name__}; "
+                            f"{GRID_SYNTAX}")
     out: dict[str, list[Any]] = {}
     for token in text.split():
         name, eq, spec = token.partition("=")
-        if not eq or not name or not spec:
-            raise BacktestError(f"grid token {token!r}: expected name=values")
+        if not eq:
+            raise _grid_error(token, "expected name=values")
+        if not name:
+            raise _grid_error(token, "the parameter name is missing before '='")
+        if not spec:
+            raise _grid_error(token, f"no values after '{name}='")
+        if not _NAME.match(name):
+            raise _grid_error(token, f"{name!r} is not a parameter name")
         if name in out:
-            raise BacktestError(f"grid parameter {name!r} given twice")
+            raise _grid_error(token, f"parameter {name!r} is given twice")
         if ":" in spec:
             out[name] = _parse_range(name, spec)
         else:
-            out[name] = [_parse_value(v) for v in spec.split(",") if v != ""]
+            items = spec.split(",")
+            if any(v == "" for v in items):
+                raise _grid_error(token, "an empty value in the list (stray comma)")
+            out[name] = [_parse_value(v, token) for v in items]
     if not out:
-        raise BacktestError("empty parameter grid")
+        raise BacktestError(f"empty parameter grid; {GRID_SYNTAX}")
     return out
 
 
@@ -179,6 +232,10 @@ class ParameterGrid:
 
     def _raw(self) -> list[dict[str, Any]]:
         names = list(self.values)
+        total = math.prod(len(v) for v in self.values.values())
+        if self.kind != "zip" and total > MAX_COMBINATIONS:
+            raise BacktestError(f"the grid has {total:,} combinations (at most "
+                                f"{MAX_COMBINATIONS:,}): use coarser steps or fewer values")
         if self.kind == "zip":
             n = max(len(v) for v in self.values.values())
             return [{k: (v[i] if len(v) > 1 else v[0]) for k, v in self.values.items()}
@@ -196,11 +253,9 @@ class ParameterGrid:
         combos = self._raw()
         if template is None:
             return combos
-        unknown = [k for k in self.values if k not in template.param_names]
+        unknown = [str(k) for k in self.values if k not in template.param_names]
         if unknown:
-            raise BacktestError(
-                f"grid parameter(s) {', '.join(unknown)} unknown to strategy "
-                f"{template.name!r} (parameters: {', '.join(template.param_names)})")
+            raise unknown_parameters_error(template, unknown)
         return [template.check(c) for c in combos if template.is_valid(c)]
 
     def __len__(self) -> int:
@@ -220,6 +275,9 @@ class SweepMarket:
     adj_ratio: np.ndarray
     signal_px: np.ndarray
     market: MarketConfig
+    #: Portfolio-engine inputs (``dates x symbols``: exec_price, close, adj_ratio, up, down,
+    #: valid) for portfolio sweeps (``momentum_topk``); None for signal sweeps.
+    portfolio: dict[str, np.ndarray] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -230,8 +288,12 @@ def _resolve_market(market: str | MarketConfig) -> MarketConfig:
     return load_market(market) if isinstance(market, str) else market
 
 
-def prepare_market(panel: Panel, market: str | MarketConfig = "cn") -> SweepMarket:
+def prepare_market(panel: Panel, market: str | MarketConfig = "cn",
+                   portfolio: bool = False) -> SweepMarket:
     """Trading arrays of ``panel`` under ``market`` rules (see module docstring).
+
+    With ``portfolio`` the portfolio engine's execution inputs are added (for
+    ``momentum_topk``).
 
     Examples
     --------
@@ -240,20 +302,26 @@ def prepare_market(panel: Panel, market: str | MarketConfig = "cn") -> SweepMark
     >>> m.shape
     (3, 30)
     """
+    check_not_empty(panel)
     mc = _resolve_market(market)
     rules = MarketRules.from_market(mc)
     tradable = to_host(panel.valid) & ~to_host(panel.suspended)
     close = np.where(tradable, to_host(panel["close"]).astype(np.float64), np.nan)
     valid = np.isfinite(close) & (close > 0)
+    valid &= ~no_volume(panel, rules)  # priced but not tradable: the order waits
     up_hit, down_hit = limit_hits(panel, rules)
     can_buy = valid & ~up_hit
     can_sell = valid & ~down_hit
     ratio = adj_ratio(panel)
+    engine = None
+    if portfolio:
+        engine = execution_inputs(panel, rules, "close")
+        engine["valid"] = np.ascontiguousarray(to_host(panel.valid))
     return SweepMarket(
         panel.dates, panel.symbols,
         np.ascontiguousarray(close.T), np.ascontiguousarray(can_buy.T),
         np.ascontiguousarray(can_sell.T), np.ascontiguousarray(ratio.T),
-        np.ascontiguousarray(signal_close(panel).T), mc,
+        np.ascontiguousarray(signal_close(panel).T), mc, engine,
     )
 
 
@@ -294,19 +362,20 @@ def symbol_block_size(n_series: int, n_symbols: int, n_dates: int,
 def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[str, Any]],
                  backend: str, memory_budget: int | None, lag: int, init_cash: float
                  ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Daily equal-weight portfolio returns (C, T) and counters (C, 5) of a tile."""
+    """Daily returns (C, T) of each combination's combined account, and counters (C, 5)."""
     be = get_backend(backend)
     keys, idx, coef = _rule_arrays(template, combos)
     N, T = m.shape
     mc = m.market
     args = (lag, float(init_cash), float(mc.lot_size), float(mc.commission_rate),
             float(mc.min_commission), float(mc.slippage_bps) / 1e4, float(mc.stamp_duty_rate),
-            bool(mc.t_plus_one), 1.0 / N)
+            bool(mc.t_plus_one))
     block = symbol_block_size(len(keys), N, T, memory_budget)
     if be.is_gpu:
         from qilin.backtest import sweep_kernels_gpu as kgpu
 
-        return (*kgpu.simulate_signals_gpu(m, keys, idx, coef, args, block), be.name)
+        pnl, counters = kgpu.simulate_signals_gpu(m, keys, idx, coef, args, block)
+        return kcpu.pnl_returns(pnl, N * float(init_cash)), counters, be.name
     port = np.zeros((len(combos), T))
     counters = np.zeros((len(combos), len(kcpu.COUNTER_NAMES)))
     block = -(-N // -(-N // block))  # equal blocks
@@ -320,7 +389,7 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
         S[-1] = 0.0
         kcpu.simulate_signals_nb(S, idx, coef, m.close[sl], m.can_buy[sl], m.can_sell[sl],
                                  m.adj_ratio[sl], *args, port, counters, group, order)
-    return port, counters, be.name
+    return kcpu.pnl_returns(port, N * float(init_cash)), counters, be.name
 
 
 def _metrics_table(combos: list[dict[str, Any]], port: np.ndarray, counters: np.ndarray | None,
@@ -341,34 +410,36 @@ def _metrics_table(combos: list[dict[str, Any]], port: np.ndarray, counters: np.
     return table
 
 
-def _topk_port(m: SweepMarket, combos: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+def _topk_port(m: SweepMarket, combos: list[dict[str, Any]], lag: int, init_cash: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Daily returns (C, T) and counters (C, 3) of momentum top-k combinations, each run
+    through the portfolio engine (:func:`~qilin.backtest.sweep_kernels_cpu
+    .topk_portfolio_sweep_nb`)."""
+    if m.portfolio is None:
+        raise BacktestError("momentum_topk sweeps need prepare_market(..., portfolio=True)")
     mc = m.market
-    px = m.signal_px
+    e = m.portfolio
     lookbacks = sorted({c["lookback"] for c in combos})
-    scores = np.stack([kcpu.momentum_nb(px, lb).T for lb in lookbacks])
-    filled = pd.DataFrame(px.T).ffill().to_numpy()
-    rets = np.zeros_like(filled)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rets[1:] = filled[1:] / filled[:-1] - 1.0
-    rets = np.ascontiguousarray(np.where(np.isfinite(rets), rets, 0.0))
-    tradable = np.ascontiguousarray((m.can_buy & m.can_sell).T)
-    slip = mc.slippage_bps / 1e4
+    scores = np.stack([kcpu.momentum_nb(m.signal_px, lb).T for lb in lookbacks])
     li = np.array([lookbacks.index(c["lookback"]) for c in combos], dtype=np.int64)
     ks = np.array([c["k"] for c in combos], dtype=np.int64)
     reb = np.array([c["rebalance"] for c in combos], dtype=np.int64)
-    T = filled.shape[0]
+    T = m.shape[1]
     needed = np.zeros(T, dtype=np.bool_)
     for r in set(reb.tolist()):
         needed[::r] = True
     ranked = np.zeros((len(lookbacks), T, int(ks.max())), dtype=np.int64)
     n_candidates = np.zeros((len(lookbacks), T), dtype=np.int64)
-    kcpu.topk_candidates_nb(scores, tradable, needed, ranked, n_candidates)
+    kcpu.topk_candidates_nb(scores, e["valid"], needed, ranked, n_candidates)
     port = np.zeros((len(combos), T))
-    turnover = np.zeros(len(combos))
-    kcpu.topk_sweep_nb(ranked, n_candidates, rets, tradable, li, ks, reb,
-                       slip + mc.commission_rate, slip + mc.commission_rate + mc.stamp_duty_rate,
-                       port, turnover)
-    return port, turnover
+    counters = np.zeros((len(combos), len(kcpu.TOPK_COUNTER_NAMES)))
+    workers = max(1, min(len(combos), numba.get_num_threads()))
+    kcpu.topk_portfolio_sweep_nb(
+        ranked, n_candidates, li, ks, reb, int(lag), e["exec_price"], e["close"],
+        e["adj_ratio"], e["up"], e["down"], float(init_cash), float(mc.commission_rate),
+        float(mc.min_commission), float(mc.slippage_bps) / 1e4, float(mc.stamp_duty_rate),
+        float(mc.lot_size), workers, port, counters)
+    return port, counters
 
 
 def run_tile(m: SweepMarket, strategy: str | Any, combos: list[dict[str, Any]],
@@ -388,9 +459,11 @@ def _run_tile(m: SweepMarket, strategy: str | Any, combos: list[dict[str, Any]],
     template = get_strategy(strategy)
     N, T = m.shape
     if isinstance(template, MomentumTopK):
-        port, turnover = _topk_port(m, combos)
+        port, counters = _topk_port(m, combos, lag, init_cash)
         table = _metrics_table(combos, port, None, T, m.market.periods_per_year)
-        table["turnover"] = turnover / T
+        table["n_trades"] = counters[:, 0].astype(np.int64)
+        table["turnover"] = counters[:, 1] / T
+        table["exposure"] = counters[:, 2] / T
         table["backend"] = "cpu"
         return table
     port, counters, used = _signal_port(m, template, combos, backend, memory_budget, lag,
@@ -590,7 +663,7 @@ def run_sweep(
     if not combos:
         raise BacktestError(f"the grid has no valid combination for strategy {template.name!r}")
     t0 = time.perf_counter()
-    m = prepare_market(panel, market)
+    m = prepare_market(panel, market, portfolio=isinstance(template, MomentumTopK))
     if client is None:
         size = tile_size or len(combos)
         if not tile_size:  # keep the (combinations x dates) accumulator within budget
@@ -632,15 +705,15 @@ def run_sweep(
 def combination_returns(panel: Panel, strategy: str | Any, params: Mapping[str, Any],
                         market: str | MarketConfig = "cn", lag: int = 0,
                         init_cash: float = 1e6, backend: BackendName = "cpu") -> pd.Series:
-    """Daily returns of one combination's equal-weight portfolio (the equity curve's source).
+    """Daily returns of one combination's combined account (the equity curve's source).
 
-    With a one-symbol Panel this is that symbol's strategy return, comparable with
-    ``run_signals`` on the template's signals.
+    Equal to the returns of the summed equity of ``run_signals`` on the template's signals
+    (``run_portfolio`` on its targets for ``momentum_topk``).
     """
     template = get_strategy(strategy)
-    m = prepare_market(panel, market)
+    m = prepare_market(panel, market, portfolio=isinstance(template, MomentumTopK))
     if isinstance(template, MomentumTopK):
-        port, _ = _topk_port(m, [template.check(params)])
+        port, _ = _topk_port(m, [template.check(params)], lag, init_cash)
     else:
         port, _, _ = _signal_port(m, template, [template.check(params)], backend, None, lag,
                                   init_cash)

@@ -16,7 +16,11 @@ folder next to ``DIR`` is renamed into place).
 
 ``qilin backtest sweep --data BARS --strategy NAME --grid "fast=5:50:5 slow=60:250:10"
 --out SWEEP.parquet [--cluster MODE|ADDRESS] [--backend cpu|gpu|auto]`` runs
-:func:`qilin.backtest.sweeps.run_sweep`.
+:func:`qilin.backtest.sweeps.run_sweep`; the grid and the parameter names are checked
+before the data is loaded.
+
+``qilin backtest strategies [--json]`` lists the templates with their parameters and
+defaults (:func:`qilin.backtest.strategies.list_strategies`).
 
 Examples
 --------
@@ -53,11 +57,17 @@ def parse_params(text: str | None) -> dict[str, Any]:
         For an item without ``name=value``.
     """
     out: dict[str, Any] = {}
+    syntax = 'write --params name=value,name=value (e.g. "fast=5,slow=20,ma=ema")'
     for item in filter(None, (p.strip() for p in (text or "").split(","))):
         name, sep, raw = item.partition("=")
-        if not sep or not name.strip() or not raw.strip():
-            raise BacktestError(f"--params item {item!r} must be written name=value")
-        out[name.strip()] = _number(raw.strip())
+        name, raw = name.strip(), raw.strip()
+        if not sep or not name or not raw:
+            raise BacktestError(f"--params item {item!r} is not name=value; {syntax}")
+        if "=" in raw or " " in raw:
+            raise BacktestError(f"--params item {item!r}: separate items with commas; {syntax}")
+        if name in out:
+            raise BacktestError(f"--params gives {name!r} twice; {syntax}")
+        out[name] = _number(raw)
     return out
 
 
@@ -126,7 +136,7 @@ def _signals_mode(args: argparse.Namespace, panel: Any, common: dict[str, Any]) 
 def _portfolio_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"top_k": args.top_k, "n_drop": args.n_drop, "band": args.band,
             "rebalance": args.rebalance, "weighting": args.weighting,
-            "max_weight": args.max_weight}
+            "max_weight": args.max_weight, "short_k": args.short_k}
 
 
 def _weights_mode(args: argparse.Namespace, panel: Any, common: dict[str, Any]) -> Any:
@@ -212,6 +222,10 @@ def _run(args: argparse.Namespace) -> int:
     chosen = [x for x in (args.signals, args.weights, args.strategy) if x]
     if len(chosen) != 1:
         raise BacktestError("give exactly one of --signals, --weights or --strategy")
+    if args.strategy:  # bad names and values fail before the data is loaded
+        from qilin.backtest.strategies import get_strategy
+
+        get_strategy(args.strategy).check(parse_params(args.params))
     t0 = time.perf_counter()
     panel = load_data(args.data, args.validate)
     common = {"market": args.market, "lag": args.lag, "price": args.price,
@@ -239,9 +253,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from qilin.backtest.sweeps import parse_grid, run_sweep
+    from qilin.backtest.strategies import get_strategy
+    from qilin.backtest.sweeps import ParameterGrid, parse_grid, run_sweep
 
     grid = parse_grid(args.grid)
+    template = get_strategy(args.strategy)
+    if not ParameterGrid(grid).combinations(template):  # bad names/values raise here
+        raise BacktestError(f"--grid {args.grid!r} has no valid combination for strategy "
+                            f"{template.name!r} (e.g. every fast >= slow)")
     panel = load_data(args.data, args.validate)
     with cluster_client(args.cluster) as client:
         res = run_sweep(panel, args.strategy, grid, market=args.market, backend=args.backend,
@@ -253,8 +272,24 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _strategies(args: argparse.Namespace) -> int:
+    from qilin.backtest.strategies import list_strategies
+
+    table = list_strategies()
+    if args.json:
+        print(json.dumps(table.to_dict(orient="records"), indent=2))
+        return 0
+    for row in table.itertuples():
+        defaults = ", ".join(f"{k}={v}" for k, v in row.defaults.items()) or "none"
+        print(f"{row.name} ({row.mode}): {row.description}")
+        print(f"    parameters: {row.parameters}   defaults: {defaults}")
+    print("(* = required; --params for run, --grid for sweep)")
+    return 0
+
+
 def register(subparsers: Any) -> None:
-    """Add ``qilin backtest run`` and ``qilin backtest sweep``."""
+    """Add ``qilin backtest run``, ``qilin backtest sweep`` and ``qilin backtest
+    strategies``."""
     bt = subparsers.add_parser("backtest", help="backtests (signal or portfolio) and sweeps")
     sub = bt.add_subparsers(dest="backtest_command", required=True, metavar="ACTION")
 
@@ -288,7 +323,11 @@ def register(subparsers: Any) -> None:
                      help="portfolio: keep names while rank < top-k + band")
     run.add_argument("--rebalance", type=int, default=1, help="portfolio: every N bars")
     run.add_argument("--weighting", default="equal", choices=["equal", "score"])
-    run.add_argument("--max-weight", type=float, default=1.0)
+    run.add_argument("--max-weight", type=float, default=1.0,
+                     help="portfolio: cap on any single weight's size (default 1)")
+    run.add_argument("--short-k", type=int, default=0,
+                     help="portfolio with --weights scores: also short the N worst names, "
+                          "dollar-neutral (markets with allow_short, e.g. us; default 0)")
     run.add_argument("--benchmark", default=None,
                      help="long file of one benchmark symbol's close (adds alpha, beta...)")
     run.add_argument("--out", required=True, help="output folder")
@@ -297,9 +336,16 @@ def register(subparsers: Any) -> None:
     sw = sub.add_parser("sweep", help="parameter sweep of a strategy template")
     common(sw)
     sw.add_argument("--strategy", required=True, help="strategy template name")
-    sw.add_argument("--grid", required=True, help='e.g. "fast=5:50:5 slow=60:250:10"')
+    sw.add_argument("--grid", required=True,
+                    help='name=start:stop:step or name=v1,v2 separated by spaces, e.g. '
+                         '"fast=5:50:5 slow=60:250:10 ma=sma,ema"')
     sw.add_argument("--cluster", default=None,
                     help="cluster mode (local, threads, cuda, auto) or tcp:// address")
     sw.add_argument("--tile-size", type=int, default=None, help="combinations per task")
     sw.add_argument("--out", required=True, help="output Parquet file")
     sw.set_defaults(func=_sweep)
+
+    st = sub.add_parser("strategies",
+                        help="list the strategy templates with their parameters and defaults")
+    st.add_argument("--json", action="store_true", help="print JSON records (default: text)")
+    st.set_defaults(func=_strategies)

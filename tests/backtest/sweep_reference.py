@@ -52,7 +52,7 @@ def reference_column(close, entries, exits, up, down, adj, market: MarketConfig,
     cash, qty, desired, pending = init_cash, 0.0, 0.0, False
     last_close, last_af = math.nan, math.nan
     prev_eq = init_cash
-    rets, n_trades, wins, closed = [], 0, 0, 0
+    rets, equity, n_trades, wins, closed = [], [], 0, 0, 0
     bought = sold = 0.0
     for t in range(T):
         p = close[t]
@@ -101,21 +101,27 @@ def reference_column(close, entries, exits, up, down, adj, market: MarketConfig,
             last_close = p
         eq = cash + qty * last_close if qty > 0 else cash
         rets.append(eq / prev_eq - 1 if t > 0 else 0.0)
+        equity.append(eq)
         prev_eq = eq
-    return {"returns": np.array(rets), "n_trades": n_trades, "wins": wins, "closed": closed}
+    return {"returns": np.array(rets), "equity": np.array(equity), "n_trades": n_trades,
+            "wins": wins, "closed": closed}
 
 
 def reference_portfolio(panel: Panel, entries: np.ndarray, exits: np.ndarray,
                         market: MarketConfig, lag: int = 0) -> dict:
-    """Equal-weight mean of the per-symbol reference returns, and summed counters."""
+    """Returns of the combined account (the sum of the per-symbol reference accounts'
+    equity, first day 0), and summed counters."""
     up, down = reference_limits(panel, market)
     close = np.asarray(panel["close"], dtype=float)
     adj = np.asarray(panel["adj_factor"], dtype=float) if "adj_factor" in panel else None
     cols = [reference_column(close[:, j], entries[:, j], exits[:, j], up[:, j], down[:, j],
                              None if adj is None else adj[:, j], market, lag)
             for j in range(close.shape[1])]
+    total = np.sum([c["equity"] for c in cols], axis=0)
+    returns = np.zeros_like(total)
+    returns[1:] = total[1:] / total[:-1] - 1.0
     return {
-        "returns": np.mean([c["returns"] for c in cols], axis=0),
+        "returns": returns,
         "n_trades": sum(c["n_trades"] for c in cols),
         "wins": sum(c["wins"] for c in cols),
         "closed": sum(c["closed"] for c in cols),

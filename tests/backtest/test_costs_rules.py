@@ -35,7 +35,9 @@ def test_cost_model_from_profiles_and_overrides():
 
 def test_market_rules_from_profiles():
     assert MarketRules.from_market("cn") == MarketRules(100, True, True)
-    assert MarketRules.from_market("us") == MarketRules(1, False, False)
+    assert MarketRules.from_market("us") == MarketRules(1, False, False, allow_short=True)
+    assert MarketRules.from_market("cn").block_zero_volume
+    assert not MarketRules.from_market("cn").allow_short
     assert MarketRules.from_market("cn", lot_size=200).lot_size == 200
     with pytest.raises(BacktestError, match="lot_size"):
         MarketRules(lot_size=0)

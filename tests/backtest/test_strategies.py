@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from qilin.backtest.strategies import MomentumTopK, get_strategy, signal_close
-from qilin.backtest.sweeps import combination_returns, prepare_market, run_sweep
+from qilin.backtest.sweeps import combination_returns, run_sweep
 from qilin.config import load_market
 from qilin.data.panel import Panel
 from qilin.data.synthetic import synthetic_market
@@ -107,39 +107,12 @@ def test_momentum_targets_pick_top_k():
         assert w[t].sum() == pytest.approx(1.0)
 
 
-def _topk_reference(panel, lookback, k, reb, market):
-    """Plain loop of the top-k sweep semantics (weights drift between rebalances)."""
-    m = prepare_market(panel, market)
-    px = pd.DataFrame(m.signal_px.T).ffill().to_numpy()
-    rets = np.nan_to_num(np.vstack([np.zeros((1, px.shape[1])), px[1:] / px[:-1] - 1]))
-    sc = MomentumTopK().scores(panel, lookback)
-    tradable = (m.can_buy & m.can_sell).T
-    slip = market.slippage_bps / 1e4
-    cb, cs = slip + market.commission_rate, slip + market.commission_rate + \
-        market.stamp_duty_rate
-    w = np.zeros(px.shape[1])
-    out = []
-    for t in range(px.shape[0]):
-        r = float(w @ rets[t])
-        if r != 0:
-            w = w * (1 + rets[t]) / (1 + r)
-        day = r
-        if t % reb == 0:
-            cand = np.flatnonzero(tradable[t] & np.isfinite(sc[t]))
-            if len(cand):
-                stuck = w[~tradable[t]].sum()
-                top = cand[np.argsort(-sc[t, cand], kind="mergesort")[:k]]
-                tgt = np.where(tradable[t], 0.0, w)
-                tgt[top] = max(1 - stuck, 0) / len(top)
-                d = tgt - w
-                cost = d[d > 0].sum() * cb - d[d < 0].sum() * cs
-                w = tgt
-                day = (1 + r) * (1 - cost) - 1
-        out.append(day)
-    return np.array(out)
+def test_topk_sweep_matches_the_portfolio_engine():
+    """Each row is run_portfolio on the template's targets (synthetic A-shares: lots, min
+    commission, limits, suspensions, corporate actions). This replaced a test of the old
+    weight-drift kernel, whose results disagreed with the engine (issue 10)."""
+    from qilin.backtest.portfolio import run_portfolio
 
-
-def test_topk_sweep_matches_reference():
     panel = synthetic_market(15, 160, seed=8)
     cn = load_market("cn")
     res = run_sweep(panel, "momentum_topk", "lookback=5,20 k=2,5 rebalance=1,10",
@@ -148,8 +121,9 @@ def test_topk_sweep_matches_reference():
     for params in ({"lookback": 5, "k": 2, "rebalance": 1},
                    {"lookback": 20, "k": 5, "rebalance": 10}):
         got = combination_returns(panel, "momentum_topk", params, market=cn).to_numpy()
-        np.testing.assert_allclose(got, _topk_reference(panel, params["lookback"],
-                                                        params["k"], params["rebalance"], cn),
-                                   rtol=1e-10, atol=1e-14)
+        ref = run_portfolio(panel, weights=MomentumTopK().targets(panel, **params),
+                            rebalance=1, market=cn)
+        np.testing.assert_allclose(got, ref.returns[:, 0], rtol=1e-12, atol=1e-15)
+        assert (ref.trades["status"] == "filled").sum() > 0
     daily = res.table.set_index(["lookback", "k", "rebalance"])["turnover"]
     assert daily.loc[(5, 2, 1)] > daily.loc[(5, 2, 10)] > 0

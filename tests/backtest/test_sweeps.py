@@ -268,7 +268,7 @@ def test_parse_grid_and_parameter_grid():
     r1 = ParameterGrid("fast=1:30:1 slow=31:60:1", kind="random", n=20, seed=3).combinations()
     r2 = ParameterGrid("fast=1:30:1 slow=31:60:1", kind="random", n=20, seed=3).combinations()
     assert r1 == r2 and len({tuple(c.values()) for c in r1}) == 20
-    with pytest.raises(BacktestError, match="unknown to strategy"):
+    with pytest.raises(BacktestError, match="unknown parameter"):
         ParameterGrid({"fats": [1]}).combinations(get_strategy("ma_cross"))
     with pytest.raises(BacktestError, match="one length"):
         ParameterGrid({"a": [1, 2], "b": [1, 2, 3]}, kind="zip")
@@ -314,12 +314,14 @@ def test_sweep_reproduces_engine_run_signals(strategy, params, market, lag):
     entries, exits = get_strategy(strategy).signals(panel, **params)
     res = run_signals(panel, entries=entries, exits=exits, market=market, lag=lag)
     got = combination_returns(panel, strategy, params, market=market, lag=lag)
-    np.testing.assert_allclose(got.to_numpy(), res.returns.mean(axis=1), rtol=0, atol=1e-14)
+    total = res.equity.sum(axis=1)  # the combined account, as `backtest run` reports it
+    combined = np.r_[0.0, total[1:] / total[:-1] - 1.0]
+    np.testing.assert_allclose(got.to_numpy(), combined, rtol=0, atol=1e-12)
     row = run_sweep(panel, strategy, ParameterGrid({k: [v] for k, v in params.items()}),
                     market=market, backend="cpu", lag=lag).table.iloc[0]
     assert row["n_trades"] == (res.trades["status"] == "filled").sum()
     assert row["turnover"] == pytest.approx(res.turnover.mean(), rel=1e-10)
     assert row["exposure"] == pytest.approx(res.exposure.mean(), rel=1e-10)
-    expected = M.summary(res.returns.mean(axis=1), periods_per_year=res.periods_per_year)
+    expected = M.summary(combined, periods_per_year=res.periods_per_year)
     for name in kcpu.METRIC_NAMES:
         assert row[name] == pytest.approx(expected.loc[0, name], rel=1e-9, nan_ok=True), name

@@ -89,10 +89,24 @@ def test_cuda_kernel_logic_on_host_equals_cpu_kernel(tmp_path):
     assert out.returncode == 0, out.stderr
     lib = ctypes.CDLL(str(lib_path))
 
-    panel = synthetic_market(37, 150, seed=12)
-    for strategy, grid, market, lag in (
-            ("ma_cross", "fast=2,4 slow=8,20 ma=sma,ema", "cn", 0),
-            ("bollinger", "window=5,12 k=1.0,2.0 mode=reversion,breakout", "us", 1)):
+    import pandas as pd
+
+    from qilin.data.panel import Panel
+
+    synthetic = synthetic_market(37, 150, seed=12)
+    # extremes: prices 1e-10 and 1e12 (beyond float precision / unaffordable), zero volume
+    t = np.arange(150)[:, None]
+    close = np.array([1e-10, 1e12, 10.0, 25.0]) * (1.0 + 0.05 * np.sin(t / 3.0 + np.arange(4)))
+    volume = np.full(close.shape, 1e4)
+    volume[20:60, 2:] = 0.0
+    extreme = Panel.from_arrays({"close": close, "volume": volume},
+                                pd.bdate_range("2021-01-04", periods=150),
+                                ["600000.SH", "000001.SZ", "600519.SH", "300750.SZ"])
+    for panel, strategy, grid, market, lag, cash in (
+            (synthetic, "ma_cross", "fast=2,4 slow=8,20 ma=sma,ema", "cn", 0, 1e6),
+            (synthetic, "bollinger", "window=5,12 k=1.0,2.0 mode=reversion,breakout", "us", 1, 1e6),
+            (extreme, "ma_cross", "fast=2,3 slow=5,9", "cn", 0, 1e6),
+            (extreme, "ma_cross", "fast=2,3 slow=5,9", "us", 1, 1e18)):
         m = prepare_market(panel, market)
         tpl = get_strategy(strategy)
         combos = ParameterGrid(grid).combinations(tpl)
@@ -100,8 +114,8 @@ def test_cuda_kernel_logic_on_host_equals_cpu_kernel(tmp_path):
         N, T = m.shape
         S = np.stack([compute_series(k, m.signal_px) for k in keys] + [np.zeros((N, T))])
         mc = m.market
-        args = (lag, 1e6, float(mc.lot_size), mc.commission_rate, mc.min_commission,
-                mc.slippage_bps / 1e4, mc.stamp_duty_rate, mc.t_plus_one, 1.0 / N)
+        args = (lag, cash, float(mc.lot_size), mc.commission_rate, mc.min_commission,
+                mc.slippage_bps / 1e4, mc.stamp_duty_rate, mc.t_plus_one)
         port = np.zeros((len(combos), T))
         cnt = np.zeros((len(combos), 5))
         kc.simulate_signals_nb(S, idx, coef, m.close, m.can_buy, m.can_sell, m.adj_ratio,
@@ -129,10 +143,10 @@ def test_cuda_kernel_logic_on_host_equals_cpu_kernel(tmp_path):
                     lib.qilin_set_ids(bx, c, tx, kg.THREADS_PER_BLOCK)
                     kernel(ptr(dS), ptr(didx), ptr(dcoef), ptr(dev[0]), ptr(dbuy),
                            ptr(dsell), ptr(dev[1]), ctypes.c_int(T), ctypes.c_int(N),
-                           ctypes.c_int(lag), d(1e6), d(mc.lot_size), d(mc.commission_rate),
+                           ctypes.c_int(lag), d(cash), d(mc.lot_size), d(mc.commission_rate),
                            d(mc.min_commission), d(mc.slippage_bps / 1e4),
                            d(mc.stamp_duty_rate), ctypes.c_int(int(mc.t_plus_one)),
-                           d(1.0 / N), ptr(gport), ptr(gcnt))
-        np.testing.assert_allclose(gport, port, rtol=1e-12, atol=1e-15)
+                           ptr(gport), ptr(gcnt))
+        np.testing.assert_allclose(gport, port, rtol=1e-12, atol=1e-12 * cash)  # money
         np.testing.assert_allclose(gcnt, cnt, rtol=1e-12)
         assert cnt[:, 0].sum() > 0
