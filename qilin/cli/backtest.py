@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qilin.cli.common import cluster_client, load_data
+from qilin.cli.common import add_data_arguments, cluster_client, load_data, validation_counts
 from qilin.errors import BacktestError, DataError
 
 
@@ -227,7 +227,8 @@ def _run(args: argparse.Namespace) -> int:
 
         get_strategy(args.strategy).check(parse_params(args.params))
     t0 = time.perf_counter()
-    panel = load_data(args.data, args.validate)
+    panel, report = load_data(args.data, args.validate, args.date_format, market=args.market,
+                              return_report=True)
     common = {"market": args.market, "lag": args.lag, "price": args.price,
               "init_cash": args.init_cash, "backend": args.backend}
     if args.signals:
@@ -240,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
             "init_cash": args.init_cash, "data": str(args.data),
             "source": args.signals or args.weights or args.strategy,
             "params": parse_params(args.params) if args.strategy else None,
-            "backend": result.backend}
+            "backend": result.backend, "validation": validation_counts(report)}
     write_outputs(result, args.out, meta, _benchmark(args.benchmark, result.dates))
     agg_ret = result.equity.sum(axis=1)
     print(f"backtest {mode}: {panel.shape[0]} dates x {panel.shape[1]} symbols, "
@@ -261,7 +262,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if not ParameterGrid(grid).combinations(template):  # bad names/values raise here
         raise BacktestError(f"--grid {args.grid!r} has no valid combination for strategy "
                             f"{template.name!r} (e.g. every fast >= slow)")
-    panel = load_data(args.data, args.validate)
+    panel = load_data(args.data, args.validate, args.date_format, market=args.market)
     with cluster_client(args.cluster) as client:
         res = run_sweep(panel, args.strategy, grid, market=args.market, backend=args.backend,
                         client=client, lag=args.lag, init_cash=args.init_cash,
@@ -294,16 +295,13 @@ def register(subparsers: Any) -> None:
     sub = bt.add_subparsers(dest="backtest_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", required=True, help="bars: Parquet/CSV file or folder")
+        add_data_arguments(p)
         p.add_argument("--market", default="cn", help="market profile: cn or us (default cn)")
         p.add_argument("--lag", type=int, default=0, help="execution lag in bars (default 0)")
         p.add_argument("--init-cash", type=float, default=1_000_000.0,
                        help="starting cash per account (default 1,000,000)")
         p.add_argument("--backend", default="cpu", choices=["cpu", "gpu", "auto"],
                        help="array backend of the kernels (default cpu)")
-        p.add_argument("--validate", default="raise",
-                       choices=["raise", "drop", "repair", "none"],
-                       help="validation policy for the bars (default raise)")
 
     run = sub.add_parser("run", help="one backtest; writes returns/positions/trades/metrics")
     common(run)

@@ -75,6 +75,13 @@ def load_data(path: str, validate: str | None = "auto", date_format: str | None 
                       market=market, return_report=return_report)
 
 
+def validation_counts(report: Any) -> dict[str, int]:
+    """Findings and changes per check of a validation report (empty without one)."""
+    if report is None:
+        return {}
+    return {str(k): int(v) for k, v in report.counts().items()}
+
+
 @contextlib.contextmanager
 def cluster_client(cluster: str | None) -> Iterator[Any]:
     """A Dask client for ``cluster`` (a mode, ``tcp://`` address), or ``None`` for no cluster."""
