@@ -105,6 +105,9 @@ class QilinMetrics:
         self.alerts_suppressed = Counter(
             "qilin_alerts_suppressed", "Alerts not dispatched (cooldown or rate limit).",
             ["reason"], registry=r)
+        self.alerts_dropped = Counter(
+            "qilin_alerts_dropped", "Queued alerts dropped because a handler fell behind.",
+            ["handler"], registry=r)
         self.alert_handler_failures = Counter(
             "qilin_alert_handler_failures", "Alert handler calls that raised or timed out.",
             ["handler", "kind"], registry=r)
