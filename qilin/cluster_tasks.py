@@ -123,10 +123,10 @@ def _result(fut: Any, left: float, what: str) -> Any:
     try:
         return fut.result(timeout=max(left, 0.1))
     except KilledWorker as exc:
-        raise _lost(what, f"task {fut.key!r} was running on workers that died "
-                          f"{exc.args[2] if len(exc.args) > 2 else 'too many'} times; "
-                          "it is not retried again (see distributed.scheduler."
-                          "allowed-failures)") from None
+        allowed = exc.args[2] if len(exc.args) > 2 else "?"
+        raise _lost(what, f"task {fut.key!r} was running on a worker that died, more often "
+                          f"than distributed.scheduler.allowed-failures ({allowed}) allows; "
+                          "it is not retried again") from None
     except CancelledError as exc:
         raise _cancelled(what, exc, 1) from None
     except TimeoutError:

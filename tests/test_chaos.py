@@ -12,7 +12,8 @@ at a chosen point of a sweep, a factor computation and an analyzer run:
     a worker dies as a finished result is fetched from it.
 
 Each disturbed run must give exactly the undisturbed run's result (lost data and tasks are
-recomputed) within a bound. Killing the scheduler must raise ``ClusterError`` within a
+recomputed) within a bound. A task that keeps killing its workers, and killing the
+scheduler, must raise ``ClusterError`` within a
 bound. All processes run on 127.0.0.1 and are stopped by the fixtures.
 """
 
@@ -184,6 +185,33 @@ def test_worker_killed_at_each_point_gives_the_same_result(cluster_client, panel
         assert int(marker.read_text()) in pids_before      # a worker really died
         assert elapsed < BOUND_S, f"{run} with a worker killed at {point}: {elapsed:.1f} s"
         _same(got, reference)
+
+
+def test_task_that_keeps_killing_its_workers_is_a_cluster_error(cluster_client):
+    """dask gives up on a task after ``allowed-failures`` worker deaths (KilledWorker): that
+    is a one-line ClusterError naming the task, not a raw dask exception."""
+    from qilin.cluster_tasks import gather_within
+
+    client = cluster_client
+    _wait_for_workers(client, 2)
+
+    def set_allowed_failures(dask_scheduler, n: int) -> int:
+        old, dask_scheduler.allowed_failures = dask_scheduler.allowed_failures, n
+        return old
+
+    def suicide() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    old = client.run_on_scheduler(set_allowed_failures, n=0)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError, match=r"chaos: task 'suicide-.*' was running on a "
+                                               r"worker that died, more often than "
+                                               r"distributed.scheduler.allowed-failures \(0\)"):
+            gather_within(client, [client.submit(suicide, pure=False)], what="chaos")
+        assert time.monotonic() - t0 < BOUND_S
+    finally:
+        client.run_on_scheduler(set_allowed_failures, n=old)
 
 
 def test_scheduler_killed_mid_run_raises_cluster_error_within_bound(tmp_path, panel):
