@@ -13,8 +13,8 @@ at a chosen point of a sweep, a factor computation and an analyzer run:
 
 Each disturbed run must give exactly the undisturbed run's result (lost data and tasks are
 recomputed) within a bound. A task that keeps killing its workers, and killing the
-scheduler, must raise ``ClusterError`` within a
-bound. All processes run on 127.0.0.1 and are stopped by the fixtures.
+scheduler, must raise ``ClusterError`` within a bound. All processes run on 127.0.0.1 and
+are stopped by the fixtures.
 """
 
 from __future__ import annotations
