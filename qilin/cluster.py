@@ -212,6 +212,39 @@ def security_from_tls(tls: TLSConfig) -> Security | None:
     )
 
 
+def _bounded_client_class() -> type[Client]:
+    """A ``distributed.Client`` whose whole start (connect, handshake, registration) is
+    bounded by its ``timeout``.
+
+    ``Client(address, timeout=t)`` bounds the TCP connect but not the handshake read that
+    follows it, so an endpoint that accepts and never answers holds the caller for minutes.
+    This subclass runs the start under ``sync(..., callback_timeout=timeout)`` and closes the
+    half-started client when that deadline passes.
+    """
+    global _BOUNDED_CLIENT
+    if _BOUNDED_CLIENT is None:
+        from distributed import Client
+
+        class BoundedClient(Client):
+            def start(self, **kwargs: Any) -> None:
+                if not self.asynchronous:
+                    kwargs.setdefault("callback_timeout", self._timeout)
+                try:
+                    super().start(**kwargs)
+                except BaseException:
+                    try:
+                        self.close(timeout=min(self._timeout, 2.0))
+                    except Exception:  # the connect error is the one to report
+                        pass
+                    raise
+
+        _BOUNDED_CLIENT = BoundedClient
+    return _BOUNDED_CLIENT
+
+
+_BOUNDED_CLIENT: type[Client] | None = None
+
+
 def _starting_in_spawned_child() -> bool:
     """True while a spawned worker process re-imports the user's main script."""
     main = sys.modules.get("__main__")
@@ -493,15 +526,13 @@ class ClusterManager:
                 raise ClusterError(f"cannot read scheduler file {path}: {exc}") from None
 
     def _connect_remote(self) -> Client:
-        from distributed import Client
-
         security = self._resolve_security()
         address = self.address or self._wait_for_scheduler_file()
         if security is not None and "://" not in address:
             address = f"tls://{address}"
         source = f"scheduler file {self.scheduler_file} -> " if not self.address else ""
         try:
-            client = Client(address, security=security, timeout=self.timeout)
+            client = _bounded_client_class()(address, security=security, timeout=self.timeout)
         except Exception as exc:
             raise ClusterError(
                 f"no Dask scheduler answered at {source}{address} within {self.timeout:g} s: "

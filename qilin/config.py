@@ -83,6 +83,7 @@ class ClusterConfig:
     scheduler_file: str = ""
     dashboard_address: str = "127.0.0.1:0"
     timeout_s: float = 10.0
+    task_timeout_s: float = 3600.0
     check_versions: bool = True
     strict_versions: bool = False
     tls: TLSConfig = field(default_factory=TLSConfig)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 
@@ -342,3 +343,37 @@ def test_cuda_mode_plumbing_with_a_stand_in_dask_cuda(fake_dask_cuda, monkeypatc
     assert kwargs["n_workers"] is None  # dask-cuda: one worker per GPU
     assert kwargs["threads_per_worker"] == 1 and kwargs["memory_limit"] == "2GiB"
     assert kwargs["host"] == "127.0.0.1" and kwargs["dashboard_address"] == "127.0.0.1:0"
+
+
+# -- waits with deadlines (qilin.cluster_tasks) ----------------------------------------------
+
+
+def test_gather_within_without_workers_raises_cluster_error_within_the_deadline():
+    from distributed import Client, LocalCluster
+
+    from qilin.cluster_tasks import gather_within, hold
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
+        futures = client.map(abs, [-1, -2])
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError, match=r"test run: 2 of 2 task\(s\) made no progress "
+                                               r"for 1 s \(cluster.task_timeout_s\)"):
+            gather_within(client, futures, timeout_s=1.0, what="test run")
+        assert time.monotonic() - t0 < 1.0 + 2.0
+        cluster.scale(1)
+        # a task's own exception comes back unchanged; held data feeds tasks like a scatter
+        data = hold(client, [3, -4])
+        assert gather_within(client, [client.submit(sum, data)], timeout_s=30) == [-1]
+        with pytest.raises(ZeroDivisionError):
+            gather_within(client, [client.submit(lambda: 1 / 0)], timeout_s=30)
+
+
+def test_task_timeout_comes_from_config(monkeypatch):
+    from qilin.cluster_tasks import task_timeout_s
+
+    assert task_timeout_s() == ClusterConfig().task_timeout_s == 3600.0
+    monkeypatch.setenv("QILIN_CLUSTER__TASK_TIMEOUT_S", "7.5")
+    assert task_timeout_s() == 7.5
+    with pytest.raises(ClusterError, match="must be positive"):
+        task_timeout_s(0)

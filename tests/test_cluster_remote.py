@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -185,6 +186,48 @@ def test_unreachable_address_fails_fast_with_the_address():
     with pytest.raises(ClusterError, match=f"no Dask scheduler answered at {address} within 2 s"):
         ClusterManager("remote", address=address, timeout=2.0, verbose=False).start()
     elapsed = time.monotonic() - t0
+    assert elapsed < 2.0 + 3.0, elapsed
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """A TCP server on loopback that accepts every connection and never sends a byte."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in accepted:
+            conn.close()
+        server.close()
+
+
+def test_endpoint_that_accepts_but_never_answers_fails_within_timeout():
+    """The handshake after the TCP connect is bounded too (it used to hang for minutes)."""
+    with silent_server() as address:
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError, match=f"no Dask scheduler answered at {address} "
+                                               "within 2 s"):
+            ClusterManager("remote", address=address, timeout=2.0, verbose=False).start()
+        elapsed = time.monotonic() - t0
     assert elapsed < 2.0 + 3.0, elapsed
 
 

@@ -1,9 +1,12 @@
 """DistributedStockAnalyzer: per-symbol analysis, backtests and parameter search on Dask.
 
-The data is shipped to the cluster once, in symbol blocks: from a Panel each block is
-scattered to one worker (never the whole dataset to every task); from a Parquet path each
-task reads only its block's symbols on the worker. Per-symbol user functions that raise are
-reported (symbol, error, traceback) in ``.errors`` and do not sink the run.
+The data is shipped to the cluster once, in symbol blocks: from a Panel each block is sent
+to one worker as a task result that the scheduler recomputes if that worker dies (never the
+whole dataset to every task); from a Parquet path each task reads only its block's symbols
+on the worker. Per-symbol user functions that raise are reported (symbol, error, traceback)
+in ``.errors`` and do not sink the run. Every wait is bounded by ``cluster.task_timeout_s``
+(:func:`qilin.cluster_tasks.gather_within`): a lost worker gives the same result, a lost
+scheduler a :class:`~qilin.errors.ClusterError`.
 
 Examples
 --------
@@ -172,18 +175,17 @@ class DistributedStockAnalyzer:
         return [chosen[i:i + size] for i in range(0, len(chosen), size)]
 
     def _gather(self, futures: list, progress: bool, desc: str) -> list:
-        from distributed import as_completed
+        """Results in order within ``cluster.task_timeout_s`` (lost workers are survived)."""
+        from qilin.cluster_tasks import gather_within
 
-        index = {f.key: i for i, f in enumerate(futures)}
-        results: list = [None] * len(futures)
-        it: Any = as_completed(futures)
-        if progress:
-            from tqdm.auto import tqdm
+        return gather_within(self.client, futures, what=f"analyzer {desc}",
+                             progress=desc if progress else None)
 
-            it = tqdm(it, total=len(futures), desc=desc, unit="task")
-        for fut in it:
-            results[index[fut.key]] = fut.result()
-        return results
+    def _hold(self, objs: list) -> list:
+        """Blocks on the cluster as recomputable task results (a lost worker loses nothing)."""
+        from qilin.cluster_tasks import hold
+
+        return [hold(self.client, obj) for obj in objs]
 
     def load_panel(self) -> Panel:
         """The whole data as a Panel (read from the path when built from one)."""
@@ -233,9 +235,9 @@ class DistributedStockAnalyzer:
         if self.panel is not None:
             frames = [self.panel.select(symbols=b).to_long(
                 None if cols is None else cols[2:]) for b in blocks]
-            scattered = self.client.scatter(frames)
+            held = self._hold(frames)
             futures = [self.client.submit(_analyze_frame_block, f, b, func, pure=False)
-                       for f, b in zip(scattered, blocks, strict=True)]
+                       for f, b in zip(held, blocks, strict=True)]
         else:
             futures = [self.client.submit(_analyze_path_block, self.path, b, cols, func,
                                           pure=False) for b in blocks]
@@ -260,7 +262,7 @@ class DistributedStockAnalyzer:
         """Backtest ``(strategy name, params)`` pairs through the engine, tiled over workers.
 
         Signal templates run :func:`~qilin.backtest.engine.run_signals` per symbol block
-        (each block scattered once, every strategy run on it in the same task); the result
+        (each block sent once, every strategy run on it in the same task); the result
         of a strategy is the equal-weight portfolio of its per-symbol accounts, as in
         :mod:`qilin.backtest.sweeps`. ``momentum_topk`` runs
         :func:`~qilin.backtest.engine.run_portfolio` on the whole Panel, one task each.
@@ -283,13 +285,13 @@ class DistributedStockAnalyzer:
         futures = []
         if signal_idx:
             blocks = self._blocks(None, block_size)
-            scattered = self.client.scatter([panel.select(symbols=b) for b in blocks])
+            held = self._hold([panel.select(symbols=b) for b in blocks])
             sig = [checked[i] for i in signal_idx]
             futures += [self.client.submit(_signal_block_returns, f, sig, mc, lag, init_cash,
-                                           pure=False) for f in scattered]
+                                           pure=False) for f in held]
         n_sig_tasks = len(futures)
         if portfolio_idx:
-            whole = self.client.scatter(panel)
+            [whole] = self._hold([panel])
             futures += [self.client.submit(_portfolio_run, whole, *checked[i], mc, lag,
                                            init_cash, pure=False) for i in portfolio_idx]
         parts = self._gather(futures, progress, "backtest")

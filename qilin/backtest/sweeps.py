@@ -638,7 +638,9 @@ def run_sweep(
     backend : {"auto", "cpu", "gpu"}
         Where the fused kernel runs; with ``client`` it is resolved on each worker.
     client : distributed.Client, optional
-        Spread parameter tiles over the cluster (market arrays are scattered once).
+        Spread parameter tiles over the cluster (market arrays are sent once, as a task
+        result that is recomputed if its worker dies; the wait is bounded by
+        ``cluster.task_timeout_s``).
     tile_size : int, optional
         Combinations per tile (default: all locally; on a cluster see
         :func:`cluster_tile_size`).
@@ -655,6 +657,9 @@ def run_sweep(
     ------
     BacktestError
         No valid combination, unknown parameters, negative lag.
+    ClusterError
+        With ``client``: the scheduler was lost or no tile finished within
+        ``cluster.task_timeout_s`` (lost workers are survived: their tiles are rerun).
     """
     if lag < 0:
         raise BacktestError(f"lag={lag} must be >= 0")
@@ -678,24 +683,17 @@ def run_sweep(
         parts = [run_tile(m, template.name, t, backend, memory_budget, lag, init_cash)
                  for t in iterator]
     else:
-        from distributed import as_completed
+        from qilin.cluster_tasks import gather_within, hold
 
         size = tile_size or cluster_tile_size(len(combos), m.shape, client)
         tiles = _tiles(combos, size)
-        m_future = client.scatter(m, broadcast=True)
+        # held, not scattered: a worker lost with the market arrays gets them recomputed
+        m_future = hold(client, m)
         futures = client.map(run_tile, [m_future] * len(tiles), [template.name] * len(tiles),
                              tiles, backend=backend, memory_budget=memory_budget, lag=lag,
                              init_cash=init_cash, pure=False)
-        order = {f.key: i for i, f in enumerate(futures)}
-        done: dict[int, pd.DataFrame] = {}
-        ac: Any = as_completed(futures)
-        if progress:
-            from tqdm.auto import tqdm
-
-            ac = tqdm(ac, total=len(futures), desc=f"sweep {template.name}", unit="tile")
-        for fut in ac:
-            done[order[fut.key]] = fut.result()
-        parts = [done[i] for i in range(len(tiles))]
+        parts = gather_within(client, futures, what=f"sweep {template.name}",
+                              progress=f"sweep {template.name}" if progress else None)
     table = pd.concat(parts, ignore_index=True)
     used = ",".join(sorted(set(table.pop("backend"))))
     return SweepResult(table, template.name, template.param_names, used,

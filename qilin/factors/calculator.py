@@ -7,9 +7,11 @@ cross-sectional (``cs``) operators need every symbol of a date, so they run on *
 blocks**; elementwise operators run in whichever layout their inputs are in. Stage 0 is the
 symbol-block stage holding everything under no ``cs`` operator; only values consumed by a
 later stage change layout. In-process the blocks are slices of the Panel's arrays; with a
-``distributed.Client`` each symbol block's fields are scattered once to the workers, every
+``distributed.Client`` each symbol block's fields are sent once to the cluster as a task
+result that is recomputed if its worker dies (:func:`qilin.cluster_tasks.hold`), every
 stage is a ``dask.array`` ``map_blocks`` over the blocks, and values change layout with a
-dask ``rechunk`` (on CUDA clusters the chunks are CuPy arrays).
+dask ``rechunk`` (on CUDA clusters the chunks are CuPy arrays). The gather is bounded by
+``cluster.task_timeout_s``; losing the scheduler raises :class:`~qilin.errors.ClusterError`.
 
 Results can be cached on disk (:mod:`qilin.factors.cache`) and streamed to Parquet one symbol
 block at a time (:meth:`FactorCalculator.to_parquet`) to bound memory.
@@ -498,12 +500,11 @@ class FactorCalculator:
                 finals.append(([stage.outputs[i] for i in wanted], part.map_blocks(
                     functools.partial(_host_as, dtype=out_dtype), dtype=out_dtype,
                     meta=np.empty((0, 0, 0), dtype=out_dtype))))
-        futures = self.client.compute([f for _, f in finals])
-        if self.progress:
-            from distributed import progress
+        from qilin.cluster_tasks import gather_within
 
-            progress(futures)
-        results = self.client.gather(futures)
+        futures = self.client.compute([f for _, f in finals])
+        results = gather_within(self.client, futures, what="factor computation",
+                                progress="factor stages" if self.progress else None)
         out: dict[str, np.ndarray] = {}
         for (keys, _), block in zip(finals, results, strict=True):
             for i, key in enumerate(keys):
@@ -515,18 +516,24 @@ class FactorCalculator:
 
     def _scatter_fields(self, panel: Panel, names: list[str], sym_chunks: tuple[int, ...]
                         ) -> dict[str, Any]:
-        """Scatter each symbol block's fields to the workers once; dask arrays over them."""
+        """Send each symbol block's fields to the cluster once; dask arrays over them.
+
+        Each block is held as a task result (:func:`qilin.cluster_tasks.hold`), not scattered:
+        when the worker holding it dies the scheduler recreates it on another worker.
+        """
         import operator
 
         import dask.array as da
         from dask import delayed
+
+        from qilin.cluster_tasks import hold
 
         T = panel.shape[0]
         per_field: dict[str, list[Any]] = {n: [] for n in names}
         host = {n: to_host(panel[n]) for n in names}
         for sl in _slices(sym_chunks):
             block = {n: np.ascontiguousarray(host[n][:, sl], dtype=np.float64) for n in names}
-            [future] = self.client.scatter([block], hash=False)  # one future per block
+            future = hold(self.client, block)  # one future per block, recomputable
             for n in names:
                 item = delayed(operator.getitem)(future, n)
                 per_field[n].append(da.from_delayed(item, shape=(T, sl.stop - sl.start),
@@ -565,9 +572,11 @@ class FactorCalculator:
                     yield sub.compute(panel.select(symbols=panel.symbols[sl]))
                     bar.update(1)
             else:
+                from qilin.cluster_tasks import gather_within
+
                 for future in [self.client.submit(sub.compute, panel.select(
                         symbols=panel.symbols[sl]), pure=False) for sl in slices]:
-                    yield future.result()
+                    yield gather_within(self.client, [future], what="factor block")[0]
                     bar.update(1)
         finally:
             bar.close()

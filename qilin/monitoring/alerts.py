@@ -23,14 +23,16 @@ Examples
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
 import os
+import socket
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -175,8 +177,81 @@ class JsonlFileHandler:
                 os.fsync(fh.fileno())
 
 
+def _abort_connection(conn: http.client.HTTPConnection) -> None:
+    """Shut the connection's socket down from another thread: a blocked read returns."""
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def post_with_deadline(url: str, body: bytes, headers: dict[str, str],
+                       seconds: float) -> int:
+    """POST ``body`` to ``url`` and read the whole response within ``seconds`` overall.
+
+    A socket timeout bounds each read, not the request: a server that drips one byte per
+    read holds ``urllib`` forever. Here a timer shuts the socket down when the deadline
+    passes, whatever the server does.
+
+    Returns
+    -------
+    int
+        The HTTP status.
+
+    Raises
+    ------
+    TimeoutError
+        The deadline passed.
+    OSError
+        The connection failed.
+
+    Examples
+    --------
+    >>> post_with_deadline("http://127.0.0.1:9/", b"{}", {}, 0.0)
+    Traceback (most recent call last):
+    ...
+    TimeoutError: POST http://127.0.0.1:9/: no time left (deadline 0 s)
+    """
+    if seconds <= 0:
+        raise TimeoutError(f"POST {url}: no time left (deadline {seconds:g} s)")
+    parts = urllib.parse.urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname or "", parts.port, timeout=seconds)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        _abort_connection(conn)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return int(resp.status)
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set():
+            raise TimeoutError(f"POST {url}: no complete response within {seconds:g} s") from None
+        if isinstance(exc, OSError):
+            raise
+        raise OSError(f"POST {url}: {type(exc).__name__}: {exc}") from None
+    finally:
+        timer.cancel()
+        conn.close()
+
+
 class WebhookHandler:
     """HTTP POST the alert as JSON to a URL, retrying a bounded number of times.
+
+    Every delivery ends within ``deadline_s`` (all attempts and back-offs together) and every
+    attempt within ``timeout_s`` (connect, send and the whole response, not per read).
 
     Parameters
     ----------
@@ -184,46 +259,68 @@ class WebhookHandler:
     retries : int
         Extra attempts after the first (so at most ``retries + 1`` requests).
     timeout_s : float
-        Per-request socket timeout.
+        Overall bound on one request (connect, send, read the whole response).
     backoff_s : float
         Sleep before retry ``k`` is ``backoff_s * 2**(k-1)``.
     headers : dict, optional
         Extra request headers.
+    deadline_s : float, optional
+        Overall bound on one delivery; default ``(retries + 1) * timeout_s`` plus the
+        back-offs.
     """
 
     def __init__(self, url: str, retries: int = 3, timeout_s: float = 2.0,
                  backoff_s: float = 0.05, headers: dict[str, str] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, deadline_s: float | None = None) -> None:
         if retries < 0:
             raise MonitoringError(f"WebhookHandler: retries must be >= 0, got {retries}")
         if not url.startswith(("http://", "https://")):
             raise MonitoringError(f"WebhookHandler: url must be http(s)://..., got {url!r}")
+        if not timeout_s > 0:
+            raise MonitoringError(f"WebhookHandler: timeout_s must be > 0, got {timeout_s}")
+        if deadline_s is None:
+            deadline_s = (retries + 1) * timeout_s + backoff_s * (2 ** retries - 1)
+        if not deadline_s > 0:
+            raise MonitoringError(f"WebhookHandler: deadline_s must be > 0, got {deadline_s}")
         self.url = url
         self.retries = retries
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
+        self.deadline_s = float(deadline_s)
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         self.name = name or f"webhook:{url}"
         self.attempts = 0
 
     def handle(self, alert: Alert) -> None:
         body = json.dumps(alert.to_dict()).encode()
+        deadline = time.monotonic() + self.deadline_s
         last: Exception | None = None
+        tries = 0
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                pause = self.backoff_s * 2 ** (attempt - 1)
+                if time.monotonic() + pause >= deadline:
+                    break
+                time.sleep(pause)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             self.attempts += 1
-            req = urllib.request.Request(self.url, data=body, headers=self.headers,
-                                         method="POST")
+            tries += 1
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    resp.read()
-                return
-            except (urllib.error.URLError, OSError) as exc:  # HTTPError is a URLError
+                status = post_with_deadline(self.url, body, self.headers,
+                                            min(self.timeout_s, left))
+            except OSError as exc:  # TimeoutError is an OSError
                 last = exc
                 log.debug("webhook %s attempt %d failed: %s", self.url, attempt + 1, exc)
+                continue
+            if status < 400:
+                return
+            last = OSError(f"HTTP Error {status}")
+            log.debug("webhook %s attempt %d: HTTP %d", self.url, attempt + 1, status)
         raise MonitoringError(
-            f"webhook {self.url}: {self.retries + 1} attempts failed, last error: {last}"
+            f"webhook {self.url}: {tries} attempts failed within {self.deadline_s:g} s, "
+            f"last error: {last}"
         )
 
 
@@ -259,7 +356,13 @@ class AlertManager:
         Bucket size for the rate limit.
     handler_timeout_s : float
         How long :meth:`fire` waits for the handlers; a handler still running is logged as
-        timed out and left to finish on its own thread.
+        timed out and left to finish on its own thread. While that call is still running the
+        handler counts as stuck: later calls to :meth:`fire` queue its alerts without waiting
+        for it, so a hung handler delays at most one ``fire``.
+    max_queue : int
+        Batches waiting per handler. When a slow or hung handler has this many waiting, the
+        oldest waiting batch is dropped to make room; dropped alerts are counted in
+        ``stats["dropped"]`` and ``qilin_alerts_dropped_total{handler}``.
     metrics : QilinMetrics, optional
         Counts alerts, suppressions and handler failures in Prometheus metrics.
     clock : callable
@@ -275,12 +378,17 @@ class AlertManager:
         handler_timeout_s: float = 5.0,
         metrics: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        max_queue: int = 1000,
     ) -> None:
         if cooldown_s < 0:
             raise MonitoringError(f"AlertManager: cooldown_s must be >= 0, got {cooldown_s}")
         if max_per_second is not None and max_per_second <= 0:
             raise MonitoringError(
                 f"AlertManager: max_per_second must be > 0 or None, got {max_per_second}")
+        if not isinstance(max_queue, int) or max_queue < 1:
+            raise MonitoringError(f"AlertManager: max_queue must be an integer >= 1, got "
+                                  f"{max_queue!r}")
+        self.max_queue = max_queue
         self.cooldown_s = float(cooldown_s)
         self.handler_timeout_s = float(handler_timeout_s)
         self.metrics = metrics
@@ -289,11 +397,13 @@ class AlertManager:
         self._last_fired: dict[tuple[str, str], datetime] = {}
         self._handlers: dict[str, AlertHandler] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._queued: dict[str, deque[tuple[Future[None], int]]] = {}
+        self._stuck: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._closed = False
         self.stats: dict[str, int] = {
             "received": 0, "dispatched": 0, "suppressed_cooldown": 0, "rate_limited": 0,
-            "handler_errors": 0, "handler_timeouts": 0,
+            "handler_errors": 0, "handler_timeouts": 0, "dropped": 0,
         }
         self.handler_failures: dict[str, int] = {}
         for h in handlers:
@@ -316,6 +426,7 @@ class AlertManager:
             self._handlers[name] = handler
             self._executors[name] = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"qilin-alert-{name[:20]}")
+            self._queued[name] = deque()
 
     def remove_handler(self, name: str) -> None:
         """Remove a handler by name."""
@@ -324,6 +435,8 @@ class AlertManager:
                 raise MonitoringError(f"no alert handler named {name!r}; have "
                                       f"{sorted(self._handlers)}")
             del self._handlers[name]
+            self._queued.pop(name, None)
+            self._stuck.pop(name, None)
             self._executors.pop(name).shutdown(wait=False, cancel_futures=True)
 
     # --------------------------------------------------------------- firing
@@ -382,14 +495,40 @@ class AlertManager:
             for a in batch:
                 self.metrics.alerts.labels(rule=a.rule, severity=a.severity).inc()
                 self.metrics.observe_alert_subject(a)
+        futures: dict[Future[None], str] = {}
         with self._lock:
-            targets = [(n, h, self._executors[n]) for n, h in self._handlers.items()]
-        futures: dict[Future[None], str] = {
-            ex.submit(self._run_handler, n, h, batch): n for n, h, ex in targets}
+            for name, handler in self._handlers.items():
+                fut = self._enqueue(name, handler, batch)
+                stuck = self._stuck.get(name)
+                if stuck is None or stuck.done():
+                    self._stuck.pop(name, None)
+                    futures[fut] = name
         _, pending = wait_futures(futures, timeout=self.handler_timeout_s)
         for fut in pending:
+            with self._lock:
+                self._stuck[futures[fut]] = fut
             self._failed(futures[fut], "timeout", None, batch[0])
         return len(batch)
+
+    def _enqueue(self, name: str, handler: AlertHandler, batch: list[Alert]) -> Future[None]:
+        """Queue ``batch`` for one handler (lock held), dropping the oldest waiting batch
+        when ``max_queue`` batches already wait."""
+        queued = self._queued[name]
+        while queued and queued[0][0].done():
+            queued.popleft()
+        waiting = [entry for entry in queued if not entry[0].running()]
+        if len(waiting) >= self.max_queue:
+            oldest, n_alerts = waiting[0]
+            if oldest.cancel():
+                queued.remove((oldest, n_alerts))
+                self.stats["dropped"] += n_alerts
+                if self.metrics is not None:
+                    self.metrics.alerts_dropped.labels(handler=name).inc(n_alerts)
+                log.warning("alert handler %r is behind: dropped the oldest %d queued "
+                            "alert(s)", name, n_alerts)
+        fut = self._executors[name].submit(self._run_handler, name, handler, batch)
+        queued.append((fut, len(batch)))
+        return fut
 
     def _run_handler(self, name: str, handler: AlertHandler, batch: list[Alert]) -> None:
         for alert in batch:

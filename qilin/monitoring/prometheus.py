@@ -9,7 +9,9 @@ handler, operation, gpu index. Per-symbol series exist only with ``symbol_labels
 Export:
 
 * :meth:`QilinMetrics.serve` — an HTTP ``/metrics`` endpoint, bound to 127.0.0.1 by default;
-  ``port=0`` picks a free port, reported as :attr:`MetricsServer.port`.
+  ``port=0`` picks a free port, reported as :attr:`MetricsServer.port`. It serves at most
+  ``max_connections`` connections at once (more are closed at once) and closes a connection
+  that sends nothing for ``idle_timeout_s``, so idle clients cannot pile up threads.
 * :meth:`QilinMetrics.write_textfile` — the node-exporter textfile-collector format, written
   atomically (temp file in the same folder, then ``os.replace``), for batch/papermill runs.
 * :meth:`QilinMetrics.push` — to a Pushgateway.
@@ -28,11 +30,14 @@ True
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -40,8 +45,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    make_wsgi_app,
     push_to_gateway,
-    start_http_server,
 )
 
 from qilin.atomic import atomic_path
@@ -56,6 +61,71 @@ _SUFFIXES = {
     "gauge": ("",),
     "info": ("_info",),
 }
+
+
+log = logging.getLogger(__name__)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Logs nothing per request; its socket timeout is the server's idle timeout."""
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout_s  # type: ignore[attr-defined]
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class BoundedWSGIServer(WSGIServer):
+    """A WSGI server with one daemon thread per connection, at most ``max_connections`` of
+    them; a connection that sends nothing for ``idle_timeout_s`` is closed.
+
+    Connections beyond the limit are closed as soon as they are accepted (counted in
+    :attr:`rejected`); Prometheus retries a failed scrape at its next interval.
+    """
+
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], idle_timeout_s: float,
+                 max_connections: int) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.max_connections = int(max_connections)
+        self.rejected = 0
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._active = 0
+        self._active_lock = threading.Lock()
+        super().__init__(address, _QuietHandler)
+
+    @property
+    def active_connections(self) -> int:
+        """Connections being served now."""
+        return self._active
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.rejected += 1
+            self.shutdown_request(request)
+            return
+        with self._active_lock:
+            self._active += 1
+        threading.Thread(target=self._serve_one, args=(request, client_address),
+                         name="qilin-metrics-conn", daemon=True).start()
+
+    def _serve_one(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except OSError as exc:  # idle timeout (TimeoutError), client went away
+            log.debug("metrics connection from %s closed: %s", client_address, exc)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            with self._active_lock:
+                self._active -= 1
+            self._slots.release()
 
 
 @dataclass
@@ -105,6 +175,9 @@ class QilinMetrics:
         self.alerts_suppressed = Counter(
             "qilin_alerts_suppressed", "Alerts not dispatched (cooldown or rate limit).",
             ["reason"], registry=r)
+        self.alerts_dropped = Counter(
+            "qilin_alerts_dropped", "Queued alerts dropped because a handler fell behind.",
+            ["handler"], registry=r)
         self.alert_handler_failures = Counter(
             "qilin_alert_handler_failures", "Alert handler calls that raised or timed out.",
             ["handler", "kind"], registry=r)
@@ -191,12 +264,25 @@ class QilinMetrics:
         return None if v is None else float(v)
 
     # ---------------------------------------------------------------- export
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
-        """Serve ``/metrics`` over HTTP on a daemon thread; ``port=0`` picks a free port."""
+    def serve(self, host: str = "127.0.0.1", port: int = 0, idle_timeout_s: float = 10.0,
+              max_connections: int = 32) -> MetricsServer:
+        """Serve ``/metrics`` over HTTP on a daemon thread; ``port=0`` picks a free port.
+
+        At most ``max_connections`` connections are served at once (one thread each; more
+        are closed on accept) and a connection idle for ``idle_timeout_s`` is closed.
+        """
+        if not idle_timeout_s > 0 or max_connections < 1:
+            raise MonitoringError(
+                f"metrics server: idle_timeout_s must be > 0 and max_connections >= 1, got "
+                f"{idle_timeout_s!r} and {max_connections!r}")
         try:
-            httpd, thread = start_http_server(port, addr=host, registry=self.registry)
+            httpd = BoundedWSGIServer((host, port), idle_timeout_s, max_connections)
         except OSError as exc:
             raise MonitoringError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+        httpd.set_app(make_wsgi_app(self.registry))
+        thread = threading.Thread(target=httpd.serve_forever, name="qilin-metrics",
+                                  daemon=True)
+        thread.start()
         return MetricsServer(host, int(httpd.server_port), httpd, thread)
 
     def write_textfile(self, path: str | Path) -> Path:

@@ -193,3 +193,122 @@ def test_webhook_unreachable_and_bad_url():
         hook.handle(alert())
     with pytest.raises(MonitoringError, match="http"):
         WebhookHandler("ftp://x")
+
+
+# -- endpoints that never finish: every delivery has an overall deadline ------------------
+
+
+class StallingServer:
+    """A raw HTTP endpoint on 127.0.0.1 that reads each request and then either never
+    answers (``mode="hung"``) or drips a response one byte every 50 ms forever
+    (``mode="drip"``): each socket read succeeds, so a per-read timeout never fires."""
+
+    def __init__(self, mode: str) -> None:
+        import socket
+
+        self.mode = mode
+        self.stop = threading.Event()
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, conn) -> None:
+        drip = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100_000
+        with conn:
+            conn.settimeout(0.05)
+            try:
+                conn.recv(65536)
+            except OSError:
+                pass
+            i = 0
+            while not self.stop.wait(0.05):
+                if self.mode == "drip":
+                    try:
+                        conn.sendall(drip[i:i + 1])
+                    except OSError:
+                        return
+                    i += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.fixture
+def stalling_server():
+    made: list[StallingServer] = []
+
+    def make(mode: str) -> StallingServer:
+        made.append(StallingServer(mode))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.mark.parametrize("mode", ["drip", "hung"])
+def test_webhook_delivery_has_an_overall_deadline(stalling_server, mode):
+    srv = stalling_server(mode)
+    hook = WebhookHandler(srv.url, retries=5, timeout_s=0.3, backoff_s=0.01, deadline_s=0.8)
+    t0 = time.monotonic()
+    with pytest.raises(MonitoringError, match=r"attempts failed within 0.8 s"):
+        hook.handle(alert())
+    elapsed = time.monotonic() - t0
+    assert 0.6 < elapsed < 0.8 + 0.5, elapsed     # the deadline, not retries x reads
+    assert 2 <= hook.attempts <= 3 and srv.connections == hook.attempts
+    # one attempt alone is bounded by timeout_s even when the server keeps dripping
+    hook = WebhookHandler(srv.url, retries=0, timeout_s=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(MonitoringError, match="1 attempts failed"):
+        hook.handle(alert())
+    assert time.monotonic() - t0 < 0.3 + 0.5
+
+
+def test_hung_webhook_delays_one_fire_and_its_queue_is_bounded(stalling_server):
+    srv = stalling_server("hung")
+    metrics = QilinMetrics()
+    hook = WebhookHandler(srv.url, retries=0, timeout_s=2.0)
+    got: list[Alert] = []
+    m = AlertManager([hook, CallbackHandler(got.append)], cooldown_s=0,
+                     handler_timeout_s=0.2, max_queue=3, metrics=metrics)
+    try:
+        t0 = time.monotonic()
+        m.fire(alert(subject="S0"))                # waits handler_timeout_s, then moves on
+        first = time.monotonic() - t0
+        t1 = time.monotonic()
+        for i in range(1, 20):                     # the hook is stuck: no more waiting
+            m.fire(alert(subject=f"S{i}"))
+        rest = time.monotonic() - t1
+        assert 0.15 < first < 1.0, first
+        assert rest < 0.5, rest
+        assert m.stats["handler_timeouts"] == 1
+        # S0 is being delivered, 3 wait; the other 16 were dropped, oldest first
+        assert m.stats["dropped"] == 16
+        assert metrics.value("qilin_alerts_dropped_total", handler=hook.name) == 16
+        deadline = time.monotonic() + 5
+        while len(got) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [a.subject for a in got] == [f"S{i}" for i in range(20)]  # others unaffected
+    finally:
+        m.close()

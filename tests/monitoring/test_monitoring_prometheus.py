@@ -222,3 +222,37 @@ def test_grafana_dashboard_uses_only_exported_metrics():
     assert not missing, f"dashboard uses metrics qilin does not export: {missing}"
     assert {"qilin_alerts_total", "qilin_system_cpu_usage_ratio"} <= used
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+
+
+def test_http_exporter_bounds_threads_and_closes_idle_connections():
+    """300 clients that connect and say nothing: threads stay bounded (today's defect was
+    one thread per connection, forever) and every connection is closed after the idle
+    timeout; then scrapes work again."""
+    import threading
+
+    m = QilinMetrics()
+    m.ticks.inc(3)
+    with m.serve(port=0, idle_timeout_s=0.5, max_connections=8) as server:
+        before = threading.active_count()
+        idle = []
+        try:
+            for _ in range(300):
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                idle.append(s)
+            time.sleep(0.2)
+            assert threading.active_count() <= before + 8, threading.active_count()
+            assert server._httpd.active_connections <= 8
+            assert server._httpd.rejected > 0              # over the limit: closed at once
+            t0 = time.monotonic()
+            for s in idle:                          # the server closes each one: EOF
+                s.settimeout(5)
+                assert s.recv(1) == b""
+            assert time.monotonic() - t0 < 0.5 + 3
+        finally:
+            for s in idle:
+                s.close()
+        deadline = time.monotonic() + 5
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert threading.active_count() <= before
+        assert "qilin_monitor_ticks_total 3.0" in _scrape(server.url)
