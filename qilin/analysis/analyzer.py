@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from qilin.backend import task_numba_threads
+from qilin.backtest.result import equity_returns
 from qilin.backtest.strategies import MomentumTopK, get_strategy
 from qilin.backtest.sweeps import ParameterGrid, SweepResult, run_sweep
 from qilin.config import MarketConfig, load_market
@@ -88,7 +89,7 @@ def _analyze_path_block(path: str, symbols: Sequence[str], columns: Sequence[str
 
 def _signal_block_returns(block: Panel, strategies: Sequence[tuple[str, dict]],
                           market: MarketConfig, lag: int, init_cash: float) -> dict:
-    """Engine runs of every signal strategy on one symbol block: summed daily returns."""
+    """Engine runs of every signal strategy on one symbol block: the block's summed equity."""
     from qilin.backtest.engine import run_signals
 
     out = {}
@@ -98,7 +99,7 @@ def _signal_block_returns(block: Panel, strategies: Sequence[tuple[str, dict]],
             res = run_signals(block, entries=entries, exits=exits, market=market, lag=lag,
                               init_cash=init_cash)
             filled = int((res.trades["status"] == "filled").sum()) if len(res.trades) else 0
-            out[i] = (res.returns.sum(axis=1), filled, res.turnover.sum(), res.exposure.sum())
+            out[i] = (res.equity.sum(axis=1), filled, res.turnover.sum(), res.exposure.sum())
     return out
 
 
@@ -263,8 +264,8 @@ class DistributedStockAnalyzer:
 
         Signal templates run :func:`~qilin.backtest.engine.run_signals` per symbol block
         (each block sent once, every strategy run on it in the same task); the result
-        of a strategy is the equal-weight portfolio of its per-symbol accounts, as in
-        :mod:`qilin.backtest.sweeps`. ``momentum_topk`` runs
+        of a strategy is its per-symbol accounts taken together (the sum of their equity),
+        as in :mod:`qilin.backtest.sweeps` and ``qilin backtest run``. ``momentum_topk`` runs
         :func:`~qilin.backtest.engine.run_portfolio` on the whole Panel, one task each.
 
         Returns
@@ -295,20 +296,20 @@ class DistributedStockAnalyzer:
             futures += [self.client.submit(_portfolio_run, whole, *checked[i], mc, lag,
                                            init_cash, pure=False) for i in portfolio_idx]
         parts = self._gather(futures, progress, "backtest")
-        returns = {i: np.zeros(T) for i in signal_idx}
+        equity = {i: np.zeros(T) for i in signal_idx}
         stats = {i: [0, 0.0, 0.0] for i in signal_idx}
         for part in parts[:n_sig_tasks]:
             for k, (r, n, to, ex) in part.items():
                 i = signal_idx[k]
-                returns[i] += r
+                equity[i] += r
                 stats[i][0] += n
                 stats[i][1] += to
                 stats[i][2] += ex
         N = panel.shape[1]
         rows = []
         for i, (name, params) in enumerate(checked):
-            if i in returns:
-                r = returns[i] / N
+            if i in equity:
+                r = equity_returns(equity[i])
                 n, to, ex = stats[i][0], stats[i][1] / (N * T), stats[i][2] / (N * T)
             else:
                 r, n, to, ex = parts[n_sig_tasks + portfolio_idx.index(i)]

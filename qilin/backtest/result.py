@@ -51,6 +51,20 @@ _REASON_TABLE = np.array([REASONS.get(i, "") for i in range(max(REASONS) + 1)], 
 TRADE_COLUMNS = ("date", "symbol", "side", "quantity", "price", "cost", "status", "reason")
 
 
+def equity_returns(equity: np.ndarray) -> np.ndarray:
+    """Daily returns ``equity_t / equity_{t-1} - 1`` along axis 0 (first day 0).
+
+    Examples
+    --------
+    >>> equity_returns(np.array([100.0, 110.0, 99.0])).round(6).tolist()
+    [0.0, 0.1, -0.1]
+    """
+    out = np.zeros_like(equity, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[1:] = equity[1:] / equity[:-1] - 1.0
+    return out
+
+
 def empty_trades() -> pd.DataFrame:
     """A trade-record frame with no rows and the standard columns."""
     return pd.DataFrame({
@@ -121,11 +135,16 @@ class BacktestResult:
     @property
     def returns(self) -> np.ndarray:
         """Daily returns ``equity_t / equity_{t-1} - 1`` (first day 0), per account."""
-        eq = self.equity
-        out = np.zeros_like(eq)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[1:] = eq[1:] / eq[:-1] - 1.0
-        return out
+        return equity_returns(self.equity)
+
+    @property
+    def combined_returns(self) -> np.ndarray:
+        """Daily returns of all accounts taken together (the sum of their equity).
+
+        This is what ``qilin backtest run`` reports as the aggregate and what a sweep row
+        reports, so the two agree.
+        """
+        return equity_returns(self.equity.sum(axis=1))
 
     @property
     def exposure(self) -> np.ndarray:

@@ -652,11 +652,9 @@ def pnl_returns(pnl: np.ndarray, base: float) -> np.ndarray:
     >>> pnl_returns(np.array([[-5.0, 105.0, -110.0]]), 1000.0).round(6).tolist()
     [[0.0, 0.105528, -0.1]]
     """
-    equity = base + np.cumsum(pnl, axis=1)
-    out = np.zeros_like(equity)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out[:, 1:] = equity[:, 1:] / equity[:, :-1] - 1.0
-    return out
+    from qilin.backtest.result import equity_returns
+
+    return equity_returns((base + np.cumsum(pnl, axis=1)).T).T
 
 
 @nb.njit(cache=True, parallel=True)

@@ -181,10 +181,7 @@ def write_outputs(result: Any, out: str | Path, meta: dict[str, Any],
     from qilin.backtest import metrics as M
 
     per_account = result.metrics(benchmark=benchmark)
-    total = result.equity.sum(axis=1)
-    agg = np.zeros_like(total)
-    agg[1:] = total[1:] / total[:-1] - 1.0
-    agg_table = M.summary(agg, result.periods_per_year, benchmark=benchmark)
+    agg_table = M.summary(result.combined_returns, result.periods_per_year, benchmark=benchmark)
     doc = {
         **meta,
         "periods_per_year": result.periods_per_year,

@@ -82,7 +82,7 @@ def test_backtest_parallel_equals_engine_on_whole_panel(client, panel):
     for i, (name, params) in enumerate(strategies[:2]):
         e, x = get_strategy(name).signals(panel, **params)
         res = run_signals(panel, entries=e, exits=x, market="cn")
-        exp = M.summary(res.returns.mean(axis=1), periods_per_year=242).iloc[0]
+        exp = M.summary(res.combined_returns, periods_per_year=242).iloc[0]
         assert table.loc[i, "sharpe_ratio"] == pytest.approx(exp["sharpe_ratio"], rel=1e-9)
         assert table.loc[i, "max_drawdown"] == pytest.approx(exp["max_drawdown"], rel=1e-9)
         assert table.loc[i, "n_trades"] == (res.trades["status"] == "filled").sum()
