@@ -55,6 +55,7 @@ from qilin.factors.expr import (
     Const,
     Node,
     Var,
+    check_windows,
     evaluate_nodes,
     parse_factor_set,
     unique_nodes,
@@ -379,6 +380,7 @@ class FactorCalculator:
         """
         start = time.perf_counter()
         roots = self.parse(panel.fields)
+        check_windows(roots, panel.shape[0], dict(self.factors), self.registry)
         out_dtype = _DTYPES[self.dtype]
         values: dict[str, np.ndarray] = {}
         missing: dict[str, Node] = {}

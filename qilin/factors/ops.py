@@ -105,6 +105,10 @@ _cs_rank = DeviceKernel("cs_rank", cpu=kc.cs_rank_nb, gpu=kg.cs_rank_gpu)
 # ------------------------------------------------------------------------------------------
 # argument checking
 # ------------------------------------------------------------------------------------------
+#: Largest integer argument (window, span, shift) the kernels accept.
+MAX_INT = 2**62
+
+
 def check_int(value: Any, name: str, minimum: int = 1) -> int:
     """Return ``value`` as an int, or raise :class:`ParameterError` naming ``name``.
 
@@ -120,6 +124,8 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not ok or value < minimum:
         raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value > MAX_INT:  # beyond int64 the kernels would overflow (or compile a new type)
+        raise ParameterError(f"{name} must be at most {MAX_INT}, got {value!r}")
     return int(value)
 
 
