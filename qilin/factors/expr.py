@@ -537,6 +537,49 @@ def check_windows(
                         "history", (texts or {}).get(name, ""), arg.pos)
 
 
+def available_fields(panel: Any) -> set[str]:
+    """Variables a Panel can supply: its fields, plus ``returns`` when it has ``close``."""
+    fields = set(panel.fields)
+    return fields | {"returns"} if "close" in fields else fields
+
+
+def missing_fields(roots: Mapping[str, Node], available: Iterable[str]
+                   ) -> dict[str, list[Var]]:
+    """``{factor name: [variables it reads that are not available]}`` (only factors with some)."""
+    have = set(available)
+    out: dict[str, list[Var]] = {}
+    for name, root in roots.items():
+        absent = [n for n in root.walk() if isinstance(n, Var) and n.name not in have]
+        if absent:
+            out[name] = absent
+    return out
+
+
+def check_fields(roots: Mapping[str, Node], available: Iterable[str],
+                 texts: Mapping[str, str] | None = None) -> None:
+    """Refuse a factor that reads a field the data does not have, listing those it has.
+
+    Raises
+    ------
+    ExpressionError
+        At the position of the first absent field of the first such factor.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_fields({"v": parse("vwap / close")}, ["close", "open"], {"v": "vwap / close"})
+    ... except ExpressionError as err:
+    ...     print(err.position, str(err).splitlines()[0])
+    0 factor 'v' reads field 'vwap', which the data does not have (fields present: close, open) (at position 0)
+    """  # noqa: E501
+    have = sorted(set(available))
+    for name, absent in missing_fields(roots, have).items():
+        var = absent[0]
+        raise ExpressionError(
+            f"factor {name!r} reads field {var.name!r}, which the data does not have (fields "
+            f"present: {', '.join(have)})", (texts or {}).get(name, ""), var.pos)
+
+
 # -------------------------------------------------------------------------- evaluation
 def unique_nodes(roots: Iterable[Node]) -> list[Node]:
     """Every distinct non-constant node under ``roots``, children before parents."""
@@ -609,7 +652,9 @@ def evaluate_nodes(
     for node in pending:
         if isinstance(node, Var):
             if node.name not in values:
-                raise ExpressionError(f"the data has no field {node.name!r}", node.name, 0)
+                present = sorted(k for k in values if "(" not in k)
+                raise ExpressionError(f"the data has no field {node.name!r} (fields present: "
+                                      f"{', '.join(present)})", node.name, 0)
             continue
         assert isinstance(node, Call)
         spec = reg.get(node.op)
@@ -663,8 +708,9 @@ def evaluate(expression: str | Node, panel: Any, registry: OperatorRegistry | No
     """
     node = expression if isinstance(expression, Node) else parse(
         expression, registry, variables=list(panel.fields))
-    check_windows({"expression": node}, panel.shape[0],
-                  {"expression": expression if isinstance(expression, str) else ""}, registry)
+    texts = {"expression": expression if isinstance(expression, str) else ""}
+    check_fields({"expression": node}, available_fields(panel), texts)
+    check_windows({"expression": node}, panel.shape[0], texts, registry)
     fields = {name: panel[name] for name in variables_of([node])}
     out = evaluate_nodes(unique_nodes([node]), fields, [node.key], registry)[node.key]
     if not hasattr(out, "shape") or tuple(out.shape) != panel.shape:

@@ -819,7 +819,8 @@ def add(a: Any, b: Any) -> Any:
     3.0
     """
     xp = _xp(a, b)
-    return _f64(xp, a) + _f64(xp, b)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is inf, no warning
+        return _f64(xp, a) + _f64(xp, b)
 
 
 def sub(a: Any, b: Any) -> Any:
@@ -831,7 +832,8 @@ def sub(a: Any, b: Any) -> Any:
     -1.0
     """
     xp = _xp(a, b)
-    return _f64(xp, a) - _f64(xp, b)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is inf, no warning
+        return _f64(xp, a) - _f64(xp, b)
 
 
 def mul(a: Any, b: Any) -> Any:
@@ -843,7 +845,8 @@ def mul(a: Any, b: Any) -> Any:
     6.0
     """
     xp = _xp(a, b)
-    return _f64(xp, a) * _f64(xp, b)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is inf, no warning
+        return _f64(xp, a) * _f64(xp, b)
 
 
 def div(a: Any, b: Any) -> Any:
@@ -857,7 +860,7 @@ def div(a: Any, b: Any) -> Any:
     """
     xp = _xp(a, b)
     a, b = _f64(xp, a), _f64(xp, b)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         out = xp.divide(a, b)
     zero = b == 0
     if out.ndim == 0:
