@@ -83,11 +83,19 @@ def _compute(args: argparse.Namespace) -> int:
         calc = FactorCalculator(factors, client=client, backend=args.backend, dtype=args.dtype,
                                 cache_dir=args.cache_dir, block_symbols=args.block_symbols,
                                 progress=not args.quiet)
-        calc.to_parquet(panel, args.out)
+        note = ""
+        if calc.cache is not None:  # whole-panel entries: compute, then write
+            result = calc.compute(panel)
+            result.to_parquet(args.out)
+            note = (f"; cache {args.cache_dir}: {result.cache_hits} read, {result.computed} "
+                    f"computed, {result.cache_corrupt} unreadable "
+                    f"entr{'y' if result.cache_corrupt == 1 else 'ies'} rewritten")
+        else:
+            calc.to_parquet(panel, args.out)
     n = len(calc.names)
     print(f"wrote {n} factor{'s' * (n != 1)} for {panel.shape[1]} symbols x {panel.shape[0]} "
           f"dates to {args.out} in {time.perf_counter() - start:.1f}s "
-          f"(backend {calc.backend.name}, {args.dtype})")
+          f"(backend {calc.backend.name}, {args.dtype}){note}")
     return 0
 
 

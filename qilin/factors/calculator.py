@@ -196,6 +196,9 @@ class FactorResult:
     ----------
     cache_hits, computed : int
         Factors read from the cache and factors computed in this run.
+    cache_corrupt : int
+        Cache entries found unreadable (empty or truncated files) in this run; each was
+        recomputed and rewritten.
     seconds : float
         Wall time of the run.
     """
@@ -210,6 +213,7 @@ class FactorResult:
     computed: int = 0
     seconds: float = 0.0
     expressions: dict[str, str] = field(default_factory=dict)
+    cache_corrupt: int = 0
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.values[name]
@@ -385,6 +389,7 @@ class FactorCalculator:
         values: dict[str, np.ndarray] = {}
         missing: dict[str, Node] = {}
         keys: dict[str, str] = {}
+        corrupt_before = self.cache.corrupt if self.cache is not None else 0
         if self.cache is not None:
             prints = field_fingerprints(panel, variables_of(roots.values()))
             for name, node in roots.items():
@@ -410,12 +415,14 @@ class FactorCalculator:
                 values[name] = arr
                 if self.cache is not None:
                     self.cache.put(keys[name], arr)
-        log.info("factors: %d computed, %d from cache, %.2fs on %s", len(missing), hits,
-                 time.perf_counter() - start, self.backend.name)
+        corrupt = self.cache.corrupt - corrupt_before if self.cache is not None else 0
+        log.info("factors: %d computed, %d from cache (%d unreadable entries rewritten), "
+                 "%.2fs on %s", len(missing), hits, corrupt, time.perf_counter() - start,
+                 self.backend.name)
         return FactorResult(
             self.names, panel.dates, panel.symbols, {n: values[n] for n in self.names},
             to_host(panel.valid), self.backend.name, hits, len(missing),
-            time.perf_counter() - start, dict(self.factors),
+            time.perf_counter() - start, dict(self.factors), corrupt,
         )
 
     def _compute_local(self, panel: Panel, roots: list[Node]) -> dict[str, np.ndarray]:
