@@ -16,7 +16,9 @@ Examples
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +81,12 @@ def _compute(args: argparse.Namespace) -> int:
     panel = load_data(args.data, args.validate)
     if args.adjust:
         panel = panel.adjusted()
-    with cluster_client(args.cluster) as client:
+    with cluster_client(args.cluster) as client, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
         calc = FactorCalculator(factors, client=client, backend=args.backend, dtype=args.dtype,
                                 cache_dir=args.cache_dir, block_symbols=args.block_symbols,
-                                progress=not args.quiet)
+                                progress=not args.quiet, missing_fields=args.missing_fields,
+                                derive_vwap=args.derive_vwap)
         note = ""
         if calc.cache is not None:  # whole-panel entries: compute, then write
             result = calc.compute(panel)
@@ -92,6 +96,10 @@ def _compute(args: argparse.Namespace) -> int:
                     f"entr{'y' if result.cache_corrupt == 1 else 'ies'} rewritten")
         else:
             calc.to_parquet(panel, args.out)
+    for w in caught:  # one line each (the factor layer warns once per run)
+        print(f"warning: {w.message}", file=sys.stderr)
+    if args.derive_vwap and "vwap" not in panel.fields:
+        note += "; vwap derived as (high + low + close) / 3"
     n = len(calc.names)
     print(f"wrote {n} factor{'s' * (n != 1)} for {panel.shape[1]} symbols x {panel.shape[0]} "
           f"dates to {args.out} in {time.perf_counter() - start:.1f}s "
@@ -122,6 +130,13 @@ def register(subparsers: Any) -> None:
                          help="validation policy for the bars (default raise)")
     compute.add_argument("--adjust", action="store_true",
                          help="back-adjust prices with adj_factor before computing")
+    compute.add_argument("--missing-fields", default=None, choices=["raise", "nan"],
+                         help="a factor reading a field the data lacks: raise an error, or "
+                              "leave it NaN with one warning (default: Alpha158 features "
+                              "NaN, other factors raise)")
+    compute.add_argument("--derive-vwap", action="store_true",
+                         help="bars without vwap and amount: use vwap = (high + low + close) "
+                              "/ 3 (default: off, VWAP0 is NaN)")
     compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     compute.set_defaults(func=_compute)
     add_evaluate_parser(sub)
