@@ -86,7 +86,8 @@ def _compute(args: argparse.Namespace) -> int:
         calc = FactorCalculator(factors, client=client, backend=args.backend, dtype=args.dtype,
                                 cache_dir=args.cache_dir, block_symbols=args.block_symbols,
                                 progress=not args.quiet, missing_fields=args.missing_fields,
-                                derive_vwap=args.derive_vwap)
+                                derive_vwap=args.derive_vwap,
+                                window_policy=args.window_policy)
         note = ""
         if calc.cache is not None:  # whole-panel entries: compute, then write
             result = calc.compute(panel)
@@ -103,7 +104,7 @@ def _compute(args: argparse.Namespace) -> int:
     n = len(calc.names)
     print(f"wrote {n} factor{'s' * (n != 1)} for {panel.shape[1]} symbols x {panel.shape[0]} "
           f"dates to {args.out} in {time.perf_counter() - start:.1f}s "
-          f"(backend {calc.backend.name}, {args.dtype}){note}")
+          f"(backend {calc.backend.name}, {args.dtype}, {args.window_policy} windows){note}")
     return 0
 
 
@@ -137,6 +138,10 @@ def register(subparsers: Any) -> None:
     compute.add_argument("--derive-vwap", action="store_true",
                          help="bars without vwap and amount: use vwap = (high + low + close) "
                               "/ 3 (default: off, VWAP0 is NaN)")
+    compute.add_argument("--window-policy", default="ours", choices=["ours", "qlib"],
+                         help="rolling windows: 'ours' = the last n traded days, NaN until "
+                              "full; 'qlib' = Qlib's calendar windows with suspended days as "
+                              "gaps and partial windows (min_periods=1) (default ours)")
     compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     compute.set_defaults(func=_compute)
     add_evaluate_parser(sub)

@@ -63,7 +63,8 @@ from qilin.factors.expr import (
     variables_of,
 )
 from qilin.factors.inputs import absent_factors, derive_vwap, missing_warning
-from qilin.factors.registry import OperatorRegistry, active_registry
+from qilin.factors.qlib_window import registry_for
+from qilin.factors.registry import OperatorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +309,10 @@ class FactorCalculator:
     derive_vwap : bool
         Bars with neither ``vwap`` nor ``amount`` get ``vwap = (high + low + close) / 3``
         (recorded in ``FactorResult.derived``). Off by default: nothing is derived unasked.
+    window_policy : {"ours", "qlib"}
+        ``ours``: a window is the last n traded days, NaN until full. ``qlib``: Qlib's
+        calendar windows with suspended days as gaps and ``min_periods=1`` partial windows
+        (:mod:`qilin.factors.qlib_window`), to reproduce Qlib's numbers.
 
     Raises
     ------
@@ -330,6 +335,7 @@ class FactorCalculator:
         kernel_threads: int | None = None,
         missing_fields: str | None = None,
         derive_vwap: bool = False,
+        window_policy: str = "ours",
     ) -> None:
         if isinstance(factors, str):
             if factors.lower() != "alpha158":
@@ -355,7 +361,8 @@ class FactorCalculator:
         self.block_symbols = block_symbols
         self.block_dates = block_dates
         self.progress = progress
-        self.registry = registry if registry is not None else active_registry()
+        self.window_policy = window_policy
+        self.registry = registry_for(window_policy, registry)
         self.kernel_threads = kernel_threads
         self.missing_fields = missing_fields
         self.derive_vwap = bool(derive_vwap)
@@ -436,7 +443,8 @@ class FactorCalculator:
             prints = field_fingerprints(panel, variables_of(roots.values()))
             for name, node in roots.items():
                 fp = data_fingerprint(prints, variables_of([node]))
-                keys[name] = self.cache.key(node.key, fp, self.dtype)
+                keys[name] = self.cache.key(node.key, fp, self.dtype,
+                                            "" if self.window_policy == "ours" else "qlib")
                 hit = self.cache.get(keys[name])
                 if hit is not None and hit.shape == panel.shape:
                     values[name] = hit.astype(out_dtype, copy=False)
