@@ -1,4 +1,5 @@
-"""``qilin factors``: compute factor sets (``compute``) and evaluate them (``evaluate``).
+"""``qilin factors``: compute factor sets (``compute``), list what expressions can use
+(``list``) and evaluate factors (``evaluate``).
 
 Examples
 --------
@@ -16,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -108,8 +110,57 @@ def _compute(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_catalogue(cat: dict[str, Any]) -> str:
+    """The text ``qilin factors list`` prints (operators, indicators, Alpha158 summary).
+
+    Examples
+    --------
+    >>> from qilin.factors.catalogue import catalogue
+    >>> text = format_catalogue(catalogue())
+    >>> "ts_mean(x, window)" in text and "rsi(close, timeperiod=14)" in text
+    True
+    """
+    lines = ["Variables: " + " ".join(cat["variables"])
+             + " (and any other numeric field of the data; Qlib's $close spelling works)",
+             "Infix: " + "  ".join(f"{sym} {op}" for sym, op in cat["infix"].items()), ""]
+    kinds = {"ts": "Time-series operators (along each symbol's dates)",
+             "cs": "Cross-sectional operators (across symbols per date)",
+             "elementwise": "Element-wise operators"}
+    for kind, title in kinds.items():
+        lines.append(f"{title}:")
+        for op in cat["operators"]:
+            if op["kind"] == kind:
+                extra = " ".join(op["infix"] + op["qlib"])
+                lines.append(f"  {op['signature']:<38} {op['doc']}"
+                             + (f"  [{extra}]" if extra else ""))
+        lines.append("")
+    lines.append("Indicators (TA-Lib definitions):")
+    lines += [f"  {op['signature']:<38} {op['doc']}" for op in cat["indicators"]]
+    groups = list(dict.fromkeys(f["group"] for f in cat["alpha158"]))
+    lines += ["", f"Alpha158: {len(cat['alpha158'])} features in groups {' '.join(groups)} "
+              "(qilin factors list --alpha158 for their formulas)",
+              f"Window policies: {', '.join(cat['window_policies'])} (--window-policy)"]
+    return "\n".join(lines)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from qilin.factors.catalogue import alpha158_catalogue, catalogue
+
+    if args.alpha158:
+        features = alpha158_catalogue()
+        if args.json:
+            print(json.dumps(features, indent=1))
+        else:
+            width = max(len(f["name"]) for f in features)
+            print("\n".join(f"{f['name']:<{width}}  {f['expression']}" for f in features))
+        return 0
+    cat = catalogue()
+    print(json.dumps(cat, indent=1) if args.json else format_catalogue(cat))
+    return 0
+
+
 def register(subparsers: Any) -> None:
-    """Add ``qilin factors compute`` (and ``evaluate`` when that module is present)."""
+    """Add ``qilin factors compute``, ``list`` and ``evaluate``."""
     factors = subparsers.add_parser("factors", help="compute and evaluate factor expressions")
     sub = factors.add_subparsers(dest="factors_command", required=True, metavar="ACTION")
     compute = sub.add_parser(
@@ -144,4 +195,10 @@ def register(subparsers: Any) -> None:
                               "gaps and partial windows (min_periods=1) (default ours)")
     compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     compute.set_defaults(func=_compute)
+    listing = sub.add_parser(
+        "list", help="operators with signatures, indicators, Alpha158 names and formulas")
+    listing.add_argument("--alpha158", action="store_true",
+                         help="list the 158 Alpha158 features with their formulas")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of text")
+    listing.set_defaults(func=_list)
     add_evaluate_parser(sub)
