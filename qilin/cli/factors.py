@@ -171,12 +171,19 @@ def register(subparsers: Any) -> None:
         help='"alpha158", a YAML file (name: expression) or "name=expr; name=expr"')
     compute.add_argument("--out", required=True, help="output Parquet path")
     compute.add_argument("--cluster", default=None,
-                         help="cluster mode (local, threads, cuda, auto) or tcp:// address")
-    compute.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"])
-    compute.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    compute.add_argument("--cache-dir", default=None, help="reuse results cached here")
+                         help="cluster mode (local, threads, cuda, auto) or tcp:// address "
+                              "(default: none, in-process)")
+    compute.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"],
+                         help="array backend (default auto: the GPU when one is usable)")
+    compute.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                         help="dtype of the written factors; computation is float64 "
+                              "(default float64)")
+    compute.add_argument("--cache-dir", default=None,
+                         help="reuse results cached here, rewrite unreadable entries "
+                              "(default: no cache)")
     compute.add_argument("--block-symbols", type=int, default=None,
-                         help="symbols per block (bounds memory)")
+                         help="symbols per block, bounds memory (default: all in-process, "
+                              "500 when streaming)")
     compute.add_argument("--validate", default="raise",
                          choices=["raise", "drop", "repair", "none"],
                          help="validation policy for the bars (default raise)")
@@ -193,7 +200,8 @@ def register(subparsers: Any) -> None:
                          help="rolling windows: 'ours' = the last n traded days, NaN until "
                               "full; 'qlib' = Qlib's calendar windows with suspended days as "
                               "gaps and partial windows (min_periods=1) (default ours)")
-    compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    compute.add_argument("-q", "--quiet", action="store_true",
+                         help="no progress bar (default: shown)")
     compute.set_defaults(func=_compute)
     listing = sub.add_parser(
         "list", help="operators with signatures, indicators, Alpha158 names and formulas")

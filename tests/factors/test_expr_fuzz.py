@@ -26,6 +26,7 @@ from qilin.data.panel import Panel
 from qilin.errors import QilinError
 from qilin.factors.alpha158 import alpha158_features
 from qilin.factors.expr import MAX_EXPRESSION_LENGTH, evaluate, parse
+from qilin.factors.qlib_window import qlib_registry
 from qilin.factors.registry import active_registry
 
 # operators promise not to warn (docs/operators.md): a RuntimeWarning fails an example
@@ -51,6 +52,7 @@ def _panel() -> Panel:
 
 PANEL = _panel()
 REGISTRY = active_registry()
+QLIB = qlib_registry(REGISTRY)
 SPECS = [REGISTRY.get(n) for n in REGISTRY.names()]
 VARIABLES = ["close", "open", "high", "low", "volume", "$close", "vwap", "nosuch"]
 
@@ -61,23 +63,24 @@ def _warm_kernels() -> None:
     for spec in SPECS:
         args = ", ".join("close" if p.kind == "series" else "3" for p in spec.params
                          if p.default is None)
-        try:
-            evaluate(f"{spec.name}({args})", PANEL)
-        except QilinError:
-            pass
+        for registry in (REGISTRY, QLIB):
+            try:
+                evaluate(f"{spec.name}({args})", PANEL, registry)
+            except QilinError:
+                pass
 
 
-def _check(text: str) -> None:
+def _check(text: str, registry=REGISTRY) -> None:
     """The property: a result of the panel's shape or a typed error, within the bound."""
     start = time.perf_counter()
     try:
-        node = parse(text, variables=PANEL.fields)
+        node = parse(text, registry, variables=PANEL.fields)
     except QilinError:
         node = None
         event("parse: typed error")
     if node is not None:
         try:
-            out = evaluate(node, PANEL)
+            out = evaluate(node, PANEL, registry)
         except QilinError as exc:
             event(f"evaluate: {type(exc).__name__}")
         else:
@@ -144,10 +147,16 @@ def _expressions() -> st.SearchStrategy[str]:
     return st.recursive(leaves, extend, max_leaves=12)
 
 
-@settings(FUZZ, max_examples=2000)
+@settings(FUZZ, max_examples=1200)
 @given(_expressions())
 def test_generated_expressions_evaluate_or_raise_a_typed_error(text):
     _check(text)
+
+
+@settings(FUZZ, max_examples=600)
+@given(_expressions())
+def test_generated_expressions_under_the_qlib_window_policy(text):
+    _check(text, QLIB)
 
 
 # ------------------------------------------------------------ mutated Alpha158 formulas
@@ -157,7 +166,7 @@ _ALPHA = [expr for _, expr in alpha158_features(windows=(5, 10, 60))]
 _PIECES = st.sampled_from([*"()+-*/,.0123456789 ", "close", "৪", "1e999", "ts_mean("])
 
 
-@settings(FUZZ, max_examples=2000)
+@settings(FUZZ, max_examples=1500)
 @given(st.sampled_from(_ALPHA),
        st.lists(st.tuples(st.integers(0, 400), st.integers(0, 3),
                            _PIECES),
