@@ -107,15 +107,6 @@ def _moment_nb(buf, k, op):
 
 
 @njit(cache=True)
-def _quantile_nb(buf, k, q):
-    s = np.sort(buf[:k])
-    pos = q * (k - 1)
-    lo = int(pos)  # pos >= 0: truncation is floor
-    hi = min(lo + 1, k - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-@njit(cache=True)
 def _regression_nb(buf, pos, k, op, newest, n):
     if k < 2:
         return np.nan
@@ -205,8 +196,6 @@ def _window_value_nb(x, j, lo, t, op, n, p, buf, pos):
             below += buf[i] < v
             not_above += buf[i] <= v
         return (below + not_above + 1.0) / (2.0 * k)
-    if op == QUANTILE:
-        return _quantile_nb(buf, k, p)
     if op == MAD:
         m = 0.0
         for i in range(k):
@@ -224,6 +213,33 @@ def _window_value_nb(x, j, lo, t, op, n, p, buf, pos):
     return _regression_nb(buf, pos, k, op, x[t, j], n)
 
 
+@njit(cache=True)
+def _sorted_quantile_nb(x, j, start, n, q, sb, out):
+    # A sorted window updated per step (O(window) shifts, no sort): the calendar row
+    # leaving is removed if it was a number, the entering one inserted if it is.
+    m = 0
+    for t in range(start, x.shape[0]):
+        if t - n >= start:
+            old = x[t - n, j]
+            if not math.isnan(old):
+                i = np.searchsorted(sb[:m], old)
+                for k in range(i, m - 1):
+                    sb[k] = sb[k + 1]
+                m -= 1
+        v = x[t, j]
+        if not math.isnan(v):
+            i = np.searchsorted(sb[:m], v)
+            for k in range(m, i, -1):
+                sb[k] = sb[k - 1]
+            sb[i] = v
+            m += 1
+        if m > 0:
+            pos = q * (m - 1)
+            lo = int(pos)  # pos >= 0: truncation is floor
+            hi = min(lo + 1, m - 1)
+            out[t, j] = sb[lo] + (sb[hi] - sb[lo]) * (pos - lo)
+
+
 @njit(parallel=True, cache=True)
 def calendar_rolling_nb(x, op, n, p):
     """One-input operator ``op`` over calendar windows of ``n`` rows (min_periods=1)."""
@@ -233,6 +249,9 @@ def calendar_rolling_nb(x, op, n, p):
         buf = np.empty(n)
         pos = np.empty(n)
         start = _first_value_nb(x[:, j])
+        if op == QUANTILE:
+            _sorted_quantile_nb(x, j, start, n, p, buf, out)
+            continue
         for t in range(start, T):
             lo = max(start, t - n + 1)
             out[t, j] = _window_value_nb(x, j, lo, t, op, n, p, buf, pos)

@@ -276,3 +276,19 @@ def test_cli_window_policy(panel, tmp_path, capsys):
     want = FactorCalculator({"ma": "ts_mean(close, 5) / close"}, backend="cpu", progress=False,
                             window_policy="qlib").compute(panel)["ma"]
     np.testing.assert_allclose(got.to_numpy(), want, rtol=1e-12, equal_nan=True)
+
+
+def test_qlib_policy_on_a_process_cluster_equals_in_process(panel, qlib_result):
+    from distributed import Client, LocalCluster
+
+    factors = alpha158_features(windows=(5,), include=["MA", "QTLU", "IMAX", "CORD", "CNTP"],
+                                kbar=False, price=False)
+    cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                           dashboard_address=None, host="127.0.0.1")
+    with cluster, Client(cluster) as client:
+        got = FactorCalculator([*factors, ("rk", "cs_rank(ts_mean(close, 5))")], client=client,
+                               backend="cpu", progress=False, window_policy="qlib",
+                               block_symbols=2).compute(panel)
+    for name, _ in factors:
+        np.testing.assert_array_equal(got[name], qlib_result[name], err_msg=name)
+    assert np.isfinite(got["rk"]).any()
