@@ -364,6 +364,8 @@ class FactorCalculator:
         self.window_policy = window_policy
         self.registry = registry_for(window_policy, registry)
         self.kernel_threads = kernel_threads
+        if missing_fields not in (None, "raise", "nan"):
+            raise DataError(f"missing_fields must be 'raise' or 'nan', got {missing_fields!r}")
         self.missing_fields = missing_fields
         self.derive_vwap = bool(derive_vwap)
         self._warn_absent = True  # off in the per-block calculators of iter_blocks

@@ -137,3 +137,10 @@ def test_cli_alpha158_on_plain_ohlcv(sp_bars, tmp_path, capsys):
     assert code == 2
     assert "reads field 'amount'" in captured.err and "fields present: close" in captured.err
     assert "Traceback" not in captured.err
+
+
+def test_bad_missing_fields_policy_is_refused_at_construction():
+    from qilin.errors import DataError
+
+    with pytest.raises(DataError, match="missing_fields must be 'raise' or 'nan'"):
+        FactorCalculator({"a": "close"}, missing_fields="ignore")
