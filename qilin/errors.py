@@ -61,8 +61,14 @@ class ExpressionError(QilinError, ValueError):
         self.position = position
         where = ""
         if expression:
-            caret = " " * position + "^"
-            where = f"\n  {expression}\n  {caret}"
+            shown, offset = expression, position
+            if len(expression) > 100:  # a window around the position, not the whole text
+                start = max(0, min(position - 40, len(expression) - 80))
+                end = start + 80
+                shown = (("..." if start else "") + expression[start:end]
+                         + ("..." if end < len(expression) else ""))
+                offset = position - start + (3 if start else 0)
+            where = f"\n  {shown}\n  {' ' * offset}^"
         super().__init__(f"{message} (at position {position}){where}")
 
 

@@ -1,4 +1,5 @@
-"""``qilin factors``: compute factor sets (``compute``) and evaluate them (``evaluate``).
+"""``qilin factors``: compute factor sets (``compute``), list what expressions can use
+(``list``) and evaluate factors (``evaluate``).
 
 Examples
 --------
@@ -16,7 +17,10 @@ Examples
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,20 +83,84 @@ def _compute(args: argparse.Namespace) -> int:
     panel = load_data(args.data, args.validate)
     if args.adjust:
         panel = panel.adjusted()
-    with cluster_client(args.cluster) as client:
+    with cluster_client(args.cluster) as client, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
         calc = FactorCalculator(factors, client=client, backend=args.backend, dtype=args.dtype,
                                 cache_dir=args.cache_dir, block_symbols=args.block_symbols,
-                                progress=not args.quiet)
-        calc.to_parquet(panel, args.out)
+                                progress=not args.quiet, missing_fields=args.missing_fields,
+                                derive_vwap=args.derive_vwap,
+                                window_policy=args.window_policy)
+        note = ""
+        if calc.cache is not None:  # whole-panel entries: compute, then write
+            result = calc.compute(panel)
+            result.to_parquet(args.out)
+            note = (f"; cache {args.cache_dir}: {result.cache_hits} read, {result.computed} "
+                    f"computed, {result.cache_corrupt} unreadable "
+                    f"entr{'y' if result.cache_corrupt == 1 else 'ies'} rewritten")
+        else:
+            calc.to_parquet(panel, args.out)
+    for w in caught:  # one line each (the factor layer warns once per run)
+        print(f"warning: {w.message}", file=sys.stderr)
+    if args.derive_vwap and "vwap" not in panel.fields:
+        note += "; vwap derived as (high + low + close) / 3"
     n = len(calc.names)
     print(f"wrote {n} factor{'s' * (n != 1)} for {panel.shape[1]} symbols x {panel.shape[0]} "
           f"dates to {args.out} in {time.perf_counter() - start:.1f}s "
-          f"(backend {calc.backend.name}, {args.dtype})")
+          f"(backend {calc.backend.name}, {args.dtype}, {args.window_policy} windows){note}")
+    return 0
+
+
+def format_catalogue(cat: dict[str, Any]) -> str:
+    """The text ``qilin factors list`` prints (operators, indicators, Alpha158 summary).
+
+    Examples
+    --------
+    >>> from qilin.factors.catalogue import catalogue
+    >>> text = format_catalogue(catalogue())
+    >>> "ts_mean(x, window)" in text and "rsi(close, timeperiod=14)" in text
+    True
+    """
+    lines = ["Variables: " + " ".join(cat["variables"])
+             + " (and any other numeric field of the data; Qlib's $close spelling works)",
+             "Infix: " + "  ".join(f"{sym} {op}" for sym, op in cat["infix"].items()), ""]
+    kinds = {"ts": "Time-series operators (along each symbol's dates)",
+             "cs": "Cross-sectional operators (across symbols per date)",
+             "elementwise": "Element-wise operators"}
+    for kind, title in kinds.items():
+        lines.append(f"{title}:")
+        for op in cat["operators"]:
+            if op["kind"] == kind:
+                extra = " ".join(op["infix"] + op["qlib"])
+                lines.append(f"  {op['signature']:<38} {op['doc']}"
+                             + (f"  [{extra}]" if extra else ""))
+        lines.append("")
+    lines.append("Indicators (TA-Lib definitions):")
+    lines += [f"  {op['signature']:<38} {op['doc']}" for op in cat["indicators"]]
+    groups = list(dict.fromkeys(f["group"] for f in cat["alpha158"]))
+    lines += ["", f"Alpha158: {len(cat['alpha158'])} features in groups {' '.join(groups)} "
+              "(qilin factors list --alpha158 for their formulas)",
+              f"Window policies: {', '.join(cat['window_policies'])} (--window-policy)"]
+    return "\n".join(lines)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from qilin.factors.catalogue import alpha158_catalogue, catalogue
+
+    if args.alpha158:
+        features = alpha158_catalogue()
+        if args.json:
+            print(json.dumps(features, indent=1))
+        else:
+            width = max(len(f["name"]) for f in features)
+            print("\n".join(f"{f['name']:<{width}}  {f['expression']}" for f in features))
+        return 0
+    cat = catalogue()
+    print(json.dumps(cat, indent=1) if args.json else format_catalogue(cat))
     return 0
 
 
 def register(subparsers: Any) -> None:
-    """Add ``qilin factors compute`` (and ``evaluate`` when that module is present)."""
+    """Add ``qilin factors compute``, ``list`` and ``evaluate``."""
     factors = subparsers.add_parser("factors", help="compute and evaluate factor expressions")
     sub = factors.add_subparsers(dest="factors_command", required=True, metavar="ACTION")
     compute = sub.add_parser(
@@ -103,17 +171,42 @@ def register(subparsers: Any) -> None:
         help='"alpha158", a YAML file (name: expression) or "name=expr; name=expr"')
     compute.add_argument("--out", required=True, help="output Parquet path")
     compute.add_argument("--cluster", default=None,
-                         help="cluster mode (local, threads, cuda, auto) or tcp:// address")
-    compute.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"])
-    compute.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    compute.add_argument("--cache-dir", default=None, help="reuse results cached here")
+                         help="cluster mode (local, threads, cuda, auto) or tcp:// address "
+                              "(default: none, in-process)")
+    compute.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"],
+                         help="array backend (default auto: the GPU when one is usable)")
+    compute.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                         help="dtype of the written factors; computation is float64 "
+                              "(default float64)")
+    compute.add_argument("--cache-dir", default=None,
+                         help="reuse results cached here, rewrite unreadable entries "
+                              "(default: no cache)")
     compute.add_argument("--block-symbols", type=int, default=None,
-                         help="symbols per block (bounds memory)")
+                         help="symbols per block, bounds memory (default: all in-process, "
+                              "500 when streaming)")
     compute.add_argument("--validate", default="raise",
                          choices=["raise", "drop", "repair", "none"],
                          help="validation policy for the bars (default raise)")
     compute.add_argument("--adjust", action="store_true",
                          help="back-adjust prices with adj_factor before computing")
-    compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    compute.add_argument("--missing-fields", default=None, choices=["raise", "nan"],
+                         help="a factor reading a field the data lacks: raise an error, or "
+                              "leave it NaN with one warning (default: Alpha158 features "
+                              "NaN, other factors raise)")
+    compute.add_argument("--derive-vwap", action="store_true",
+                         help="bars without vwap and amount: use vwap = (high + low + close) "
+                              "/ 3 (default: off, VWAP0 is NaN)")
+    compute.add_argument("--window-policy", default="ours", choices=["ours", "qlib"],
+                         help="rolling windows: 'ours' = the last n traded days, NaN until "
+                              "full; 'qlib' = Qlib's calendar windows with suspended days as "
+                              "gaps and partial windows (min_periods=1) (default ours)")
+    compute.add_argument("-q", "--quiet", action="store_true",
+                         help="no progress bar (default: shown)")
     compute.set_defaults(func=_compute)
+    listing = sub.add_parser(
+        "list", help="operators with signatures, indicators, Alpha158 names and formulas")
+    listing.add_argument("--alpha158", action="store_true",
+                         help="list the 158 Alpha158 features with their formulas")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of text")
+    listing.set_defaults(func=_list)
     add_evaluate_parser(sub)

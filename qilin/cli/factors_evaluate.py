@@ -135,7 +135,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         panel = panel.adjusted()
     evaluations = evaluate_factors(
         factors, panel, horizons=args.horizons, quantiles=args.quantiles,
-        groups=args.groups, backend=args.backend, dropna=args.dropna)
+        groups=args.groups, backend=args.backend, dropna=args.dropna,
+        progress=not args.quiet and factors.shape[1] > 3)
     table = summary_table(evaluations)
     report = {
         "factors_file": str(args.factors),
@@ -156,8 +157,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     write_json_atomic(out, report)
     plots: list[Path] = []
-    if args.plots:
-        for ev in evaluations.values():
+    if args.plots:  # per-factor plots only when asked for
+        from tqdm.auto import tqdm
+
+        for ev in tqdm(list(evaluations.values()), desc="plotting", unit="factor",
+                       leave=False, disable=args.quiet or len(evaluations) < 2):
             plots.extend(ev.plot(args.plots))
     print(format_summary(table))
     backend = next(iter(evaluations.values())).backend if evaluations else "cpu"
@@ -179,7 +183,9 @@ def add_evaluate_parser(factors_subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--horizons", type=_horizons_arg, default=DEFAULT_HORIZONS,
                    help="forward-return horizons in trading days (default 1,5,10,20)")
     p.add_argument("--quantiles", type=int, default=5, help="quantile buckets (default 5)")
-    p.add_argument("--plots", default=None, help="folder for PNG plots (IC, quantiles, L/S)")
+    p.add_argument("--plots", default=None,
+                   help="folder for per-factor PNG plots (IC, quantiles, L/S); no plots are "
+                        "drawn without it (default: none)")
     p.add_argument("--groups", default=None,
                    help="panel info column to group by for group IC (industry, board)")
     p.add_argument("--adjust", action="store_true",
@@ -192,5 +198,7 @@ def add_evaluate_parser(factors_subparsers: Any) -> argparse.ArgumentParser:
                    help="validation policy for the bars (default raise)")
     p.add_argument("--no-series", action="store_true",
                    help="leave the per-date series out of the report (tables only)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar (shown on stderr when evaluating two or more factors)")
     p.set_defaults(func=run_evaluate)
     return p

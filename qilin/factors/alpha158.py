@@ -15,11 +15,16 @@ Deliberate differences from Qlib (see ``docs/factors.md``):
   ``min_periods=1`` and gives values from a symbol's first bar.
 * A window is the last ``d`` bars the symbol traded (suspended days are skipped, not
   counted), like Qlib run on a symbol's own trading days.
+* Both are qilin's default window policy; ``FactorCalculator(..., window_policy="qlib")``
+  (``--window-policy qlib``) uses Qlib's calendar windows and comparisons instead
+  (:mod:`qilin.factors.qlib_window`), to reproduce Qlib's numbers on suspended stocks.
 * Comparisons (``CNTP``/``CNTN``) are NaN when either side is NaN (Qlib counts them as False),
   which only changes the first bar of each symbol.
 * ``Corr`` is NaN only where a side has zero variance; Qlib also blanks windows whose
   rolling std is within 2e-5 of zero.
-* ``vwap`` is the Panel field (``amount / volume`` when the data has no vwap column).
+* ``vwap`` is the Panel field (``amount / volume`` when the data has no vwap column). On
+  plain OHLCV bars (no vwap, no amount) ``FactorCalculator`` leaves VWAP0 NaN with one
+  warning, or derives ``vwap = (high + low + close) / 3`` when asked (``derive_vwap``).
 
 Examples
 --------

@@ -6,6 +6,10 @@ of the data it reads (dates, symbols and the fields it uses) and the output dtyp
 change to any of them misses. Arrays are stored as ``.npy`` files written atomically (a temp
 file in the same folder, then ``os.replace``).
 
+An entry that cannot be read back (a 0-byte file, a truncated or otherwise corrupt ``.npy``
+left by a crash or a full disk) is a miss: it is counted in :attr:`FactorCache.corrupt`,
+logged with its path, and rewritten by the next :meth:`FactorCache.put` of that key.
+
 Examples
 --------
 >>> import tempfile, numpy as np
@@ -21,6 +25,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,6 +35,8 @@ import numpy as np
 
 from qilin.atomic import atomic_path
 from qilin.backend import to_host
+
+log = logging.getLogger(__name__)
 
 #: Bump when a change to operators or conventions invalidates cached results.
 CACHE_VERSION = "1"
@@ -62,11 +69,18 @@ class FactorCache:
     ----------
     directory : path
         Created when missing.
+
+    Attributes
+    ----------
+    corrupt : int
+        Entries found unreadable (empty, truncated, not a plain ``.npy``) since this object
+        was created; each was treated as a miss.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.corrupt = 0
 
     @staticmethod
     def key(expression_key: str, fingerprint: str, dtype: str, extra: str = "") -> str:
@@ -79,13 +93,30 @@ class FactorCache:
         return self.directory / f"{key}.npy"
 
     def get(self, key: str) -> np.ndarray | None:
-        """The cached array, or None when absent or unreadable."""
+        """The cached array, or None when absent or unreadable (counted in :attr:`corrupt`).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> cache = FactorCache(tempfile.mkdtemp())
+        >>> cache.path("k").write_bytes(b"")  # a crashed writer's empty file
+        0
+        >>> cache.get("k") is None, cache.corrupt
+        (True, 1)
+        """
         path = self.path(key)
-        if not path.exists():
-            return None
         try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
+            with open(path, "rb") as fh:
+                array = np.load(fh, allow_pickle=False)
+                if fh.read(1):
+                    raise ValueError("trailing bytes after the array")
+            return array
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError) as exc:
+            self.corrupt += 1
+            log.warning("factor cache entry %s is unreadable (%s: %s); recomputing it",
+                        path, type(exc).__name__, exc)
             return None
 
     def put(self, key: str, array: Any) -> None:

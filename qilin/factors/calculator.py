@@ -39,6 +39,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +58,15 @@ from qilin.factors.expr import (
     Const,
     Node,
     Var,
+    check_windows,
     evaluate_nodes,
     parse_factor_set,
     unique_nodes,
     variables_of,
 )
-from qilin.factors.registry import OperatorRegistry, active_registry
+from qilin.factors.inputs import absent_factors, derive_vwap, missing_warning
+from qilin.factors.qlib_window import registry_for
+from qilin.factors.registry import OperatorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +201,13 @@ class FactorResult:
     ----------
     cache_hits, computed : int
         Factors read from the cache and factors computed in this run.
+    cache_corrupt : int
+        Cache entries found unreadable (empty or truncated files) in this run; each was
+        recomputed and rewritten.
+    absent : dict
+        ``{factor: [fields]}``: factors left NaN because the data lacks fields they read.
+    derived : dict
+        ``{field: formula}``: fields derived because they were asked for (``derive_vwap``).
     seconds : float
         Wall time of the run.
     """
@@ -211,6 +222,9 @@ class FactorResult:
     computed: int = 0
     seconds: float = 0.0
     expressions: dict[str, str] = field(default_factory=dict)
+    cache_corrupt: int = 0
+    absent: dict[str, list[str]] = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.values[name]
@@ -289,6 +303,18 @@ class FactorCalculator:
     kernel_threads : int, optional
         Threads of numba ``parallel`` kernels in-process (default: numba's setting). Tasks on
         a cluster always run kernels single-threaded.
+    missing_fields : {"raise", "nan"}, optional
+        A factor reading a field the data lacks: ``raise`` an ExpressionError listing the
+        fields present, or leave it ``nan`` (one warning names the fields and factors). By
+        default Alpha158's features (e.g. VWAP0 on bars without vwap/amount) are NaN and any
+        other factor raises.
+    derive_vwap : bool
+        Bars with neither ``vwap`` nor ``amount`` get ``vwap = (high + low + close) / 3``
+        (recorded in ``FactorResult.derived``). Off by default: nothing is derived unasked.
+    window_policy : {"ours", "qlib"}
+        ``ours``: a window is the last n traded days, NaN until full. ``qlib``: Qlib's
+        calendar windows with suspended days as gaps and ``min_periods=1`` partial windows
+        (:mod:`qilin.factors.qlib_window`), to reproduce Qlib's numbers.
 
     Raises
     ------
@@ -309,6 +335,9 @@ class FactorCalculator:
         progress: bool = True,
         registry: OperatorRegistry | None = None,
         kernel_threads: int | None = None,
+        missing_fields: str | None = None,
+        derive_vwap: bool = False,
+        window_policy: str = "ours",
     ) -> None:
         if isinstance(factors, str):
             if factors.lower() != "alpha158":
@@ -334,8 +363,14 @@ class FactorCalculator:
         self.block_symbols = block_symbols
         self.block_dates = block_dates
         self.progress = progress
-        self.registry = registry if registry is not None else active_registry()
+        self.window_policy = window_policy
+        self.registry = registry_for(window_policy, registry)
         self.kernel_threads = kernel_threads
+        if missing_fields not in (None, "raise", "nan"):
+            raise DataError(f"missing_fields must be 'raise' or 'nan', got {missing_fields!r}")
+        self.missing_fields = missing_fields
+        self.derive_vwap = bool(derive_vwap)
+        self._warn_absent = True  # off in the per-block calculators of iter_blocks
 
     # ------------------------------------------------------------------------ helpers
     @property
@@ -346,6 +381,25 @@ class FactorCalculator:
     def parse(self, fields: Iterable[str] = ()) -> dict[str, Node]:
         """Parse the factor set (with the data's field names as variables)."""
         return parse_factor_set(self.factors, self.registry, fields)
+
+    def _inputs(self, panel: Panel, roots: dict[str, Node]
+                ) -> tuple[Panel, dict[str, list[str]], dict[str, str]]:
+        """Derive asked-for fields; find the factors to leave NaN (warning once) or raise."""
+        derived: dict[str, str] = {}
+        if self.derive_vwap:
+            panel, derived = derive_vwap(panel)
+        if self.missing_fields is None:
+            from qilin.factors.alpha158 import alpha158_features
+
+            alpha = set(alpha158_features())
+            optional = {n for n, e in self.factors if (n, e) in alpha}
+        else:
+            optional = set()
+        absent = absent_factors(roots, panel, dict(self.factors),
+                                self.missing_fields or "raise", optional)
+        if absent and self._warn_absent:
+            warnings.warn(missing_warning(absent, panel), UserWarning, stacklevel=3)
+        return panel, absent, derived
 
     def _n_workers(self) -> int:
         if self.client is None:
@@ -381,15 +435,20 @@ class FactorCalculator:
         """
         start = time.perf_counter()
         roots = self.parse(panel.fields)
+        panel, absent, derived = self._inputs(panel, roots)
+        roots = {n: r for n, r in roots.items() if n not in absent}
+        check_windows(roots, panel.shape[0], dict(self.factors), self.registry)
         out_dtype = _DTYPES[self.dtype]
         values: dict[str, np.ndarray] = {}
         missing: dict[str, Node] = {}
         keys: dict[str, str] = {}
+        corrupt_before = self.cache.corrupt if self.cache is not None else 0
         if self.cache is not None:
             prints = field_fingerprints(panel, variables_of(roots.values()))
             for name, node in roots.items():
                 fp = data_fingerprint(prints, variables_of([node]))
-                keys[name] = self.cache.key(node.key, fp, self.dtype)
+                keys[name] = self.cache.key(node.key, fp, self.dtype,
+                                            "" if self.window_policy == "ours" else "qlib")
                 hit = self.cache.get(keys[name])
                 if hit is not None and hit.shape == panel.shape:
                     values[name] = hit.astype(out_dtype, copy=False)
@@ -398,6 +457,7 @@ class FactorCalculator:
         else:
             missing = dict(roots)
         hits = len(values)
+        values.update({n: np.full(panel.shape, np.nan, dtype=out_dtype) for n in absent})
         if missing:
             distinct = list({n.key: n for n in missing.values()}.values())
             if self.client is None:
@@ -410,12 +470,14 @@ class FactorCalculator:
                 values[name] = arr
                 if self.cache is not None:
                     self.cache.put(keys[name], arr)
-        log.info("factors: %d computed, %d from cache, %.2fs on %s", len(missing), hits,
-                 time.perf_counter() - start, self.backend.name)
+        corrupt = self.cache.corrupt - corrupt_before if self.cache is not None else 0
+        log.info("factors: %d computed, %d from cache (%d unreadable entries rewritten), "
+                 "%.2fs on %s", len(missing), hits, corrupt, time.perf_counter() - start,
+                 self.backend.name)
         return FactorResult(
             self.names, panel.dates, panel.symbols, {n: values[n] for n in self.names},
             to_host(panel.valid), self.backend.name, hits, len(missing),
-            time.perf_counter() - start, dict(self.factors),
+            time.perf_counter() - start, dict(self.factors), corrupt, absent, derived,
         )
 
     def _compute_local(self, panel: Panel, roots: list[Node]) -> dict[str, np.ndarray]:
@@ -553,6 +615,7 @@ class FactorCalculator:
             use :meth:`compute`).
         """
         roots = self.parse(panel.fields)
+        self._inputs(panel, roots)  # raises, or warns once for the whole run
         stages = plan_stages(list(roots.values()))
         if any(st.layout == DATES for st in stages):
             cs = [n for n, r in roots.items()
@@ -561,7 +624,9 @@ class FactorCalculator:
                                   "every symbol at once (use compute())")
         sub = FactorCalculator(self.factors, None, self.backend, self.dtype, None, None, None,
                                False, self.registry,
-                               1 if self.client is not None else self.kernel_threads)
+                               1 if self.client is not None else self.kernel_threads,
+                               self.missing_fields, self.derive_vwap)
+        sub._warn_absent = False
         chunks = self._symbol_chunks(panel.shape[1]) if self.block_symbols else _chunks(
             panel.shape[1], 500)
         slices = list(_slices(chunks))

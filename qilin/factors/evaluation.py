@@ -917,6 +917,7 @@ def _group_rank_ic(f: Any, fwd: Mapping[int, Any], masks: Mapping[int, Any],
 def evaluate_factors(
     factors: pd.DataFrame | Panel | Mapping[str, Any] | Any,
     panel: Panel,
+    progress: bool = False,
     **kwargs: Any,
 ) -> dict[str, FactorEvaluation]:
     """Evaluate many factors; keyword arguments go to :func:`evaluate_factor`.
@@ -927,6 +928,8 @@ def evaluate_factors(
         A long frame with ``date``, ``symbol`` and one column per factor; a Panel whose
         fields are factors (or a ``FactorCalculator.compute`` result); or a mapping of name
         to anything :func:`factor_matrix` accepts.
+    progress : bool
+        Show a progress bar (tqdm, on stderr) over the factors.
 
     Examples
     --------
@@ -956,7 +959,17 @@ def evaluate_factors(
         items = {n: indexed[n] for n in names}
     else:
         items = dict(factors)
-    return {n: evaluate_factor(v, panel, name=n, **kwargs) for n, v in items.items()}
+    if not progress:
+        return {n: evaluate_factor(v, panel, name=n, **kwargs) for n, v in items.items()}
+    from tqdm.auto import tqdm
+
+    out = {}
+    with tqdm(total=len(items), desc="evaluating factors", unit="factor", leave=False) as bar:
+        for n, v in items.items():
+            bar.set_postfix_str(n, refresh=False)
+            out[n] = evaluate_factor(v, panel, name=n, **kwargs)
+            bar.update(1)
+    return out
 
 
 def summary_table(evaluations: Mapping[str, FactorEvaluation]) -> pd.DataFrame:

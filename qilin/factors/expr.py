@@ -9,6 +9,15 @@ operators ``+ - * / ** ^ < <= > >= == != & |`` with parentheses are accepted. An
 window that is not a positive integer) raises :class:`~qilin.errors.ExpressionError` with
 the position of the problem.
 
+Hostile input is bounded: an expression longer than :data:`MAX_EXPRESSION_LENGTH`
+characters, nested (parentheses, calls, unary signs, ``**`` chains) or building a tree deeper
+than :data:`MAX_DEPTH` levels (a chain of more than ``MAX_DEPTH`` ``+`` terms is that deep),
+or with a window/integer argument above :data:`~qilin.factors.registry.MAX_INTEGER_ARGUMENT`
+is an :class:`~qilin.errors.ExpressionError`, never a ``RecursionError``/``OverflowError``.
+Parsing and tree traversal use bounded stack depth and memory linear in the input. Numbers
+are ASCII digits only (``ts_mean(close, ৪)`` is rejected, not read as 4). A window longer
+than the data is rejected at evaluation (:func:`check_windows`).
+
 The result is a tree of immutable nodes. Each node has a canonical :attr:`Node.key` (after
 alias resolution, constant folding and ordering the arguments of commutative operators), so
 equal subexpressions are found and computed once across a whole factor set
@@ -51,6 +60,13 @@ from qilin.factors.registry import (
     check_constant,
 )
 
+#: Longest expression accepted, in characters.
+MAX_EXPRESSION_LENGTH = 10_000
+#: Deepest nesting accepted: parser recursion (parentheses, calls, unary signs, ``**``) and
+#: the depth of the resulting tree (so a sum of more than this many terms is refused too).
+MAX_DEPTH = 100
+_ASCII_DIGITS = frozenset("0123456789")
+
 #: Variables every expression may use (any other Panel field is allowed when passed).
 STANDARD_VARIABLES = frozenset(
     {"open", "high", "low", "close", "volume", "amount", "vwap", "returns"})
@@ -89,11 +105,26 @@ class Node:
         """Direct sub-expressions (empty for leaves)."""
         return ()
 
+    @property
+    def depth(self) -> int:
+        """Levels of the tree under this node (a leaf is 1)."""
+        return 1
+
     def walk(self) -> Iterator[Node]:
-        """This node and every descendant, children before parents (post-order)."""
-        for child in self.children():
-            yield from child.walk()
-        yield self
+        """This node and every descendant, children before parents (post-order).
+
+        Iterative: the Python stack does not grow with the depth of the tree.
+        """
+        stack: list[tuple[Node, int]] = [(self, 0)]
+        while stack:
+            node, i = stack[-1]
+            kids = node.children()
+            if i < len(kids):
+                stack[-1] = (node, i + 1)
+                stack.append((kids[i], 0))
+            else:
+                stack.pop()
+                yield node
 
     def __str__(self) -> str:
         return self.key
@@ -130,9 +161,17 @@ class Call(Node):
     args: tuple[Node, ...] = ()
     kind: str = field(default="elementwise", compare=False)
 
+    def __post_init__(self) -> None:
+        # computed once, bottom-up, as the tree is built: no recursion on first use later
+        _ = self.key, self.depth
+
     @cached_property
     def key(self) -> str:  # type: ignore[override]
         return f"{self.op}({','.join(a.key for a in self.args)})"
+
+    @cached_property
+    def depth(self) -> int:  # type: ignore[override]
+        return 1 + max((a.depth for a in self.args), default=0)
 
     def children(self) -> tuple[Node, ...]:
         return tuple(a for a in self.args if not isinstance(a, Const))
@@ -158,32 +197,39 @@ def tokenize(text: str) -> list[Token]:
         if c.isspace():
             i += 1
             continue
-        if c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
+        if c.isdigit() and c not in _ASCII_DIGITS:
+            raise ExpressionError(f"non-ASCII digit {c!r}: write numbers with 0-9", text, i)
+        if c in _ASCII_DIGITS or (c == "." and i + 1 < n and text[i + 1] in _ASCII_DIGITS):
             j = i
-            while j < n and (text[j].isdigit() or text[j] == "."):
+            while j < n and (text[j] in _ASCII_DIGITS or text[j] == "."):
                 j += 1
             if j < n and text[j] in "eE":
                 k = j + 1
                 if k < n and text[k] in "+-":
                     k += 1
-                if k < n and text[k].isdigit():
+                if k < n and text[k] in _ASCII_DIGITS:
                     j = k
-                    while j < n and text[j].isdigit():
+                    while j < n and text[j] in _ASCII_DIGITS:
                         j += 1
             literal = text[i:j]
             try:
                 float(literal)
             except ValueError:
                 raise ExpressionError(f"malformed number {literal!r}", text, i) from None
-            if j < n and (text[j].isalpha() or text[j] == "_"):
+            if j < n and text[j].isdigit():
+                raise ExpressionError(f"non-ASCII digit {text[j]!r}: write numbers with 0-9",
+                                      text, j)
+            if j < n and (text[j].isalnum() or text[j] == "_"):
                 raise ExpressionError(f"malformed number {text[i:j + 1]!r}", text, i)
             tokens.append(Token("num", literal, i))
             i = j
             continue
         if c.isalpha() or c in "_$":
             j = i + 1
-            while j < n and (text[j].isalnum() or text[j] == "_"):
+            while j < n and (text[j].isalpha() or text[j] in _ASCII_DIGITS or text[j] == "_"):
                 j += 1
+            if j < n and text[j].isdigit():
+                raise ExpressionError(f"non-ASCII digit {text[j]!r} in a name", text, j)
             name = text[i:j]
             if name == "$":
                 raise ExpressionError("'$' must be followed by a field name", text, i)
@@ -228,6 +274,7 @@ class _Parser:
         self.variables = variables
         self.tokens = tokenize(text)
         self.i = 0
+        self.nesting = 0
 
     def error(self, message: str, pos: int) -> ExpressionError:
         return ExpressionError(message, self.text, pos)
@@ -251,6 +298,16 @@ class _Parser:
         return node
 
     def expression(self, min_prec: int) -> Node:
+        self.nesting += 1
+        if self.nesting > MAX_DEPTH:
+            raise self.error(f"expression nested more than {MAX_DEPTH} levels deep; split it "
+                             "into several factors", self.tok.pos)
+        try:
+            return self._expression(min_prec)
+        finally:
+            self.nesting -= 1
+
+    def _expression(self, min_prec: int) -> Node:
         left = self.prefix()
         while True:
             t = self.tok
@@ -342,7 +399,11 @@ class _Parser:
             checked.append(Const(arg.pos, float(value)))
         for param in spec.params[len(args):]:
             checked.append(Const(pos, float(param.default)))  # type: ignore[arg-type]
-        return _fold(spec, checked, pos)
+        node = _fold(spec, checked, pos)
+        if node.depth > MAX_DEPTH:
+            raise self.error(f"expression tree deeper than {MAX_DEPTH} levels (a chain of more "
+                             f"than {MAX_DEPTH} operations); split it into several factors", pos)
+        return node
 
 
 def _fold(spec: OperatorSpec, args: list[Node], pos: int) -> Node:
@@ -392,6 +453,10 @@ def parse(
     """
     if not isinstance(text, str):
         raise ExpressionError(f"an expression must be a string, got {type(text).__name__}")
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        raise ExpressionError(f"expression is {len(text):,} characters long (limit "
+                              f"{MAX_EXPRESSION_LENGTH:,}); split it into several factors",
+                              text, MAX_EXPRESSION_LENGTH)
     reg = registry if registry is not None else active_registry()
     allowed = STANDARD_VARIABLES | frozenset(variables or ())
     return _Parser(text, reg, allowed).parse()
@@ -426,6 +491,93 @@ def parse_factor_set(
             raise ExpressionError(f"factor {name!r}: {exc.args[0].split(' (at position')[0]}",
                                   exc.expression, exc.position) from None
     return out
+
+
+def check_windows(
+    roots: Mapping[str, Node],
+    n_dates: int,
+    texts: Mapping[str, str] | None = None,
+    registry: OperatorRegistry | None = None,
+) -> None:
+    """Refuse a window longer than the data (it could only ever give NaN).
+
+    Parameters
+    ----------
+    roots : mapping of factor name to Node
+        Parsed factors (:func:`parse_factor_set`).
+    n_dates : int
+        Dates of the data the factors will be computed on.
+    texts : mapping of factor name to expression text, optional
+        For the position in the message.
+
+    Raises
+    ------
+    ExpressionError
+        Naming the factor, the operator, the window and the number of dates.
+
+    Examples
+    --------
+    >>> check_windows({"m": parse("ts_mean(close, 5)")}, 10)
+    >>> try:
+    ...     check_windows({"m": parse("ts_mean(close, 50)")}, 10, {"m": "ts_mean(close, 50)"})
+    ... except ExpressionError as err:
+    ...     print(err.position, str(err).split(";")[0])
+    15 factor 'm': window 50 of ts_mean is longer than the data (10 dates)
+    """
+    reg = registry if registry is not None else active_registry()
+    for name, root in roots.items():
+        for node in root.walk():
+            if not isinstance(node, Call) or node.kind != "ts" or node.op not in reg:
+                continue
+            for param, arg in zip(reg.get(node.op).params, node.args, strict=False):
+                if param.kind == "window" and isinstance(arg, Const) and arg.value > n_dates:
+                    raise ExpressionError(
+                        f"factor {name!r}: window {arg.value:g} of {node.op} is longer than "
+                        f"the data ({n_dates} dates); use at most {n_dates} or load more "
+                        "history", (texts or {}).get(name, ""), arg.pos)
+
+
+def available_fields(panel: Any) -> set[str]:
+    """Variables a Panel can supply: its fields, plus ``returns`` when it has ``close``."""
+    fields = set(panel.fields)
+    return fields | {"returns"} if "close" in fields else fields
+
+
+def missing_fields(roots: Mapping[str, Node], available: Iterable[str]
+                   ) -> dict[str, list[Var]]:
+    """``{factor name: [variables it reads that are not available]}`` (only factors with some)."""
+    have = set(available)
+    out: dict[str, list[Var]] = {}
+    for name, root in roots.items():
+        absent = [n for n in root.walk() if isinstance(n, Var) and n.name not in have]
+        if absent:
+            out[name] = absent
+    return out
+
+
+def check_fields(roots: Mapping[str, Node], available: Iterable[str],
+                 texts: Mapping[str, str] | None = None) -> None:
+    """Refuse a factor that reads a field the data does not have, listing those it has.
+
+    Raises
+    ------
+    ExpressionError
+        At the position of the first absent field of the first such factor.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_fields({"v": parse("vwap / close")}, ["close", "open"], {"v": "vwap / close"})
+    ... except ExpressionError as err:
+    ...     print(err.position, str(err).splitlines()[0])
+    0 factor 'v' reads field 'vwap', which the data does not have (fields present: close, open) (at position 0)
+    """  # noqa: E501
+    have = sorted(set(available))
+    for name, absent in missing_fields(roots, have).items():
+        var = absent[0]
+        raise ExpressionError(
+            f"factor {name!r} reads field {var.name!r}, which the data does not have (fields "
+            f"present: {', '.join(have)})", (texts or {}).get(name, ""), var.pos)
 
 
 # -------------------------------------------------------------------------- evaluation
@@ -500,7 +652,9 @@ def evaluate_nodes(
     for node in pending:
         if isinstance(node, Var):
             if node.name not in values:
-                raise ExpressionError(f"the data has no field {node.name!r}", node.name, 0)
+                present = sorted(k for k in values if "(" not in k)
+                raise ExpressionError(f"the data has no field {node.name!r} (fields present: "
+                                      f"{', '.join(present)})", node.name, 0)
             continue
         assert isinstance(node, Call)
         spec = reg.get(node.op)
@@ -554,6 +708,9 @@ def evaluate(expression: str | Node, panel: Any, registry: OperatorRegistry | No
     """
     node = expression if isinstance(expression, Node) else parse(
         expression, registry, variables=list(panel.fields))
+    texts = {"expression": expression if isinstance(expression, str) else ""}
+    check_fields({"expression": node}, available_fields(panel), texts)
+    check_windows({"expression": node}, panel.shape[0], texts, registry)
     fields = {name: panel[name] for name in variables_of([node])}
     out = evaluate_nodes(unique_nodes([node]), fields, [node.key], registry)[node.key]
     if not hasattr(out, "shape") or tuple(out.shape) != panel.shape:

@@ -105,6 +105,10 @@ _cs_rank = DeviceKernel("cs_rank", cpu=kc.cs_rank_nb, gpu=kg.cs_rank_gpu)
 # ------------------------------------------------------------------------------------------
 # argument checking
 # ------------------------------------------------------------------------------------------
+#: Largest integer argument (window, span, shift) the kernels accept.
+MAX_INT = 2**62
+
+
 def check_int(value: Any, name: str, minimum: int = 1) -> int:
     """Return ``value`` as an int, or raise :class:`ParameterError` naming ``name``.
 
@@ -120,6 +124,8 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not ok or value < minimum:
         raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value > MAX_INT:  # beyond int64 the kernels would overflow (or compile a new type)
+        raise ParameterError(f"{name} must be at most {MAX_INT}, got {value!r}")
     return int(value)
 
 
@@ -813,7 +819,8 @@ def add(a: Any, b: Any) -> Any:
     3.0
     """
     xp = _xp(a, b)
-    return _f64(xp, a) + _f64(xp, b)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is inf, no warning
+        return _f64(xp, a) + _f64(xp, b)
 
 
 def sub(a: Any, b: Any) -> Any:
@@ -825,7 +832,8 @@ def sub(a: Any, b: Any) -> Any:
     -1.0
     """
     xp = _xp(a, b)
-    return _f64(xp, a) - _f64(xp, b)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is inf, no warning
+        return _f64(xp, a) - _f64(xp, b)
 
 
 def mul(a: Any, b: Any) -> Any:
@@ -837,7 +845,8 @@ def mul(a: Any, b: Any) -> Any:
     6.0
     """
     xp = _xp(a, b)
-    return _f64(xp, a) * _f64(xp, b)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is inf, no warning
+        return _f64(xp, a) * _f64(xp, b)
 
 
 def div(a: Any, b: Any) -> Any:
@@ -851,7 +860,7 @@ def div(a: Any, b: Any) -> Any:
     """
     xp = _xp(a, b)
     a, b = _f64(xp, a), _f64(xp, b)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         out = xp.divide(a, b)
     zero = b == 0
     if out.ndim == 0:

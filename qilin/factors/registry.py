@@ -53,6 +53,9 @@ WINDOW_NAMES = frozenset({
 })
 #: Argument names read as non-negative integers.
 INT_NAMES = frozenset({"ddof", "lag", "delay", "shift"})
+#: Largest literal accepted for a ``window`` or ``int`` argument (about 4,000 years of daily
+#: bars); larger values are refused before any kernel sees them (no overflow, no recompile).
+MAX_INTEGER_ARGUMENT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -420,5 +423,8 @@ def check_constant(spec: OperatorSpec, param: Param, value: float, expression: s
         if param.kind == "int" and value < 0:
             raise ExpressionError(f"{where} must be a non-negative integer, got {value:g}",
                                   expression, position)
+        if value > MAX_INTEGER_ARGUMENT:
+            raise ExpressionError(f"{where} is {value:g}, above the limit of "
+                                  f"{MAX_INTEGER_ARGUMENT:,}", expression, position)
         return int(value)
     return float(value)
