@@ -1,0 +1,36 @@
+"""Models on factors: leak-free datasets, estimators, walk-forward, registry and drift.
+
+See ``docs/ml.md``. One import path per public name::
+
+    from qilin.ml import Dataset, XGBoostModel, walk_forward, ModelRegistry
+"""
+
+from qilin.ml.dataset import Dataset, DatasetSplit, SegmentData, default_label
+from qilin.ml.processors import (
+    CSZScore,
+    DropConstant,
+    FillNaN,
+    Processor,
+    ProcessorChain,
+    RobustZScore,
+    Winsorize,
+    default_processors,
+)
+from qilin.ml.windows import Window, walk_forward_windows
+
+__all__ = [
+    "CSZScore",
+    "Dataset",
+    "DatasetSplit",
+    "DropConstant",
+    "FillNaN",
+    "Processor",
+    "ProcessorChain",
+    "RobustZScore",
+    "SegmentData",
+    "Window",
+    "Winsorize",
+    "default_label",
+    "default_processors",
+    "walk_forward_windows",
+]
