@@ -6,6 +6,13 @@ See ``docs/ml.md``. One import path per public name::
 """
 
 from qilin.ml.dataset import Dataset, DatasetSplit, SegmentData, default_label
+from qilin.ml.models import (
+    Model,
+    RandomForestModel,
+    RidgeModel,
+    XGBoostModel,
+    make_model,
+)
 from qilin.ml.processors import (
     CSZScore,
     DropConstant,
@@ -16,6 +23,7 @@ from qilin.ml.processors import (
     Winsorize,
     default_processors,
 )
+from qilin.ml.scores import prediction_metrics
 from qilin.ml.windows import Window, walk_forward_windows
 
 __all__ = [
@@ -24,13 +32,19 @@ __all__ = [
     "DatasetSplit",
     "DropConstant",
     "FillNaN",
+    "Model",
     "Processor",
     "ProcessorChain",
+    "RandomForestModel",
+    "RidgeModel",
     "RobustZScore",
     "SegmentData",
     "Window",
     "Winsorize",
+    "XGBoostModel",
     "default_label",
     "default_processors",
+    "make_model",
+    "prediction_metrics",
     "walk_forward_windows",
 ]

@@ -42,7 +42,7 @@ import pandas as pd
 
 from qilin.data.panel import Panel
 from qilin.errors import DataError, LeakageError, ParameterError
-from qilin.factors.evaluation import information_coefficient, rank_rows
+from qilin.factors.evaluation import forward_returns, information_coefficient, rank_rows
 from qilin.factors.expr import evaluate, parse
 from qilin.ml.processors import Processor, ProcessorChain, default_processors
 
@@ -338,6 +338,10 @@ class Dataset:
         self.raw_label = shift_back(raw, self.shift)
         self.label = normalize_cs(self.raw_label, label_norm)
         self.valid = valid
+        fwd = forward_returns(np.where(valid, priced.backend.to_host(priced["close"]), np.nan),
+                              (self.horizon,))[self.horizon]
+        #: ``horizon``-day forward return under the timing convention (IC reference).
+        self.forward_return = shift_back(fwd, self.lag)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -457,6 +461,15 @@ class Dataset:
                     f"{self.label_expr!r} over the training dates: it looks ahead (it is the "
                     "future label); remove it or compute it from data up to each date")
 
+    def evaluate(self, segment: SegmentData, predictions: Any) -> tuple[Panel, dict[str, Any]]:
+        """The score Panel of ``predictions`` on ``segment`` and its IC / Rank IC against the
+        ``horizon``-day forward return (:func:`qilin.ml.scores.prediction_metrics`)."""
+        from qilin.ml.scores import prediction_metrics
+
+        scores = segment.scores(predictions)
+        lo, hi = segment.rows
+        return scores, prediction_metrics(scores, self.forward_return[lo:hi + 1])
+
     # ------------------------------------------------------------------ frames
     def to_frame(self, start: DateLike | None = None, end: DateLike | None = None
                  ) -> pd.DataFrame:
@@ -481,6 +494,28 @@ class Dataset:
         h.update(np.ascontiguousarray(self.x).tobytes())
         h.update(self.label_expr.encode())
         return h.hexdigest()
+
+
+def feature_difference(expected: Sequence[str], got: Sequence[str]) -> str:
+    """One line naming missing, unexpected and reordered features.
+
+    Examples
+    --------
+    >>> feature_difference(["a", "b", "c"], ["a", "c", "d"])
+    "missing ['b']; unexpected ['d']"
+    >>> feature_difference(["a", "b"], ["b", "a"])
+    'same features in a different order'
+    """
+    missing = [f for f in expected if f not in set(got)]
+    extra = [f for f in got if f not in set(expected)]
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:20]}")
+    if extra:
+        parts.append(f"unexpected {extra[:20]}")
+    if not parts:
+        return "same features in a different order" if list(expected) != list(got) else "none"
+    return "; ".join(parts)
 
 
 def feature_names(data: Any) -> list[str]:
