@@ -24,6 +24,7 @@ from qilin.ml.processors import (
     default_processors,
 )
 from qilin.ml.scores import prediction_metrics
+from qilin.ml.walk_forward import WalkForwardResult, walk_forward
 from qilin.ml.windows import Window, walk_forward_windows
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "RidgeModel",
     "RobustZScore",
     "SegmentData",
+    "WalkForwardResult",
     "Window",
     "Winsorize",
     "XGBoostModel",
@@ -46,5 +48,6 @@ __all__ = [
     "default_processors",
     "make_model",
     "prediction_metrics",
+    "walk_forward",
     "walk_forward_windows",
 ]
