@@ -85,6 +85,8 @@ class ResearchParams:
     sweep_grid: str = "fast=5:30:5 slow=40:120:20"
     progress: bool = True
     extra_factors: dict[str, str] = field(default_factory=dict)
+    #: IC of the alpha planted in the embedded synthetic market (0: none; ignored with data).
+    planted_ic: float = 0.03
 
     def factor_set(self) -> list[tuple[str, str]]:
         """The (name, expression) pairs this run computes."""
@@ -100,6 +102,9 @@ class ResearchParams:
             pairs.extend(alpha158_features())
         if "research" in parts:
             pairs.extend(RESEARCH_FACTORS.items())
+        if self.planted_ic and not self.data:
+            # the planted signal, published at each close, so the run can find it
+            pairs.append(("planted_alpha", "alpha"))
         pairs.extend(self.extra_factors.items())
         return pairs
 
@@ -154,6 +159,11 @@ def default_run_id(params: ResearchParams) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
 
 
+def _synthetic_source(params: ResearchParams) -> str:
+    planted = f", planted_ic={params.planted_ic}" if params.planted_ic else ""
+    return f"synthetic(seed={params.seed}{planted})"
+
+
 def load_research_data(params: ResearchParams) -> tuple[Panel, Any]:
     """The run's bars as a Panel plus the validation report (synthetic unless ``data``)."""
     from qilin.data.validation import validate_bars
@@ -165,9 +175,10 @@ def load_research_data(params: ResearchParams) -> tuple[Panel, Any]:
                           return_report=True)
     from qilin.data.synthetic import synthetic_bars
 
-    bars = synthetic_bars(params.n_symbols, params.n_days, seed=params.seed)
+    bars = synthetic_bars(params.n_symbols, params.n_days, seed=params.seed,
+                          alpha=params.planted_ic or None)
     clean, report = validate_bars(bars, policy="drop", market=params.market,
-                                  source=f"synthetic(seed={params.seed})")
+                                  source=_synthetic_source(params))
     return Panel.from_long(clean), report
 
 
@@ -316,7 +327,7 @@ def run_research(
         "versions": package_versions(), "git_commit": git_commit(),
         "started": pd.Timestamp.now(tz="UTC").isoformat(), "timings": timer.timings,
         "backend": get_backend(params.backend).describe(), "cluster": {"mode": params.cluster},
-        "data": {"source": params.data or f"synthetic(seed={params.seed})"},
+        "data": {"source": params.data or _synthetic_source(params)},
     }
     t_start = time.perf_counter()
     error: Exception | None = None
