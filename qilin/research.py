@@ -32,7 +32,6 @@ import hashlib
 import json
 import platform
 import shutil
-import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ import pandas as pd
 from qilin.atomic import atomic_directory, json_safe, write_json_atomic, write_text_atomic
 from qilin.data.panel import Panel
 from qilin.errors import QilinError
+from qilin.info import git_commit  # re-exported: qilin.research.git_commit
 
 #: Short, readable factors evaluated beside Alpha158 (and alone with ``factors="research"``).
 RESEARCH_FACTORS: dict[str, str] = {
@@ -140,16 +140,6 @@ def package_versions() -> dict[str, str]:
 
     return {"python": platform.python_version(),
             **{name: package_version(name) for name in VERSION_PACKAGES}}
-
-
-def git_commit(cwd: Path | None = None) -> str | None:
-    """The current git commit of the source checkout (None outside a checkout)."""
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=cwd or Path(__file__).resolve().parent, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
 
 
 def default_run_id(params: ResearchParams) -> str:

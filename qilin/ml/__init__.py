@@ -23,6 +23,7 @@ from qilin.ml.processors import (
     Winsorize,
     default_processors,
 )
+from qilin.ml.registry import ModelRegistry, ModelVersion, RegistryError
 from qilin.ml.scores import prediction_metrics
 from qilin.ml.walk_forward import WalkForwardResult, walk_forward
 from qilin.ml.windows import Window, walk_forward_windows
@@ -34,9 +35,12 @@ __all__ = [
     "DropConstant",
     "FillNaN",
     "Model",
+    "ModelRegistry",
+    "ModelVersion",
     "Processor",
     "ProcessorChain",
     "RandomForestModel",
+    "RegistryError",
     "RidgeModel",
     "RobustZScore",
     "SegmentData",
