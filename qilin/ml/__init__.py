@@ -6,6 +6,7 @@ See ``docs/ml.md``. One import path per public name::
 """
 
 from qilin.ml.dataset import Dataset, DatasetSplit, SegmentData, default_label
+from qilin.ml.drift import DriftMetrics, DriftMonitor, DriftReport, DriftThresholds, psi
 from qilin.ml.models import (
     Model,
     RandomForestModel,
@@ -32,6 +33,10 @@ __all__ = [
     "CSZScore",
     "Dataset",
     "DatasetSplit",
+    "DriftMetrics",
+    "DriftMonitor",
+    "DriftReport",
+    "DriftThresholds",
     "DropConstant",
     "FillNaN",
     "Model",
@@ -52,6 +57,7 @@ __all__ = [
     "default_processors",
     "make_model",
     "prediction_metrics",
+    "psi",
     "walk_forward",
     "walk_forward_windows",
 ]
