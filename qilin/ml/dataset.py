@@ -436,6 +436,26 @@ class Dataset:
                 for n, (lo, hi) in rows.items()}
         return DatasetSplit(seg_train, out.get("valid"), out.get("test"), chain, purge, segs)
 
+    def apply(self, processors: ProcessorChain, start: DateLike | None = None,
+              end: DateLike | None = None, name: str = "predict") -> SegmentData:
+        """Rows of ``[start, end]`` through already fitted processors (e.g. a registered
+        model's); rows without a label are kept (prediction).
+
+        Raises
+        ------
+        DataError
+            When this dataset's features differ from those the processors were fitted on.
+        """
+        if list(self.features) != list(processors.input_features):
+            raise DataError("features differ from the model's: "
+                            f"{feature_difference(processors.input_features, self.features)}")
+        lo = 0 if start is None else self.row_of(start, "left")
+        hi = len(self.dates) - 1 if end is None else self.row_of(end, "right")
+        if hi < lo:
+            raise ParameterError(f"no date of the dataset lies in [{start}, {end}]")
+        return self._segment(name, lo, hi, processors.transform(self.x[lo:hi + 1]),
+                             processors.features, keep_unlabelled=True)
+
     def _segment(self, name: str, lo: int, hi: int, x: np.ndarray, features: list[str],
                  keep_unlabelled: bool) -> SegmentData:
         y = self.label[lo:hi + 1]

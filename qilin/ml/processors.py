@@ -50,8 +50,40 @@ class Processor:
         """Keep the learned statistics of the features in the boolean mask ``keep``."""
 
     def report(self) -> dict[str, Any]:
-        """JSON-safe description of the processor and what it learned."""
+        """JSON-safe description of the processor and its parameters."""
         return {"name": self.name}
+
+    #: Learned attributes saved by :meth:`state` (arrays, one value per feature).
+    _learned: tuple[str, ...] = ()
+
+    def state(self) -> dict[str, Any]:
+        """Parameters and learned statistics as JSON-safe lists (for the model registry)."""
+        out = self.report()
+        for k in self._learned:
+            v = getattr(self, k)
+            out[k] = None if v is None else [_json_num(x) for x in np.asarray(v).tolist()]
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Processor:
+        """Rebuild a fitted processor from :meth:`state`."""
+        params = {k: v for k, v in state.items() if k != "name" and k not in cls._learned}
+        p = cls(**params)
+        for k in cls._learned:
+            v = state.get(k)
+            if v is not None:
+                arr = np.array([np.nan if x is None else float(x) for x in v])
+                setattr(p, k, arr.astype(bool) if k == "keep_" else arr.astype(np.float64))
+        return p
+
+
+def _json_num(x: Any) -> Any:
+    if isinstance(x, bool):
+        return x
+    x = float(x)
+    if np.isnan(x):
+        return None
+    return x if np.isfinite(x) else ("inf" if x > 0 else "-inf")
 
 
 class FillNaN(Processor):
@@ -70,6 +102,7 @@ class FillNaN(Processor):
     """
 
     name = "fillna"
+    _learned = ("fill_",)
 
     def __init__(self, value: float | str = 0.0) -> None:
         if not (value == "median" or isinstance(value, int | float)):
@@ -137,6 +170,7 @@ class RobustZScore(Processor):
     """
 
     name = "robust_zscore"
+    _learned = ("median_", "scale_")
 
     def __init__(self, clip: float | None = 3.0) -> None:
         self.clip = clip
@@ -180,6 +214,7 @@ class Winsorize(Processor):
     """
 
     name = "winsorize"
+    _learned = ("lo_", "hi_")
 
     def __init__(self, lower: float = 0.01, upper: float = 0.99) -> None:
         if not 0.0 <= lower < upper <= 1.0:
@@ -216,6 +251,7 @@ class DropConstant(Processor):
     """
 
     name = "drop_constant"
+    _learned = ("keep_",)
 
     def __init__(self) -> None:
         self.keep_: np.ndarray | None = None
@@ -267,12 +303,14 @@ class ProcessorChain:
                 raise ParameterError(f"processors must be qilin.ml Processors, got {p!r}")
         self.processors = list(processors)
         self.features: list[str] = []
+        self.input_features: list[str] = []
         self.dropped: dict[str, str] = {}
         self.fitted = False
 
     def fit_transform(self, x: np.ndarray, features: Sequence[str]) -> np.ndarray:
         """Fit every processor on ``x`` (training rows only) and return the transformed array."""
         names = list(features)
+        self.input_features = list(names)
         self.dropped = {}
         for p in self.processors:
             p.fit(x)
@@ -299,3 +337,38 @@ class ProcessorChain:
         """Processors in order, kept features and dropped features with reasons."""
         return {"processors": [p.report() for p in self.processors],
                 "features": list(self.features), "dropped": dict(self.dropped)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted chain as JSON-safe data: :meth:`from_dict` rebuilds it exactly."""
+        if not self.fitted:
+            raise ParameterError("the processors are not fitted: fit them on a training segment")
+        return {"input_features": list(self.input_features), "features": list(self.features),
+                "dropped": dict(self.dropped),
+                "processors": [p.state() for p in self.processors]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProcessorChain:
+        """Rebuild a fitted chain saved with :meth:`to_dict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(4, 5, 2))
+        >>> chain = ProcessorChain(default_processors())
+        >>> y = chain.fit_transform(x, ["a", "b"])
+        >>> again = ProcessorChain.from_dict(chain.to_dict())
+        >>> bool(np.array_equal(again.transform(x), y)), again.features
+        (True, ['a', 'b'])
+        """
+        kinds = {c.name: c for c in (FillNaN, CSZScore, RobustZScore, Winsorize, DropConstant)}
+        procs = []
+        for st in data.get("processors", []):
+            if st.get("name") not in kinds:
+                raise ParameterError(f"unknown processor {st.get('name')!r} in saved state")
+            procs.append(kinds[st["name"]].from_state(st))
+        chain = cls(procs)
+        chain.input_features = list(data["input_features"])
+        chain.features = list(data["features"])
+        chain.dropped = dict(data.get("dropped", {}))
+        chain.fitted = True
+        return chain

@@ -58,6 +58,7 @@ from qilin.atomic import json_safe, write_json_atomic
 from qilin.errors import DataError, ParameterError
 from qilin.ml.dataset import feature_difference
 from qilin.ml.models import MODELS, Model, XGBoostModel, _SklearnModel
+from qilin.ml.processors import ProcessorChain
 
 #: Types skops may load beyond its own defaults (scikit-learn estimators are trusted there).
 #: Anything else found in a ``.skops`` file is refused.
@@ -108,6 +109,22 @@ class ModelVersion:
     model: Model
     meta: dict[str, Any]
     path: Path
+
+    @property
+    def features(self) -> list[str]:
+        """The features the model was trained on (after the processors)."""
+        return list(self.meta["features"])
+
+    def processors(self) -> ProcessorChain | None:
+        """The fitted processors saved with the model (None when none were saved)."""
+        state = self.meta.get("processors") or {}
+        return ProcessorChain.from_dict(state) if "input_features" in state else None
+
+    def reference(self) -> pd.DataFrame | None:
+        """The saved training reference sample (None when none was saved); its checksum was
+        verified at load."""
+        path = self.path / "reference.parquet"
+        return pd.read_parquet(path) if path.exists() else None
 
 
 class ModelRegistry:
@@ -160,10 +177,11 @@ class ModelRegistry:
         metrics: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         features: Sequence[str] | None = None,
-        processors: dict[str, Any] | None = None,
+        processors: ProcessorChain | dict[str, Any] | None = None,
         data_fingerprint: str | None = None,
         fmt: str = "ubj",
         extra: dict[str, Any] | None = None,
+        reference: pd.DataFrame | None = None,
     ) -> int:
         """Store a fitted model as the next version of ``name``; returns the version number.
 
@@ -173,8 +191,12 @@ class ModelRegistry:
             XGBoost's file format (scikit-learn models always use skops).
         params : dict, optional
             Extra parameters to record (the model's own ``get_params()`` always are).
-        processors : dict, optional
-            ``DatasetSplit.processors.report()``.
+        processors : ProcessorChain or dict, optional
+            The fitted processors (``split.processors``): stored with their statistics so
+            that :meth:`ModelVersion.processors` reapplies them to new data.
+        reference : DataFrame, optional
+            A sample of the training features (and a ``prediction`` column) kept as
+            ``reference.parquet`` for drift checks (at most 20,000 rows are kept).
         """
         if not isinstance(model, Model):
             raise ParameterError(f"model must be a qilin.ml Model, got {type(model).__name__}")
@@ -184,11 +206,17 @@ class ModelRegistry:
         if feats != list(model.features_):
             raise DataError(f"features given to save differ from the model's: "
                             f"{feature_difference(model.features_, feats)}")
+        if isinstance(processors, ProcessorChain):
+            processors = processors.to_dict()
         d = self._dir(name)
         d.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=d, prefix=".saving-", suffix=".tmp"))
         try:
             artifact = self._write_artifact(model, tmp, fmt)
+            if reference is not None:
+                ref = reference if len(reference) <= 20_000 else reference.sample(
+                    20_000, random_state=0).sort_index()
+                ref.reset_index(drop=True).to_parquet(tmp / "reference.parquet", index=False)
             meta = {
                 "name": name, "kind": model.kind, "artifact": artifact,
                 "params": model.get_params(), "extra_params": params or {},

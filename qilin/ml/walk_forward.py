@@ -60,12 +60,15 @@ class WalkForwardResult:
         IC / Rank IC of the stitched scores (with t-stats).
     models : list of Model
         The fitted model of each window (when ``keep_models``).
+    processors : list of dict
+        The fitted processors of each window (``ProcessorChain.to_dict``; with ``keep_models``).
     """
 
     scores: Panel
     windows: pd.DataFrame
     metrics: dict[str, Any]
     models: list[Model] = field(default_factory=list)
+    processors: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _core(dataset: Dataset) -> Dataset:
@@ -99,6 +102,7 @@ def _run_window(ds: Dataset, model: Model, window: Window, seed: int, keep_model
         "rows_test": len(test), "best_iteration": getattr(m, "best_iteration_", None),
         "dropped": split.processors.dropped, "seconds": time.perf_counter() - t0,
         "worker": worker, "model": m if keep_model else None,
+        "processors": split.processors.to_dict() if keep_model else None,
     }
 
 
@@ -206,5 +210,8 @@ def _stitch(dataset: Dataset, outs: list[dict[str, Any]], windows: list[Window]
     scores = Panel(dataset.dates[lo:hi + 1], dataset.symbols, {"score": grid},
                    valid=np.isfinite(grid))
     metrics = summary(prediction_metrics(grid, dataset.forward_return[lo:hi + 1]))
-    models = [o["model"] for o in sorted(outs, key=lambda o: o["index"]) if o["model"]]
-    return WalkForwardResult(scores, pd.DataFrame(rows).set_index("window"), metrics, models)
+    ordered = sorted(outs, key=lambda o: o["index"])
+    models = [o["model"] for o in ordered if o["model"] is not None]
+    procs = [o["processors"] for o in ordered if o["processors"] is not None]
+    return WalkForwardResult(scores, pd.DataFrame(rows).set_index("window"), metrics, models,
+                             procs)
