@@ -98,3 +98,16 @@ def test_end_to_end_factors_to_backtest(split, small_market):
     table = res.metrics()
     assert np.isfinite(np.asarray(table.to_numpy(), dtype=float)).any()
     assert res.trades is not None and len(res.trades) > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["ridge", "random_forest"])
+def test_cuml_models_on_gpu(gpu, split, kind):
+    _, sp = split
+    params = {"n_estimators": 10, "max_depth": 4} if kind == "random_forest" else {}
+    cpu = make_model(kind, **params).fit(sp.train)
+    on_gpu = make_model(kind, backend="gpu", **params).fit(sp.train)
+    assert type(on_gpu.estimator_).__module__.startswith("cuml")
+    pred = on_gpu.predict(sp.test)
+    assert pred.shape == (len(sp.test),) and np.isfinite(pred).all()
+    assert np.corrcoef(pred, cpu.predict(sp.test))[0, 1] > 0.8
