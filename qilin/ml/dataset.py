@@ -219,6 +219,22 @@ class SegmentData:
                 ys.append(da.from_delayed(delayed(yb), yb.shape, dtype=yb.dtype))
         return da.concatenate(xs, axis=0), da.concatenate(ys, axis=0)
 
+    def to_dask_frame(self, client: Any = None, block_dates: int = 20) -> Any:
+        """A dask DataFrame (``date, symbol, <features>, label``), one partition per block of
+        dates; with a ``client`` each partition is scattered to a worker once."""
+        import dask.dataframe as dd
+        from dask import delayed
+
+        blocks = self.date_blocks(block_dates)
+        if not blocks:
+            raise DataError(f"segment {self.name!r} has no rows to put in a dask frame")
+        frame = self.to_frame().reset_index()
+        parts = [frame.iloc[rows].reset_index(drop=True) for rows in blocks]
+        if client is not None:
+            futures = client.scatter(parts, hash=False)
+            return dd.from_delayed(futures, meta=parts[0].iloc[:0], verify_meta=False)
+        return dd.from_delayed([delayed(p) for p in parts], meta=parts[0].iloc[:0])
+
     def to_grid(self, values: Any) -> np.ndarray:
         """Per-row values (e.g. predictions) as a dates x symbols array of this segment."""
         v = np.asarray(values, dtype=np.float64).ravel()

@@ -130,6 +130,10 @@ def test_dask_arrays_partitioned_by_date_blocks(small_market, small_factors, loc
     assert len(who) >= 8
     np.testing.assert_array_equal(X.compute(), split.train.X)
     np.testing.assert_array_equal(y.compute(), split.train.y)
+    frame = split.train.to_dask_frame(local_client, block_dates=50)
+    assert frame.npartitions == 4
+    pd.testing.assert_frame_equal(frame.compute().reset_index(drop=True),
+                                  split.train.to_frame().reset_index())
 
 
 def test_walk_forward_windows_purged_and_tiled():
