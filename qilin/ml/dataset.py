@@ -177,6 +177,13 @@ class SegmentData:
         """True for rows whose label is known."""
         return np.isfinite(self.y)
 
+    def arrays(self, backend: str = "cpu") -> tuple[Any, Any]:
+        """``(X, y)`` as NumPy (``"cpu"``) or CuPy (``"gpu"``; BackendError without a GPU)."""
+        from qilin.backend import get_backend
+
+        be = get_backend(backend)  # type: ignore[arg-type]
+        return be.asarray(self.X), be.asarray(self.y)
+
     def to_frame(self) -> pd.DataFrame:
         """Features and ``label`` indexed by ``(date, symbol)``."""
         idx = pd.MultiIndex.from_arrays(

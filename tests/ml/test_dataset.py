@@ -149,3 +149,18 @@ def test_walk_forward_windows_purged_and_tiled():
         walk_forward_windows(300, train=100, test=30, step=10)
     with pytest.raises(ParameterError, match="no walk-forward window"):
         walk_forward_windows(50, train=100, test=30)
+
+
+def test_arrays_on_backends(small_market, small_factors):
+    from qilin.backend import gpu_available
+    from qilin.errors import BackendError
+
+    split = Dataset(small_factors, small_market).split(train=(0, 150), test=(152, 259))
+    X, y = split.train.arrays("cpu")
+    assert isinstance(X, np.ndarray) and X.dtype == np.float32 and len(y) == len(X)
+    if gpu_available():
+        Xg, _ = split.train.arrays("gpu")
+        assert type(Xg).__module__.startswith("cupy")
+    else:
+        with pytest.raises(BackendError):
+            split.train.arrays("gpu")
