@@ -560,9 +560,3 @@ def feature_difference(expected: Sequence[str], got: Sequence[str]) -> str:
         return "same features in a different order" if list(expected) != list(got) else "none"
     return "; ".join(parts)
 
-
-def feature_names(data: Any) -> list[str]:
-    """Feature names of a Dataset, a DatasetSplit or a SegmentData."""
-    if isinstance(data, Dataset | DatasetSplit | SegmentData):
-        return list(data.features)
-    raise ParameterError(f"cannot read feature names from {type(data).__name__}")
