@@ -142,7 +142,8 @@ def _train(args: argparse.Namespace) -> int:
             _say(f"[2/3] walk-forward: {len(windows)} windows"
                  + (" on the cluster" if client is not None else ""))
             res = walk_forward(model, ds, windows, client=client, seed=args.seed,
-                               keep_models=True)
+                               keep_models=True,
+                               progress=lambda i, n: _say(f"      window {i}/{n} done"))
             print(res.windows[["test_start", "test_end", "rows_train", "rank_ic",
                                "rank_ic_t"]].to_string())
             final, procs = res.models[-1], res.processors[-1]

@@ -30,6 +30,7 @@ import copy
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +115,7 @@ def walk_forward(
     seed: int = 0,
     keep_models: bool = False,
     timeout: float | None = 3600.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> WalkForwardResult:
     """Train and test ``model`` on every window; stitch the out-of-sample scores.
 
@@ -132,6 +134,8 @@ def walk_forward(
         Return the fitted model of every window.
     timeout : float or None
         Seconds to wait for the cluster's results before a :class:`ClusterError`.
+    progress : callable, optional
+        Called as ``progress(windows_done, windows_total)`` after each window.
 
     Raises
     ------
@@ -158,30 +162,48 @@ def walk_forward(
                     f"span is {dataset.shift} dates (use purge >= {dataset.shift})")
     core = _core(dataset)
     if client is None:
-        outs = [_run_window(core, model, w, seed + w.index, keep_models) for w in windows]
+        outs = []
+        for w in windows:
+            outs.append(_run_window(core, model, w, seed + w.index, keep_models))
+            if progress is not None:
+                progress(len(outs), len(windows))
     else:
-        outs = _run_on_cluster(client, core, model, windows, seed, keep_models, timeout)
+        outs = _run_on_cluster(client, core, model, windows, seed, keep_models, timeout,
+                               progress)
     return _stitch(dataset, outs, windows)
 
 
 def _run_on_cluster(client: Any, core: Dataset, model: Model, windows: list[Window], seed: int,
-                    keep_models: bool, timeout: float | None) -> list[dict[str, Any]]:
+                    keep_models: bool, timeout: float | None,
+                    progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
     from distributed import wait
 
     [ds_future] = client.scatter([core], broadcast=True, hash=False)
     futures = [client.submit(_run_window, ds_future, model, w, seed + w.index, keep_models,
                              pure=False, key=f"walk-forward-window-{w.index}-{time.time_ns()}")
                for w in windows]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = set(futures)
     try:
-        done = wait(futures, timeout=timeout)
-        if done.not_done:
-            raise ClusterError(f"walk-forward: {len(done.not_done)} window(s) unfinished after "
-                               f"{timeout}s; check the cluster's workers")
-        bad = [f for f in futures if f.status == "error"]
-        if bad:
-            bad[0].result()  # re-raise the window's own (typed) error
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                done = wait(list(pending), timeout=left, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = None
+            if done is None or not done.done:
+                raise ClusterError(f"walk-forward: {len(pending)} window(s) unfinished after "
+                                   f"{timeout}s; check the cluster's workers")
+            for f in done.done:
+                pending.discard(f)
+                if f.status == "error":
+                    f.result()  # re-raise the window's own (typed) error
+                if progress is not None:
+                    progress(len(futures) - len(pending), len(futures))
         return client.gather(futures)
     finally:
+        if pending:
+            client.cancel(list(pending))
         for f in futures:
             f.release()
         ds_future.release()

@@ -25,7 +25,10 @@ def _model():
 def test_walk_forward_cluster_matches_local_and_is_deterministic(ds, local_client):
     wins = walk_forward_windows(260, train=100, valid=20, test=25, purge=2)
     assert len(wins) == 5
-    a = walk_forward(_model(), ds, wins, client=local_client, seed=3)
+    seen = []
+    a = walk_forward(_model(), ds, wins, client=local_client, seed=3,
+                     progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(i, 5) for i in range(1, 6)]
     b = walk_forward(_model(), ds, wins, client=local_client, seed=3)
     c = walk_forward(_model(), ds, wins, seed=3)
     np.testing.assert_array_equal(a.scores["score"], b.scores["score"])
@@ -50,6 +53,15 @@ def test_walk_forward_refuses_leaky_windows(ds):
         walk_forward(_model(), ds, overlap)
     with pytest.raises(ParameterError):
         walk_forward("xgb", ds, short)
+
+
+def test_cluster_deadline_is_a_typed_error(ds, local_client):
+    from qilin.errors import ClusterError
+
+    wins = walk_forward_windows(260, train=100, test=25, purge=2)
+    with pytest.raises(ClusterError, match="unfinished after"):
+        walk_forward(XGBoostModel(n_estimators=500, early_stopping_rounds=None, n_jobs=1), ds,
+                     wins, client=local_client, timeout=0.05)
 
 
 def test_keep_models(ds):
