@@ -32,7 +32,6 @@ import hashlib
 import json
 import platform
 import shutil
-import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ import pandas as pd
 from qilin.atomic import atomic_directory, json_safe, write_json_atomic, write_text_atomic
 from qilin.data.panel import Panel
 from qilin.errors import QilinError
+from qilin.info import git_commit  # re-exported: qilin.research.git_commit
 
 #: Short, readable factors evaluated beside Alpha158 (and alone with ``factors="research"``).
 RESEARCH_FACTORS: dict[str, str] = {
@@ -85,6 +85,8 @@ class ResearchParams:
     sweep_grid: str = "fast=5:30:5 slow=40:120:20"
     progress: bool = True
     extra_factors: dict[str, str] = field(default_factory=dict)
+    #: IC of the alpha planted in the embedded synthetic market (0: none; ignored with data).
+    planted_ic: float = 0.03
 
     def factor_set(self) -> list[tuple[str, str]]:
         """The (name, expression) pairs this run computes."""
@@ -100,6 +102,9 @@ class ResearchParams:
             pairs.extend(alpha158_features())
         if "research" in parts:
             pairs.extend(RESEARCH_FACTORS.items())
+        if self.planted_ic and not self.data:
+            # the planted signal, published at each close, so the run can find it
+            pairs.append(("planted_alpha", "alpha"))
         pairs.extend(self.extra_factors.items())
         return pairs
 
@@ -137,21 +142,16 @@ def package_versions() -> dict[str, str]:
             **{name: package_version(name) for name in VERSION_PACKAGES}}
 
 
-def git_commit(cwd: Path | None = None) -> str | None:
-    """The current git commit of the source checkout (None outside a checkout)."""
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=cwd or Path(__file__).resolve().parent, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
-
-
 def default_run_id(params: ResearchParams) -> str:
     """``YYYYmmdd-HHMMSS-<hash of the parameters>``."""
     digest = hashlib.blake2b(json.dumps(json_safe(dataclasses.asdict(params)),
                                         sort_keys=True).encode(), digest_size=4).hexdigest()
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
+
+
+def _synthetic_source(params: ResearchParams) -> str:
+    planted = f", planted_ic={params.planted_ic}" if params.planted_ic else ""
+    return f"synthetic(seed={params.seed}{planted})"
 
 
 def load_research_data(params: ResearchParams) -> tuple[Panel, Any]:
@@ -165,9 +165,10 @@ def load_research_data(params: ResearchParams) -> tuple[Panel, Any]:
                           return_report=True)
     from qilin.data.synthetic import synthetic_bars
 
-    bars = synthetic_bars(params.n_symbols, params.n_days, seed=params.seed)
+    bars = synthetic_bars(params.n_symbols, params.n_days, seed=params.seed,
+                          alpha=params.planted_ic or None)
     clean, report = validate_bars(bars, policy="drop", market=params.market,
-                                  source=f"synthetic(seed={params.seed})")
+                                  source=_synthetic_source(params))
     return Panel.from_long(clean), report
 
 
@@ -316,7 +317,7 @@ def run_research(
         "versions": package_versions(), "git_commit": git_commit(),
         "started": pd.Timestamp.now(tz="UTC").isoformat(), "timings": timer.timings,
         "backend": get_backend(params.backend).describe(), "cluster": {"mode": params.cluster},
-        "data": {"source": params.data or f"synthetic(seed={params.seed})"},
+        "data": {"source": params.data or _synthetic_source(params)},
     }
     t_start = time.perf_counter()
     error: Exception | None = None

@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "qilin.cli.backtest",
     "qilin.cli.monitor",
     "qilin.cli.research",
+    "qilin.cli.model",
     "qilin.cli.warmup",
 )
 
