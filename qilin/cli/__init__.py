@@ -143,6 +143,10 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
         text = str(exc) if verbose else str(exc).splitlines()[0]
         print(f"qilin: error: {text}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `qilin factors list | head`: the reader has gone, stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except OSError as exc:
         print(f"qilin: error: {_os_error_line(exc)}", file=sys.stderr)
         return 2

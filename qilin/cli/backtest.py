@@ -317,7 +317,8 @@ def register(subparsers: Any) -> None:
     run.add_argument("--band", type=int, default=0,
                      help="portfolio: keep names while rank < top-k + band")
     run.add_argument("--rebalance", type=int, default=1, help="portfolio: every N bars")
-    run.add_argument("--weighting", default="equal", choices=["equal", "score"])
+    run.add_argument("--weighting", default="equal", choices=["equal", "score"],
+                     help="portfolio: equal weights or weights proportional to the score")
     run.add_argument("--max-weight", type=float, default=1.0,
                      help="portfolio: cap on any single weight's size (default 1)")
     run.add_argument("--short-k", type=int, default=0,

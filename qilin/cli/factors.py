@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from qilin.cli.common import cluster_client, load_data
+from qilin.cli.common import add_data_arguments, cluster_client, load_data
 from qilin.cli.factors_evaluate import add_evaluate_parser
 from qilin.errors import DataError, ExpressionError
 
@@ -80,7 +80,7 @@ def _compute(args: argparse.Namespace) -> int:
 
     factors = parse_factor_arg(args.factors)
     start = time.perf_counter()
-    panel = load_data(args.data, args.validate)
+    panel = load_data(args.data, args.validate, args.date_format)
     if args.adjust:
         panel = panel.adjusted()
     with cluster_client(args.cluster) as client, warnings.catch_warnings(record=True) as caught:
@@ -165,7 +165,7 @@ def register(subparsers: Any) -> None:
     sub = factors.add_subparsers(dest="factors_command", required=True, metavar="ACTION")
     compute = sub.add_parser(
         "compute", help="compute a factor set over a data file and write long Parquet")
-    compute.add_argument("--data", required=True, help="long Parquet bars (date, symbol, ...)")
+    add_data_arguments(compute)
     compute.add_argument(
         "--factors", required=True,
         help='"alpha158", a YAML file (name: expression) or "name=expr; name=expr"')
@@ -184,9 +184,6 @@ def register(subparsers: Any) -> None:
     compute.add_argument("--block-symbols", type=int, default=None,
                          help="symbols per block, bounds memory (default: all in-process, "
                               "500 when streaming)")
-    compute.add_argument("--validate", default="raise",
-                         choices=["raise", "drop", "repair", "none"],
-                         help="validation policy for the bars (default raise)")
     compute.add_argument("--adjust", action="store_true",
                          help="back-adjust prices with adj_factor before computing")
     compute.add_argument("--missing-fields", default=None, choices=["raise", "nan"],

@@ -20,7 +20,6 @@ Examples
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from qilin.atomic import write_json_atomic
+from qilin.cli.common import add_data_arguments, load_data
 from qilin.errors import DataError, ParameterError
 from qilin.factors.evaluation import (
     DEFAULT_HORIZONS,
@@ -74,22 +74,6 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
         raise DataError(f"cannot read {what} file {path}: {exc}") from exc
 
 
-def load_bars_panel(path: str | Path, validate: str | None = "raise") -> Any:
-    """Panel (CPU) from a bars file: ``qilin.data.loader.load_panel`` when present, else pandas.
-
-    ``validate`` is the loader's validation policy (``raise``, ``drop``, ``repair`` or None).
-    """
-    try:
-        loader = importlib.import_module("qilin.data.loader")
-    except ImportError:
-        loader = None
-    if loader is not None and hasattr(loader, "load_panel"):
-        return loader.load_panel(path, backend="cpu", validate=validate)
-    from qilin.data.panel import Panel
-
-    return Panel.from_long(_read_table(Path(path), "data"))
-
-
 def load_factor_table(path: str | Path) -> pd.DataFrame:
     """A long factor frame (``date, symbol, <factor columns>``), checked.
 
@@ -130,7 +114,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Body of ``qilin factors evaluate``; returns the exit code."""
     start = time.perf_counter()
     factors = load_factor_table(args.factors)
-    panel = load_bars_panel(args.data, None if args.validate == "none" else args.validate)
+    panel = load_data(args.data, args.validate, args.date_format)
     if args.adjust:
         panel = panel.adjusted()
     evaluations = evaluate_factors(
@@ -178,7 +162,7 @@ def add_evaluate_parser(factors_subparsers: Any) -> argparse.ArgumentParser:
         "evaluate", help="IC / Rank IC, quantile returns, turnover of a factor file")
     p.add_argument("--factors", required=True,
                    help="long factor file (Parquet or CSV): date, symbol, one column per factor")
-    p.add_argument("--data", required=True, help="bars file (Parquet or CSV) the factors use")
+    add_data_arguments(p)
     p.add_argument("--out", required=True, help="JSON report path (written atomically)")
     p.add_argument("--horizons", type=_horizons_arg, default=DEFAULT_HORIZONS,
                    help="forward-return horizons in trading days (default 1,5,10,20)")
@@ -194,8 +178,6 @@ def add_evaluate_parser(factors_subparsers: Any) -> argparse.ArgumentParser:
                    help="array backend (default: the data's, i.e. cpu)")
     p.add_argument("--dropna", default="all", choices=["all", "each"],
                    help="'all' (alphalens): same names for every horizon; 'each': per horizon")
-    p.add_argument("--validate", default="raise", choices=["raise", "drop", "repair", "none"],
-                   help="validation policy for the bars (default raise)")
     p.add_argument("--no-series", action="store_true",
                    help="leave the per-date series out of the report (tables only)")
     p.add_argument("-q", "--quiet", action="store_true",

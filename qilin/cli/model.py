@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qilin.cli.common import cluster_client, load_data
+from qilin.cli.common import add_data_arguments, cluster_client, load_data
 from qilin.errors import ParameterError
 
 
@@ -79,7 +79,7 @@ def _span(text: str | None) -> tuple[str, str] | None:
 def _dataset(args: argparse.Namespace) -> Any:
     from qilin.ml.dataset import Dataset
 
-    bars = load_data(args.data, args.validate)
+    bars = load_data(args.data, args.validate, args.date_format)
     norm = None if args.label_norm == "none" else args.label_norm
     return Dataset(args.factors, bars, label=args.label, horizon=args.horizon, lag=args.lag,
                    label_norm=norm)
@@ -104,7 +104,7 @@ def _scores_long(scores: Any) -> pd.DataFrame:
 def _write_scores(scores: Any, path: str) -> None:
     from qilin.atomic import atomic_path
 
-    with atomic_path(path, keep_suffix=True) as tmp:
+    with atomic_path(path) as tmp:
         _scores_long(scores).to_parquet(tmp, index=False)
     _say(f"scores written to {path}")
 
@@ -200,7 +200,7 @@ def _new_segment(args: argparse.Namespace, mv: Any) -> tuple[Any, Any]:
     if chain is None:
         raise DataError(f"model {mv.name} v{mv.version} has no saved processors")
     extra = mv.meta.get("extra", {})
-    bars = load_data(args.data, args.validate)
+    bars = load_data(args.data, args.validate, args.date_format)
     ds = Dataset(args.factors, bars, label=extra.get("label"),
                  horizon=int(extra.get("horizon", 1)), lag=int(extra.get("lag", 0)),
                  label_norm=extra.get("label_norm"), leak_threshold=None)
@@ -307,9 +307,7 @@ def _add_common(p: argparse.ArgumentParser, registry_only: bool = False) -> None
 
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--factors", required=True, help="factor Parquet (date, symbol, features)")
-    p.add_argument("--data", required=True, help="bars file or folder")
-    p.add_argument("--validate", default="raise", choices=["raise", "drop", "repair", "none"],
-                   help="validation policy for the bars")
+    add_data_arguments(p)
 
 
 def register(subparsers: Any) -> None:
@@ -322,10 +320,14 @@ def register(subparsers: Any) -> None:
     _add_common(tr)
     tr.add_argument("--label", default=None,
                     help="label expression known at t+lag+horizon (default: h-day return)")
-    tr.add_argument("--horizon", type=int, default=1)
-    tr.add_argument("--lag", type=int, default=0)
-    tr.add_argument("--label-norm", default="zscore", choices=["rank", "zscore", "none"])
-    tr.add_argument("--model", default="xgboost", choices=["xgboost", "ridge", "random_forest"])
+    tr.add_argument("--horizon", type=int, default=1,
+                    help="label horizon h in trading days (forward return from the signal close)")
+    tr.add_argument("--lag", type=int, default=0,
+                    help="execution lag in bars between the signal close and the trade")
+    tr.add_argument("--label-norm", default="zscore", choices=["rank", "zscore", "none"],
+                    help="cross-sectional normalisation of the label per date")
+    tr.add_argument("--model", default="xgboost", choices=["xgboost", "ridge", "random_forest"],
+                    help="estimator to train")
     tr.add_argument("--param", action="append", help="model parameter name=value (repeat)")
     tr.add_argument("--train", default=None, help="START:END (default: first 60%% of dates)")
     tr.add_argument("--valid", default=None, help="START:END")
@@ -333,8 +335,9 @@ def register(subparsers: Any) -> None:
     tr.add_argument("--walk-forward", default=None,
                     help="train=N,test=N[,valid=N,step=N,purge=N,embargo=N,mode=rolling]")
     tr.add_argument("--cluster", default=None, help="local, threads, cuda or tcp://ADDRESS")
-    tr.add_argument("--backend", default="cpu", choices=["cpu", "gpu", "auto"])
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--backend", default="cpu", choices=["cpu", "gpu", "auto"],
+                    help="cpu, gpu (an error without one) or auto")
+    tr.add_argument("--seed", type=int, default=0, help="random seed of the model")
     tr.add_argument("--alias", default=None, help="point this alias at the new version")
     tr.add_argument("--scores-out", default=None, help="write out-of-sample scores (Parquet)")
     tr.set_defaults(func=_train)
@@ -343,8 +346,8 @@ def register(subparsers: Any) -> None:
     _add_data(pr)
     _add_common(pr)
     pr.add_argument("--version", default="latest", help="number, alias or latest")
-    pr.add_argument("--start", default=None)
-    pr.add_argument("--end", default=None)
+    pr.add_argument("--start", default=None, help="first date to score (default: all)")
+    pr.add_argument("--end", default=None, help="last date to score (default: all)")
     pr.add_argument("--out", required=True, help="scores Parquet (date, symbol, score)")
     pr.set_defaults(func=_predict)
 
@@ -354,31 +357,32 @@ def register(subparsers: Any) -> None:
 
     sh = sub.add_parser("show", help="meta.json of a version")
     _add_common(sh)
-    sh.add_argument("--version", default="latest")
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--version", default="latest", help="version number, alias or latest")
+    sh.add_argument("--json", action="store_true", help="print the metadata as JSON")
     sh.set_defaults(func=_show)
 
     al = sub.add_parser("alias", help="point an alias (champion, challenger) at a version")
     _add_common(al)
-    al.add_argument("alias")
-    al.add_argument("version")
+    al.add_argument("alias", help="alias name, e.g. champion or challenger")
+    al.add_argument("version", help="version number (or alias) the alias points to")
     al.set_defaults(func=_alias)
 
     rb = sub.add_parser("rollback", help="move an alias back to its previous version")
     _add_common(rb)
-    rb.add_argument("alias")
+    rb.add_argument("alias", help="alias to move back to its previous version")
     rb.set_defaults(func=_rollback)
 
     dr = sub.add_parser("drift", help="feature / prediction drift of new data vs training")
     _add_data(dr)
     _add_common(dr)
-    dr.add_argument("--version", default="latest")
-    dr.add_argument("--start", default=None)
-    dr.add_argument("--end", default=None)
-    dr.add_argument("--psi-warn", type=float, default=0.1)
-    dr.add_argument("--psi-alert", type=float, default=0.2)
-    dr.add_argument("--share-alert", type=float, default=0.25)
-    dr.add_argument("--json", action="store_true")
+    dr.add_argument("--version", default="latest", help="version number, alias or latest")
+    dr.add_argument("--start", default=None, help="first date of the new data (default: all)")
+    dr.add_argument("--end", default=None, help="last date of the new data (default: all)")
+    dr.add_argument("--psi-warn", type=float, default=0.1, help="PSI at which a feature warns")
+    dr.add_argument("--psi-alert", type=float, default=0.2, help="PSI at which a feature drifts")
+    dr.add_argument("--share-alert", type=float, default=0.25,
+                    help="share of drifting features that flags the dataset")
+    dr.add_argument("--json", action="store_true", help="print the drift table as JSON")
     dr.add_argument("--fail-on-alert", action="store_true", help="exit 1 when flagged")
     dr.set_defaults(func=_drift)
 
