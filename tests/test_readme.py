@@ -79,6 +79,7 @@ def test_command_lines_run_as_written(tmp_path: Path) -> None:
                              env=env)
         assert res.returncode == 0, f"{command}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
     for produced in ("bars.parquet", "factors.parquet", "report.json", "bt/metrics.json",
+                     "scores.parquet", "models/a158_xgb",
                      "sweep.parquet", "alerts.jsonl"):
         assert (tmp_path / produced).exists(), produced
 
