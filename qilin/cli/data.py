@@ -2,7 +2,10 @@
 
 ``qilin data validate PATH [--date-format FMT] [--market cn|us]
 [--policy raise|auto|drop|repair] [--report OUT.json] [--out CLEAN.parquet]`` prints the
-validation summary and exits 1 when there are error-severity findings (0 otherwise).
+validation summary (every finding) and exits 1 when the bars fail the policy, 0 otherwise.
+The default policy is ``auto``, the one every ``--data`` option loads with: it fails only on
+findings that would corrupt results, so exit 0 means the other commands will read the file.
+``--policy raise`` fails on any error-severity finding.
 ``qilin data synth --symbols N --days T --seed S --out PATH`` writes synthetic bars to
 Parquet or CSV (by extension, atomically), with progress on stderr.
 
@@ -35,9 +38,10 @@ def register(subparsers: Any) -> None:
     add_data_arguments(val, positional=True, validate=False)
     val.add_argument("--market", choices=("cn", "us"), default=None,
                      help="market rules to check (cn: A-share price limits, preclose)")
-    val.add_argument("--policy", choices=("raise", "auto", "drop", "repair"), default="raise",
-                     help="what to do with bad rows (affects --out; default: raise; auto: "
-                          "fail only on findings that would corrupt results)")
+    val.add_argument("--policy", choices=("raise", "auto", "drop", "repair"), default="auto",
+                     help="what to do with bad rows (affects --out and the exit status; "
+                          "default auto: fail only on findings that would corrupt results, as "
+                          "every --data option does; raise: fail on any error finding)")
     val.add_argument("--report", metavar="OUT.json", default=None,
                      help="write the full report (every finding and change) as JSON")
     val.add_argument("--out", metavar="CLEAN", default=None,
@@ -82,7 +86,7 @@ def _validate(args: argparse.Namespace) -> int:
         else:
             save_bars(clean, args.out)
             print(f"{len(clean)} rows written to {args.out}")
-    return 1 if report.has_errors else 0
+    return 1 if clean is None else 0
 
 
 def _synth(args: argparse.Namespace) -> int:

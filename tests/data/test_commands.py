@@ -38,7 +38,7 @@ def test_synth_writes_parquet_and_csv_deterministically(tmp_path, capsys) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.parquet"]
 
 
-def test_validate_clean_exits_0_and_dirty_exits_1(tmp_path, capsys) -> None:
+def test_validate_exits_1_only_when_the_policy_fails(tmp_path, capsys) -> None:
     bars = synthetic_bars(10, 50, seed=2)
     clean = save_bars(bars, tmp_path / "clean.parquet")
     assert main(["data", "validate", str(clean), "--market", "cn"]) == 0
@@ -53,13 +53,17 @@ def test_validate_clean_exits_0_and_dirty_exits_1(tmp_path, capsys) -> None:
     code = main(["data", "validate", str(path), "--policy", "repair", "--report", str(report),
                  "--out", str(out)])
     printed = capsys.readouterr().out
-    assert code == 1
+    assert code == 0  # repaired and written: the policy succeeded
     assert "[error] close_outside_range: 1" in printed and "[warning] zero_volume: 1" in printed
     data = json.loads(report.read_text())
     assert data["counts"] == {"close_outside_range": 1, "zero_volume": 1}
     assert data["findings"][0]["symbol"] == dirty.loc[3, "symbol"]
     fixed = load_bars(out)
     assert np.isclose(fixed.loc[3, "high"], dirty.loc[3, "close"])
+
+    assert main(["data", "validate", str(path), "--policy", "raise"]) == 1
+    assert main(["data", "validate", str(path)]) == 0  # auto: reported, loads as is
+    capsys.readouterr()
 
     # warnings only: exit 0
     warn = save_bars(bars.assign(volume=bars["volume"].where(bars.index != 7, 0.0)),
@@ -68,7 +72,8 @@ def test_validate_clean_exits_0_and_dirty_exits_1(tmp_path, capsys) -> None:
     capsys.readouterr()
 
     # raise policy with errors: the report is printed, --out is refused, exit 1
-    assert main(["data", "validate", str(path), "--out", str(tmp_path / "no.parquet")]) == 1
+    assert main(["data", "validate", str(path), "--policy", "raise", "--out",
+                 str(tmp_path / "no.parquet")]) == 1
     assert "not writing" in capsys.readouterr().err
     assert not (tmp_path / "no.parquet").exists()
 

@@ -144,7 +144,7 @@ def test_csv_inputs(files, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["panel"]["symbols"] == 8
 
 
-def test_real_bars_with_a_bad_tick_need_a_validation_policy(sp500_path, tmp_path, capsys):
+def test_real_bars_with_a_bad_tick_stop_only_under_raise(sp500_path, tmp_path, capsys):
     bars = pd.read_parquet(sp500_path, filters=[("date", ">=", pd.Timestamp("2016-01-01")),
                                                 ("date", "<", pd.Timestamp("2016-09-01"))])
     symbols = [*sorted(bars["symbol"].unique())[::25][:20], "LNT"]  # LNT: bad tick 2016-05-19
@@ -159,8 +159,11 @@ def test_real_bars_with_a_bad_tick_need_a_validation_policy(sp500_path, tmp_path
     args = _parser().parse_args(argv)
     from qilin.errors import ValidationError
 
+    args = _parser().parse_args([*argv, "--validate", "raise"])
     with pytest.raises(ValidationError, match="LNT 2016-05-19"):
         args.func(args)
+    args = _parser().parse_args(argv)  # auto: the bad tick is reported, not a stop
+    assert args.func(args) == 0
     args = _parser().parse_args([*argv, "--validate", "drop"])
     assert args.func(args) == 0
     report = json.loads((tmp_path / "r.json").read_text())
