@@ -75,6 +75,8 @@ def _compute(args: argparse.Namespace) -> int:
     from qilin.factors.calculator import FactorCalculator
 
     factors = parse_factor_arg(args.factors)
+    if args.out_dir is not None:
+        return _compute_streamed(args, factors)
     start = time.perf_counter()
     panel = load_data(args.data, args.validate)
     if args.adjust:
@@ -91,6 +93,40 @@ def _compute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compute_streamed(args: argparse.Namespace, factors: Any) -> int:
+    """``--out-dir``: stream symbol blocks from the Parquet source to a partitioned dataset."""
+    from qilin.factors.streaming import stream_factors
+
+    if args.cache_dir is not None:
+        raise DataError("--cache-dir does not apply to --out-dir: the dataset's own block "
+                        "markers make a rerun resume; drop --cache-dir")
+    if args.backend == "gpu":
+        raise DataError("--out-dir streams on the CPU; drop --backend gpu")
+    validate = None if args.validate == "none" else args.validate
+    with cluster_client(args.cluster) as client:
+        res = stream_factors(
+            args.data, args.out_dir, factors, dtype=args.dtype, adjust=args.adjust,
+            validate=validate, memory_limit=args.memory_limit,
+            block_symbols=args.block_symbols, workers=args.workers, client=client,
+            codec=args.codec, resume=not args.no_resume, progress=not args.quiet)
+    print(f"wrote {res.blocks} partition{'s' * (res.blocks != 1)} ({res.computed} computed, "
+          f"{res.skipped} kept from an earlier run) with {res.rows} rows to {args.out_dir} in "
+          f"{res.seconds:.1f}s ({res.cells_per_second / 1e6:.1f} M feature-cells/s, "
+          f"{res.block_symbols} symbols per block, {res.workers} worker"
+          f"{'s' * (res.workers != 1)}, {args.dtype})")
+    return 0
+
+
+def _workers_arg(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
 def register(subparsers: Any) -> None:
     """Add ``qilin factors compute`` (and ``evaluate`` when that module is present)."""
     factors = subparsers.add_parser("factors", help="compute and evaluate factor expressions")
@@ -101,7 +137,13 @@ def register(subparsers: Any) -> None:
     compute.add_argument(
         "--factors", required=True,
         help='"alpha158", a YAML file (name: expression) or "name=expr; name=expr"')
-    compute.add_argument("--out", required=True, help="output Parquet path")
+    target = compute.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="output Parquet path (one file, computed in memory)")
+    target.add_argument(
+        "--out-dir", default=None,
+        help="stream to a partitioned Parquet dataset in this folder, one file per symbol "
+             "block within --memory-limit; an existing dataset is resumed (finished blocks "
+             "are kept)")
     compute.add_argument("--cluster", default=None,
                          help="cluster mode (local, threads, cuda, auto) or tcp:// address")
     compute.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"])
@@ -114,6 +156,16 @@ def register(subparsers: Any) -> None:
                          help="validation policy for the bars (default raise)")
     compute.add_argument("--adjust", action="store_true",
                          help="back-adjust prices with adj_factor before computing")
+    compute.add_argument("--memory-limit", default="4GiB",
+                         help="--out-dir: memory budget of the job (e.g. 8GiB; on a cluster, "
+                              "of one worker); sizes the symbol blocks (default 4GiB)")
+    compute.add_argument("--workers", type=_workers_arg, default=None,
+                         help="--out-dir: local worker processes (default: CPU count; 1 runs "
+                              "in-process with read-ahead/write-behind threads)")
+    compute.add_argument("--codec", default="zstd", choices=["zstd", "lz4", "snappy", "none"],
+                         help="--out-dir: Parquet compression (default zstd, level 1)")
+    compute.add_argument("--no-resume", action="store_true",
+                         help="--out-dir: recompute every block even if finished")
     compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     compute.set_defaults(func=_compute)
     add_evaluate_parser(sub)
