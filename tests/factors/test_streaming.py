@@ -232,3 +232,32 @@ def test_bad_input_is_one_typed_line(source, tmp_path, capsys):
 def _no_adj(source: Path, tmp_path: Path) -> Path:
     df = pd.read_parquet(source).drop(columns=["adj_factor"])
     return save_bars(df, tmp_path / "noadj.parquet")
+
+
+def test_dataset_evaluation_equals_the_in_memory_ic(source, tmp_path):
+    from qilin.factors.evaluation import forward_returns, information_coefficient
+    from qilin.factors.streaming_eval import evaluate_dataset
+
+    out = tmp_path / "out"
+    stream_factors(source, out, SMALL, adjust=True, block_symbols=15, workers=1,
+                   progress=False)
+    ev = evaluate_dataset(out, factors=["MA5", "CORR20", "KMID"], horizons=(1, 5),
+                          memory_limit=None, progress=False)
+    assert list(ev.summary.index) == ["MA5", "CORR20", "KMID"]
+    panel = load_panel(source, backend="cpu", validate=None).adjusted()
+    res = FactorCalculator(SMALL, backend="cpu", dtype="float32", progress=False).compute(panel)
+    fwd = forward_returns(panel, (1, 5))
+    for name in ("MA5", "CORR20", "KMID"):
+        x = res[name].astype(np.float64)
+        for h in (1, 5):
+            np.testing.assert_allclose(ev.ic[name][f"ic_{h}"],
+                                       information_coefficient(x, fwd[h], "pearson"),
+                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(ev.ic[name][f"rank_ic_{h}"],
+                                       information_coefficient(x, fwd[h], "spearman"),
+                                       rtol=1e-12, atol=1e-12)
+    with pytest.raises(DataError, match="no factor 'NOPE'"):
+        evaluate_dataset(out, factors=["NOPE"], progress=False)
+    (out / "part-00001.parquet").unlink()
+    with pytest.raises(DataError, match="missing"):
+        evaluate_dataset(out, progress=False)
