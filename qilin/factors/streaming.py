@@ -557,9 +557,10 @@ def _finish_block(task: BlockTask, key: str, params_key: str, source_sig: str, r
                   nbytes: int, seconds: dict[str, float]) -> dict[str, Any]:
     marker = {"key": key, "params_key": params_key, "source": source_sig, "rows": rows,
               "bytes": nbytes, "first": task.first, "last": task.last,
-              "n_symbols": task.n_symbols, "seconds": seconds}
+              "n_symbols": task.n_symbols, "seconds": seconds, "pid": os.getpid()}
     write_json_atomic(task.marker_path, marker)
-    return {"index": task.index, "rows": rows, "bytes": nbytes, "skipped": False, **seconds}
+    return {"index": task.index, "rows": rows, "bytes": nbytes, "skipped": False,
+            "pid": os.getpid(), **seconds}
 
 
 class _BlockRun:
