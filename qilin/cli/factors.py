@@ -1,4 +1,5 @@
-"""``qilin factors``: compute factor sets (``compute``) and evaluate them (``evaluate``).
+"""``qilin factors``: compute factor sets (``compute``; ``--out-dir`` streams a whole market
+to a partitioned Parquet dataset, see docs/whole_market.md) and evaluate them (``evaluate``).
 
 Examples
 --------

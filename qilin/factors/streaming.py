@@ -394,6 +394,9 @@ def plan_stream(
             block_symbols = block_symbols_for_budget(
                 limit, len(dates), len(fields) + 1 + adjust, len(items), itemsize, workers,
                 in_flight=2 if workers == 1 else 1)
+        # at least two blocks per worker (four in-process), so that reading, computing and
+        # writing overlap and the workers finish together
+        block_symbols = min(block_symbols, -(-len(symbols) // max(4, 2 * workers)))
     block_symbols = max(1, min(block_symbols, len(symbols)))
     settings = StreamSettings(tuple(items), dtype, adjust, validate, codec, level,
                               tuple(sorted((str(k), json.dumps(v, sort_keys=True, default=str))

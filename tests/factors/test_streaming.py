@@ -208,7 +208,7 @@ def test_peak_memory_stays_within_the_budget(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert f"{bsym} symbols per block" in out
+    assert f"{min(bsym, 30)} symbols per block" in out  # and at least 4 blocks in-process
     print(f"peak RSS {peak / 2**20:.0f} MiB, {bsym} symbols per block")
     assert 0 < peak <= parse_memory(budget), f"peak RSS {peak / 2**20:.0f} MiB"
 
