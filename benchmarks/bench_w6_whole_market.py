@@ -178,6 +178,11 @@ def bench(name: str, src: Path, work: Path, args: argparse.Namespace) -> dict[st
     run_in_memory(src, warm_sub, work / "warm.parquet")
     streamed = run_streamed(src, work / f"{name}-out", args.memory_limit, args.workers,
                             args.codec)
+    scaling = {}
+    if args.scaling:  # 1 vs N local worker processes, same budget
+        for w in sorted({1, args.workers or psutil.cpu_count() or 1}):
+            scaling[w] = run_streamed(src, work / f"{name}-w{w}", args.memory_limit, w,
+                                      args.codec)
     mem_syms = all_symbols[:min(args.inmem_symbols, len(all_symbols))]
     inmem = run_in_memory(src, mem_syms, work / "inmem.parquet")
     pd_syms = all_symbols[:min(args.pandas_symbols, len(all_symbols))]
@@ -185,7 +190,7 @@ def bench(name: str, src: Path, work: Path, args: argparse.Namespace) -> dict[st
     scale_mem = len(all_symbols) / len(mem_syms)
     scale_pd = len(all_symbols) / len(pd_syms)
     return {"name": name, "dates": n_dates, "symbols": len(all_symbols), "streamed": streamed,
-            "inmem": inmem, "inmem_scaled": inmem["wall"] * scale_mem,
+            "inmem": inmem, "scaling": scaling, "inmem_scaled": inmem["wall"] * scale_mem,
             "inmem_compute_scaled": inmem["compute"] * scale_mem,
             "pandas": pandas, "pandas_scaled": pandas["wall"] * scale_pd}
 
@@ -202,6 +207,11 @@ def report(r: dict[str, Any]) -> None:
     ph = s["phases"]
     print(f"  time in blocks (summed over workers): read {ph['read']:.1f} s, compute "
           f"{ph['compute']:.1f} s, write {ph['write']:.1f} s")
+    for w, sc in r["scaling"].items():
+        per_block = sc["wall"] / sc["blocks"]
+        print(f"  scaling: {w} worker(s): {sc['wall']:.1f} s ({cells / sc['wall'] / 1e6:.1f} M "
+              f"cells/s, CPU {sc['cpu_pct']:.0f} %, {sc['blocks']} blocks, "
+              f"{per_block:.2f} s wall per block)")
     m = r["inmem"]
     print(f"  in memory (load_panel + adjust + compute + one Parquet file) on {m['symbols']} "
           f"symbols: {m['wall']:.2f} s (compute {m['compute']:.2f} s, CPU {m['cpu_pct']:.0f} %,"
@@ -230,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pandas-symbols", type=int, default=20)
     parser.add_argument("--workdir", default=None, help="folder for the market and outputs")
     parser.add_argument("--no-ashare", action="store_true")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also run with 1 and with --workers local worker processes")
     args = parser.parse_args(argv)
     if args.ci:
         args.symbols, args.days = min(args.symbols, 200), min(args.days, 500)

@@ -726,10 +726,15 @@ def _run_processes(tasks: list[BlockTask], workers: int,
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(tasks[0].threads,)) as pool:
         pending = {pool.submit(run_block, t) for t in tasks}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                on_done(fut.result())
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    on_done(fut.result())
+        except BaseException:  # a failed block stops the run: do not start the others
+            for fut in pending:
+                fut.cancel()
+            raise
 
 
 def _run_dask(tasks: list[BlockTask], client: Any,
@@ -743,6 +748,9 @@ def _run_dask(tasks: list[BlockTask], client: Any,
     try:
         for fut in as_completed(futures):
             on_done(fut.result())
+    except BaseException:
+        client.cancel(futures)
+        raise
     finally:
         for fut in futures:
             fut.release()
