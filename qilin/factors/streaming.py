@@ -429,11 +429,15 @@ def _write_dataset_meta(plan: StreamPlan) -> None:
 
 
 def _remove_stale(plan: StreamPlan) -> int:
-    """Delete partitions and markers of blocks that are not in this plan."""
+    """Delete partitions and markers of blocks that are not in this plan, and the temporary
+    files a killed run left (hidden ``.part-*.tmp`` names; one run per dataset at a time)."""
     wanted = {t.part_name for t in plan.tasks}
     n = 0
     if not plan.out_dir.exists():
         return 0
+    for folder in (plan.out_dir, plan.out_dir / META_DIR / "blocks"):
+        for p in folder.glob(".part-*.tmp"):
+            p.unlink(missing_ok=True)
     for p in plan.out_dir.iterdir():
         if _PART.match(p.name) and p.name not in wanted:
             p.unlink(missing_ok=True)

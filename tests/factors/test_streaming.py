@@ -167,6 +167,7 @@ def test_killed_run_resumes_to_the_same_output(tmp_path):
         proc.wait(timeout=30)
     done = len(list(markers.glob("*.json")))
     assert 2 <= done < 16
+    (out / ".part-00015.parquet.abc123.tmp").write_bytes(b"partial")  # as a kill leaves it
     rerun = subprocess.run(_cli(*common, "--out-dir", str(out)), env=_env(), timeout=300,
                            capture_output=True, text=True, check=True)
     kept = int(rerun.stdout.split(" computed, ")[1].split(" kept")[0])
