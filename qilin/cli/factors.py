@@ -161,8 +161,9 @@ def register(subparsers: Any) -> None:
                          help="--out-dir: memory budget of the job (e.g. 8GiB; on a cluster, "
                               "of one worker); sizes the symbol blocks (default 4GiB)")
     compute.add_argument("--workers", type=_workers_arg, default=None,
-                         help="--out-dir: local worker processes (default: CPU count; 1 runs "
-                              "in-process with read-ahead/write-behind threads)")
+                         help="--out-dir: local worker processes (default: CPU count, 1 for jobs "
+                              "under 3e8 feature-cells; 1 runs in-process with "
+                              "read-ahead/write-behind threads)")
     compute.add_argument("--codec", default="zstd", choices=["zstd", "lz4", "snappy", "none"],
                          help="--out-dir: Parquet compression (default zstd, level 1)")
     compute.add_argument("--no-resume", action="store_true",

@@ -85,6 +85,9 @@ LIVE_F64_INTERMEDIATES = 24
 #: Resident memory of a worker process before its first block (interpreter, numpy, pandas,
 #: pyarrow, numba and the compiled kernels), and of the parent while it waits.
 PROCESS_BASE_BYTES = 450 * 2**20
+#: Jobs smaller than this (feature-cells) run in-process unless ``workers`` is given: a
+#: spawned process needs seconds to start and load the compiled kernels.
+SMALL_JOB_CELLS = 300_000_000
 
 
 # ------------------------------------------------------------------------- settings
@@ -800,8 +803,9 @@ def stream_factors(
     block_symbols : int, optional
         Symbols per block (overrides the budget).
     workers : int, optional
-        Local worker processes (default: the CPU count; 1 runs in-process with read-ahead
-        and write-behind threads). Ignored with ``client``.
+        Local worker processes (default: the CPU count, or 1 for jobs under
+        :data:`SMALL_JOB_CELLS` feature-cells; 1 runs in-process with read-ahead and
+        write-behind threads). Ignored with ``client``.
     client : distributed.Client, optional
         Run one task per block on this cluster; every worker must read ``data`` and write
         ``out_dir`` at the same paths (shared storage).
@@ -833,6 +837,12 @@ def stream_factors(
     plan = plan_stream(data, out_dir, factors, dtype, adjust, validate, memory_limit,
                        block_symbols, local_workers, codec, level, extra,
                        threads=1 if client is not None else None)
+    if client is None and workers is None and local_workers > 1 and \
+            plan.cells < SMALL_JOB_CELLS:
+        # starting processes (each loads the compiled kernels) costs more than it saves
+        n_workers = local_workers = 1
+        plan = plan_stream(data, out_dir, factors, dtype, adjust, validate, memory_limit,
+                           block_symbols, 1, codec, level, extra)
     if not resume and plan.out_dir.exists():
         for p in plan.out_dir.iterdir():
             if _PART.match(p.name):

@@ -112,7 +112,8 @@ def test_process_pool_writes_the_same_dataset(source, tmp_path):
 
 def test_resume_keeps_matching_blocks_and_recomputes_changed_ones(source, tmp_path):
     out = tmp_path / "out"
-    stream_factors(source, out, SMALL, block_symbols=15, workers=1, progress=False)
+    first = stream_factors(source, out, SMALL, block_symbols=15, progress=False)
+    assert first.workers == 1  # a small job runs in-process by default (no process starts)
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
     again = stream_factors(source, out, SMALL, block_symbols=15, workers=1, progress=False)
     assert (again.computed, again.skipped) == (0, 3)
