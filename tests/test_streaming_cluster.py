@@ -18,6 +18,7 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from test_cluster_remote import processes, start_cluster
 
 from qilin.data.loader import save_bars
@@ -108,3 +109,21 @@ def test_cluster_run_survives_a_killed_worker_and_matches_one_machine(tmp_path, 
     assert stream_factors(src, out, FACTORS, adjust=True, block_symbols=2, workers=1,
                           progress=False).skipped == 18
 
+
+
+def test_no_worker_left_is_a_cluster_error_within_its_bound(tmp_path, monkeypatch):
+    from distributed import Client
+
+    import qilin.factors.streaming as streaming
+    from qilin.errors import ClusterError
+
+    monkeypatch.setattr(streaming, "NO_WORKERS_S", 1.0)
+    src = save_bars(synthetic_bars(n_symbols=4, n_days=60, seed=1), tmp_path / "b.parquet")
+    with processes() as procs:
+        address, _ = start_cluster(procs, tmp_path, ())  # a scheduler, no worker
+        with Client(address, timeout="30s") as client:
+            start = time.monotonic()
+            with pytest.raises(ClusterError, match="no worker connected"):
+                stream_factors(src, tmp_path / "out", FACTORS, block_symbols=2, client=client,
+                               progress=False)
+            assert time.monotonic() - start < 20

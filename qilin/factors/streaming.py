@@ -70,7 +70,7 @@ from qilin.atomic import atomic_path, write_json_atomic
 from qilin.backend import numba_threads
 from qilin.data.blocks import ParquetSource, read_block, scan_axes
 from qilin.data.panel import Panel
-from qilin.errors import DataError, ExpressionError, ParameterError
+from qilin.errors import ClusterError, DataError, ExpressionError, ParameterError
 from qilin.factors.cache import FactorCache, data_fingerprint, field_fingerprints
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ PROCESS_BASE_BYTES = 450 * 2**20
 #: Jobs smaller than this (feature-cells) run in-process unless ``workers`` is given: a
 #: spawned process needs seconds to start and load the compiled kernels.
 SMALL_JOB_CELLS = 300_000_000
+#: Seconds a cluster run waits with no worker connected before it fails.
+NO_WORKERS_S = 120.0
 
 
 # ------------------------------------------------------------------------- settings
@@ -746,15 +748,36 @@ def _run_processes(tasks: list[BlockTask], workers: int,
 
 def _run_dask(tasks: list[BlockTask], client: Any,
               on_done: Callable[[dict[str, Any]], None]) -> None:
-    """One future per block; a lost worker's blocks are rerun by the scheduler."""
-    from distributed import as_completed
+    """One future per block; a lost worker's blocks are rerun by the scheduler.
+
+    Waiting has a bound: when no worker has been connected for :data:`NO_WORKERS_S`
+    seconds, a :class:`~qilin.errors.ClusterError` says so (finished blocks are kept).
+    """
+    from distributed import wait
 
     futures = [client.submit(run_block, t, key=f"qilin-block-{t.index:05d}-"
                              f"{hashlib.blake2b(repr(t).encode(), digest_size=8).hexdigest()}",
                              pure=False, retries=2) for t in tasks]
     try:
-        for fut in as_completed(futures):
-            on_done(fut.result())
+        pending = set(futures)
+        alone_since: float | None = None
+        while pending:
+            try:
+                done = wait(list(pending), timeout=2.0, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                done = set()
+            for fut in done:
+                on_done(fut.result())
+            pending -= set(done)
+            if done or client.scheduler_info().get("workers"):
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > NO_WORKERS_S:
+                raise ClusterError(
+                    f"no worker connected to {client.scheduler.address} for {NO_WORKERS_S:.0f}"
+                    f" s with {len(pending)} block(s) left; start workers and rerun (finished "
+                    "blocks are kept)")
     except BaseException:
         client.cancel(futures)
         raise
