@@ -360,6 +360,7 @@ def plan_stream(
     level: int | None = None,
     extra: Mapping[str, Any] | None = None,
     threads: int | None = None,
+    min_blocks: int | None = None,
 ) -> StreamPlan:
     """Scan the source's axes, size the blocks and describe one task per block.
 
@@ -401,7 +402,8 @@ def plan_stream(
                 in_flight=2 if workers == 1 else 1)
         # at least two blocks per worker (four in-process), so that reading, computing and
         # writing overlap and the workers finish together
-        block_symbols = min(block_symbols, -(-len(symbols) // max(4, 2 * workers)))
+        blocks = min_blocks if min_blocks is not None else max(4, 2 * workers)
+        block_symbols = min(block_symbols, -(-len(symbols) // max(1, blocks)))
     block_symbols = max(1, min(block_symbols, len(symbols)))
     settings = StreamSettings(tuple(items), dtype, adjust, validate, codec, level,
                               tuple(sorted((str(k), json.dumps(v, sort_keys=True, default=str))
@@ -852,14 +854,17 @@ def stream_factors(
         See :func:`plan_stream`.
     """
     start = time.perf_counter()
+    min_blocks = None
     if client is not None:
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        local_workers = 1
+        info = client.scheduler_info().get("workers", {})
+        n_workers = max(1, len(info))
+        local_workers = 1  # the budget is per worker; each runs one block per thread
+        min_blocks = 2 * max(1, sum(int(w.get("nthreads", 1)) for w in info.values()))
     else:
         n_workers = local_workers = workers or (os.cpu_count() or 1)
     plan = plan_stream(data, out_dir, factors, dtype, adjust, validate, memory_limit,
                        block_symbols, local_workers, codec, level, extra,
-                       threads=1 if client is not None else None)
+                       threads=1 if client is not None else None, min_blocks=min_blocks)
     if client is None and workers is None and local_workers > 1 and \
             plan.cells < SMALL_JOB_CELLS:
         # starting processes (each loads the compiled kernels) costs more than it saves
