@@ -1,4 +1,5 @@
-"""``qilin factors``: compute factor sets (``compute``), list what expressions can use
+"""``qilin factors``: compute factor sets (``compute``; ``--out-dir`` streams a whole market
+to a partitioned Parquet dataset, see docs/whole_market.md), list what expressions can use
 (``list``) and evaluate factors (``evaluate``).
 
 Examples
@@ -79,6 +80,8 @@ def _compute(args: argparse.Namespace) -> int:
     from qilin.factors.calculator import FactorCalculator
 
     factors = parse_factor_arg(args.factors)
+    if args.out_dir is not None:
+        return _compute_streamed(args, factors)
     start = time.perf_counter()
     panel = load_data(args.data, args.validate, args.date_format)
     if args.adjust:
@@ -159,6 +162,49 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compute_streamed(args: argparse.Namespace, factors: Any) -> int:
+    """``--out-dir``: stream symbol blocks from the Parquet source to a partitioned dataset."""
+    from qilin.factors.streaming import stream_factors
+
+    if args.cache_dir is not None:
+        raise DataError("--cache-dir does not apply to --out-dir: the dataset's own block "
+                        "markers make a rerun resume; drop --cache-dir")
+    if args.backend == "gpu":
+        raise DataError("--out-dir streams on the CPU; drop --backend gpu")
+    validate = None if args.validate == "none" else args.validate
+    with cluster_client(args.cluster) as client:
+        res = stream_factors(
+            args.data, args.out_dir, factors, dtype=args.dtype, adjust=args.adjust,
+            validate=validate, memory_limit=args.memory_limit,
+            block_symbols=args.block_symbols, workers=args.workers, client=client,
+            codec=args.codec, resume=not args.no_resume, progress=not args.quiet,
+            extra=_calculator_options(args))
+    print(f"wrote {res.blocks} partition{'s' * (res.blocks != 1)} ({res.computed} computed, "
+          f"{res.skipped} kept from an earlier run) with {res.rows} rows to {args.out_dir} in "
+          f"{res.seconds:.1f}s ({res.cells_per_second / 1e6:.1f} M feature-cells/s, "
+          f"{res.block_symbols} symbols per block, {res.workers} worker"
+          f"{'s' * (res.workers != 1)}, {args.dtype})")
+    return 0
+
+
+def _calculator_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The calculator settings that differ from the defaults (part of every block key)."""
+    options = {"window_policy": args.window_policy, "missing_fields": args.missing_fields,
+               "derive_vwap": args.derive_vwap}
+    defaults = {"window_policy": "ours", "missing_fields": None, "derive_vwap": False}
+    return {k: v for k, v in options.items() if v != defaults[k]}
+
+
+def _workers_arg(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
 def register(subparsers: Any) -> None:
     """Add ``qilin factors compute``, ``list`` and ``evaluate``."""
     factors = subparsers.add_parser("factors", help="compute and evaluate factor expressions")
@@ -169,7 +215,13 @@ def register(subparsers: Any) -> None:
     compute.add_argument(
         "--factors", required=True,
         help='"alpha158", a YAML file (name: expression) or "name=expr; name=expr"')
-    compute.add_argument("--out", required=True, help="output Parquet path")
+    target = compute.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="output Parquet path (one file, computed in memory)")
+    target.add_argument(
+        "--out-dir", default=None,
+        help="stream to a partitioned Parquet dataset in this folder, one file per symbol "
+             "block within --memory-limit; an existing dataset is resumed (finished blocks "
+             "are kept)")
     compute.add_argument("--cluster", default=None,
                          help="cluster mode (local, threads, cuda, auto) or tcp:// address "
                               "(default: none, in-process)")
@@ -197,8 +249,18 @@ def register(subparsers: Any) -> None:
                          help="rolling windows: 'ours' = the last n traded days, NaN until "
                               "full; 'qlib' = Qlib's calendar windows with suspended days as "
                               "gaps and partial windows (min_periods=1) (default ours)")
-    compute.add_argument("-q", "--quiet", action="store_true",
-                         help="no progress bar (default: shown)")
+    compute.add_argument("--memory-limit", default="4GiB",
+                         help="--out-dir: memory budget of the job (e.g. 8GiB; on a cluster, "
+                              "of one worker); sizes the symbol blocks (default 4GiB)")
+    compute.add_argument("--workers", type=_workers_arg, default=None,
+                         help="--out-dir: local worker processes (default: CPU count, 1 for jobs "
+                              "under 3e8 feature-cells; 1 runs in-process with "
+                              "read-ahead/write-behind threads)")
+    compute.add_argument("--codec", default="zstd", choices=["zstd", "lz4", "snappy", "none"],
+                         help="--out-dir: Parquet compression (default zstd, level 1)")
+    compute.add_argument("--no-resume", action="store_true",
+                         help="--out-dir: recompute every block even if finished")
+    compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     compute.set_defaults(func=_compute)
     listing = sub.add_parser(
         "list", help="operators with signatures, indicators, Alpha158 names and formulas")
