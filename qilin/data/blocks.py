@@ -258,7 +258,7 @@ def read_block(
         Panel fields wanted (``vwap`` is derived from ``amount / volume`` when absent).
     adjust : bool
         Back-adjust prices with ``adj_factor`` (:meth:`Panel.adjusted`).
-    validate : {"raise", "drop", "repair"} or None
+    validate : {"auto", "raise", "drop", "repair"} or None
         Validate the block's bars with :func:`qilin.data.validation.validate_bars` (this goes
         through a pandas DataFrame of the block's input; None skips it).
 

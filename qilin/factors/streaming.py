@@ -377,8 +377,9 @@ def plan_stream(
         raise ParameterError(f"dtype must be float32 or float64, got {dtype!r}")
     if codec not in CODECS:
         raise ParameterError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
-    if validate not in (None, "raise", "drop", "repair"):
-        raise ParameterError(f"validate must be raise, drop, repair or None, got {validate!r}")
+    if validate not in (None, "auto", "raise", "drop", "repair"):
+        raise ParameterError(f"validate must be auto, raise, drop, repair or None, got "
+                             f"{validate!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ParameterError(f"workers must be a positive integer, got {workers!r}")
     if block_symbols is not None and (not isinstance(block_symbols, int) or block_symbols < 1):
@@ -513,13 +514,13 @@ def compute_block(task: BlockTask, panel: Panel) -> Any:
     """The factor values of one block (:class:`FactorResult`, dates x symbols arrays)."""
     from qilin.factors.calculator import FactorCalculator
 
-    options = dict(task.settings.extra)
+    options = {k: json.loads(v) for k, v in task.settings.extra}
     calc = FactorCalculator(list(task.settings.factors), backend="cpu",
                             dtype=task.settings.dtype, progress=False,
                             kernel_threads=task.threads,
                             window_policy=options.get("window_policy", "ours"),
                             missing_fields=options.get("missing_fields") or None,
-                            derive_vwap=options.get("derive_vwap") == "True")
+                            derive_vwap=bool(options.get("derive_vwap", False)))
     return calc.compute(panel)
 
 
@@ -824,8 +825,8 @@ def stream_factors(
         Output dtype (computation is float64).
     adjust : bool
         Back-adjust prices with ``adj_factor`` (:meth:`Panel.adjusted`).
-    validate : {"raise", "drop", "repair"} or None
-        Validate each block's bars (through pandas; None skips it).
+    validate : {"auto", "raise", "drop", "repair"} or None
+        Validate each block's bars (through pandas; None skips it, the fastest).
     memory_limit : str or int or None
         Budget for the whole job (all worker processes), e.g. ``"8GiB"``; sizes the blocks
         (:func:`block_symbols_for_budget`). On a cluster it is the budget of one worker.
