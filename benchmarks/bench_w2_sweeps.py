@@ -10,8 +10,10 @@ One command, all figures measured in this run:
    timed on a subset of pairs and reported per pair.
 2. On a GPU: the fused CuPy kernel against the same vectorised loop written with CuPy
    (skipped without a GPU, saying so).
-3. A momentum top-k portfolio sweep (lookback x k x rebalance) through the fused top-k
-   kernel, against the portfolio engine (``run_portfolio``) one combination at a time.
+3. A momentum top-k portfolio sweep (lookback x k x rebalance) through the top-k sweep
+   kernel (rankings shared across combinations, the portfolio engine's own state machine per
+   combination, so each row equals ``run_portfolio``), against the portfolio engine one
+   combination at a time.
 
 Usage::
 
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     tres = run_sweep(panel, "momentum_topk", topk_grid, market=cn, backend="cpu")
     trate = tres.cell_steps / tres.elapsed_s
     print(f"[momentum_topk] grid {topk_grid!r}: {len(tres.table)} combinations -> "
-          f"{tres.elapsed_s:.2f}s, {trate:.3g} cell-steps/s (fused top-k kernel)")
+          f"{tres.elapsed_s:.2f}s, {trate:.3g} cell-steps/s (top-k sweep kernel)")
     sample = tres.table.iloc[[0, len(tres.table) // 2, len(tres.table) - 1]]
     t0 = time.perf_counter()
     for row in sample.itertuples():
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     per_combo = (time.perf_counter() - t0) / len(sample)
     erate = n_sym * n_days / per_combo
     print(f"  portfolio engine, one combination at a time ({len(sample)} timed): "
-          f"{per_combo:.2f}s/combination -> {erate:.3g} cell-steps/s; fused / engine: "
+          f"{per_combo:.2f}s/combination -> {erate:.3g} cell-steps/s; sweep / engine: "
           f"{trate / erate:.1f}x")
     print(f"  best: {tres.summary()}")
     return 0
