@@ -109,7 +109,8 @@ def load_rules(path: str | Path) -> MonitorRules:
 
 
 def load_frame(path: str | Path, date_format: str | None = None) -> pd.DataFrame:
-    """Read long bars/ticks from Parquet or CSV, normalised to ``time, symbol, price ...``.
+    """Read long bars/ticks from Parquet or CSV (or a folder of bar files, or a Qlib data
+    folder), normalised to ``time, symbol, price ...``.
 
     Text times are parsed as :func:`qilin.data.dates.parse_dates` does (an ambiguous
     day/month order is refused unless ``date_format`` says it); a price or volume that is
@@ -124,7 +125,11 @@ def load_frame(path: str | Path, date_format: str | None = None) -> pd.DataFrame
     if path.is_file() and path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes); expected a header and rows of ticks")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if path.is_dir():  # a folder of bar files or a Qlib data folder: the bars loader
+            from qilin.data.loader import load_bars
+
+            df = load_bars(path, date_format=date_format)
+        elif path.suffix.lower() in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         elif path.suffix.lower() in (".csv", ".gz"):
             df = pd.read_csv(path, dtype={"symbol": str})

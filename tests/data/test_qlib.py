@@ -158,3 +158,23 @@ def test_cli_validates_a_qlib_folder(root: Path, tmp_path: Path, capsys) -> None
     assert doc["n_rows_in"] == 9 and doc["source"] == str(root)  # 6 + 3 bars in all.txt spans
     assert "unsorted" not in doc["counts"]
     assert "9 in" in capsys.readouterr().out
+
+
+def test_every_data_command_takes_a_qlib_folder(root: Path, tmp_path: Path, capsys) -> None:
+    from qilin.cli import main
+
+    commands = [
+        ["factors", "compute", "--data", str(root), "--factors", "m=ts_mean(close, 2)",
+         "--out", str(tmp_path / "f.parquet")],
+        ["backtest", "run", "--data", str(root), "--strategy", "ma_cross", "--params",
+         "fast=2,slow=3", "--out", str(tmp_path / "bt")],
+        ["backtest", "sweep", "--data", str(root), "--strategy", "ma_cross", "--grid",
+         "fast=2 slow=3:4:1", "--out", str(tmp_path / "s.parquet")],
+        ["monitor", "replay", "--data", str(root), "--alerts", str(tmp_path / "a.jsonl")],
+    ]
+    for argv in commands:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 0, f"{argv[:2]}: {err[-1500:]}"
+    assert main(["factors", "evaluate", "--factors", str(tmp_path / "f.parquet"), "--data",
+                 str(root), "--out", str(tmp_path / "e.json"), "--horizons", "1"]) == 0
