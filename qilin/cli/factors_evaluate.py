@@ -159,12 +159,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.plots:
         for ev in evaluations.values():
             plots.extend(ev.plot(args.plots))
+    if args.tear_sheet:
+        from qilin.reports import factor_tear_sheet, factor_values
+
+        factor_tear_sheet(evaluations, args.tear_sheet, values=factor_values(factors, panel))
     print(format_summary(table))
     backend = next(iter(evaluations.values())).backend if evaluations else "cpu"
     print(f"evaluated {len(evaluations)} factor{'s' * (len(evaluations) != 1)} on "
           f"{panel.shape[1]} symbols x {panel.shape[0]} dates in "
           f"{time.perf_counter() - start:.1f}s (backend {backend}); report: {out}"
-          + (f"; {len(plots)} plots in {args.plots}" if args.plots else ""))
+          + (f"; {len(plots)} plots in {args.plots}" if args.plots else "")
+          + (f"; tear sheet {args.tear_sheet}/factor_tear_sheet.html" if args.tear_sheet
+             else ""))
     return 0
 
 
@@ -180,6 +186,8 @@ def add_evaluate_parser(factors_subparsers: Any) -> argparse.ArgumentParser:
                    help="forward-return horizons in trading days (default 1,5,10,20)")
     p.add_argument("--quantiles", type=int, default=5, help="quantile buckets (default 5)")
     p.add_argument("--plots", default=None, help="folder for PNG plots (IC, quantiles, L/S)")
+    p.add_argument("--tear-sheet", default=None,
+                   help="folder for the factor tear sheet (HTML + PNG; best 3 drawn in detail)")
     p.add_argument("--groups", default=None,
                    help="panel info column to group by for group IC (industry, board)")
     p.add_argument("--adjust", action="store_true",
