@@ -35,6 +35,18 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     return out
 
 
+def source_cell_number(executed: Path, cell_index: int) -> int:
+    """1-based number of the failing cell in the *source* notebook (papermill's injected
+    parameters cell does not count)."""
+    try:
+        cells = json.loads(executed.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return cell_index + 1
+    injected = [i for i, c in enumerate(cells)
+                if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    return cell_index + 1 - sum(1 for i in injected if i < cell_index)
+
+
 def _stop(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -50,7 +62,10 @@ def main(argv: list[str]) -> int:
         pm.execute_notebook(notebook, output, parameters=params, kernel_name=kernel,
                             cwd=".", progress_bar=False, log_output=False)
     except BaseException as exc:  # the notebook's error, a dead kernel, a timeout signal
-        Path(ERROR_FILE).write_text(json.dumps(describe_error(exc)))
+        error = describe_error(exc)
+        if error.get("cell_index") is not None:
+            error["cell"] = source_cell_number(Path(output), error["cell_index"])
+        Path(ERROR_FILE).write_text(json.dumps(error))
         return 1
     return 0
 

@@ -23,9 +23,12 @@ TEAR_SHEETS = ("tear_sheet.html", "factor_tear_sheet.html")
 
 def notebook_html(notebook: Path) -> str:
     """An executed notebook as a self-contained HTML page (no scripts from the network)."""
+    import logging
+
     import nbformat
     from nbconvert import HTMLExporter
 
+    logging.getLogger("traitlets").setLevel(logging.ERROR)  # "alternative text is missing"
     exporter = HTMLExporter(template_name="lab", embed_images=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     exporter.mathjax_url = ""

@@ -22,8 +22,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -31,7 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -392,8 +394,6 @@ class PipelineRun:
         self._save()
 
     def _cluster(self) -> Any:
-        import contextlib
-
         needs = any("cluster" in notebook_parameters(s.notebook)
                     for s in self.pipeline.steps.values())
         target = self.cluster_target
@@ -410,8 +410,9 @@ class PipelineRun:
                 return
             from qilin.cluster import ClusterManager
 
-            manager = ClusterManager(target, n_workers=self.n_workers, verbose=False)  # type: ignore[arg-type]
-            with manager as client:
+            manager = ClusterManager(target, n_workers=self.n_workers,  # type: ignore[arg-type]
+                                     verbose=False)
+            with manager as client, _quiet_dask():
                 address = client.scheduler.address
                 self.manifest["cluster"] = {
                     "mode": manager.resolved_mode, "address": address,
@@ -489,6 +490,24 @@ class PipelineRun:
             if entry["status"] == "pending":
                 entry["status"] = "skipped"
         self._save()
+
+
+@contextlib.contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """Keep dask's per-worker INFO lines and shutdown warnings out of the run's log (the
+    scheduler lives in this process); ``qilin -v run`` shows them."""
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        yield
+        return
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("distributed")]
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
