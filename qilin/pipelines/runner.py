@@ -412,7 +412,7 @@ class PipelineRun:
 
             manager = ClusterManager(target, n_workers=self.n_workers,  # type: ignore[arg-type]
                                      verbose=False)
-            with manager as client, _quiet_dask():
+            with _quiet_dask(), manager as client:
                 address = client.scheduler.address
                 self.manifest["cluster"] = {
                     "mode": manager.resolved_mode, "address": address,
@@ -499,10 +499,14 @@ def _quiet_dask() -> Iterator[None]:
     if logging.getLogger().isEnabledFor(logging.INFO):
         yield
         return
-    names = [n for n in logging.root.manager.loggerDict if n.startswith("distributed")]
+    import distributed  # configures its loggers on first import
+
+    names = ["distributed", "distributed.http.proxy"] + [
+        n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]
     saved = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.ERROR)
+    import distributed.http.proxy  # noqa: F401 - logs at import, now quieted
     try:
         yield
     finally:
