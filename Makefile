@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 ## The main job: the research pipeline on the embedded synthetic market and a LocalCluster.
 run: $(STAMP)
-	$(BIN)/qilin research --cluster local
+	$(BIN)/qilin run pipelines/research.yaml --cluster local
 
 ## Every test, against real Dask clusters, a real Jupyter kernel and a real Prometheus.
 test: $(STAMP) prometheus
@@ -31,7 +31,7 @@ prometheus:
 	@sh scripts/ensure-prometheus.sh
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) --MappingKernelManager.default_kernel_name=qilin
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
