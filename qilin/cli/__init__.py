@@ -29,7 +29,7 @@ COMMAND_MODULES = (
     "qilin.cli.factors",
     "qilin.cli.backtest",
     "qilin.cli.monitor",
-    "qilin.cli.run",
+    "qilin.cli.pipeline",
 )
 
 

@@ -75,3 +75,17 @@ def export_run_metrics(manifest: dict[str, Any], textfile: str | Path | None = N
                             timeout=timeout_s)
         except OSError as exc:
             raise MonitoringError(f"push to Pushgateway {pushgateway} failed: {exc}") from exc
+
+
+def metric_names() -> set[str]:
+    """Every sample name a run exports (for checks of alert rules and dashboards).
+
+    Examples
+    --------
+    >>> "qilin_pipeline_run_success" in metric_names()
+    True
+    """
+    from qilin.monitoring.prometheus import exported_metric_names
+
+    manifest = {"pipeline": {"name": "p"}, "status": "ok", "steps": {}, "results": {}}
+    return exported_metric_names(run_metrics(manifest)[0])
