@@ -72,3 +72,8 @@ class BacktestError(QilinError, ValueError):
 
 class MonitoringError(QilinError, RuntimeError):
     """A monitoring component was misconfigured or failed."""
+
+
+class LeakageError(DataError):
+    """A dataset would let future information reach training (overlapping segments, a purge
+    gap shorter than the label horizon, or a feature that equals the future label)."""

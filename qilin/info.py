@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 #: Always reported; ``cupy``, ``dask_cuda``, ``cudf`` and ``cuml`` only come with qilin[gpu].
@@ -49,6 +51,16 @@ def package_version(name: str) -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     return NOT_INSTALLED
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The current git commit of the source checkout (None outside a checkout)."""
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=cwd or Path(__file__).resolve().parent, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
 
 
 def collect_info(cluster: str | None = None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "qilin.cli.factors",
     "qilin.cli.backtest",
     "qilin.cli.monitor",
+    "qilin.cli.model",
     "qilin.cli.pipeline",
 )
 
