@@ -9,6 +9,8 @@ the pipeline copies into the run manifest and exports as Prometheus metrics.
    distribution; writes ``bars.parquet`` for the later steps.
 2. :func:`factor_research` — a factor set on the cluster, in-sample evaluation, factor tear
    sheet; writes ``scores.parquet`` (the selected factor on the out-of-sample dates).
+3. :func:`model_step` — XGBoost walk-forward on Alpha158 features, registry save,
+   prediction IC; writes ``scores.parquet`` (the model's out-of-sample scores).
 4. :func:`backtest_scores` — top-k portfolio on scores, strategy tear sheet.
 5. :func:`strategy_sweep` — a grid sweep on the cluster, heat map, best variant re-run.
 6. :func:`monitoring_replay` — bars through the price monitor and anomaly detector.
@@ -120,12 +122,13 @@ def connect(cluster: str | None, n_workers: int | None = None) -> Iterator[Any]:
 # ------------------------------------------------------------------ 1. data quality
 def load_bars(bars: str = "", data: str = "", market: str | None = None,
               n_symbols: int | None = None, n_days: int | None = None,
-              seed: int | None = None) -> tuple[Panel, Any, str]:
+              seed: int | None = None, planted_ic: float = 0.0) -> tuple[Panel, Any, str]:
     """(raw Panel, validation report or None, source) of a step's bars.
 
     ``bars``: a clean long Parquet written by :func:`data_quality` (no re-validation);
     else ``data``: a bars file or folder, validated with policy ``drop``; else the
-    embedded synthetic market.
+    embedded synthetic market (with an alpha of information coefficient ``planted_ic``
+    planted in its returns, see :class:`qilin.data.synthetic.PlantedAlpha`).
     """
     p = from_config(data=data or None, market=market, n_symbols=n_symbols, n_days=n_days,
                     seed=seed)
@@ -145,8 +148,9 @@ def load_bars(bars: str = "", data: str = "", market: str | None = None,
         return panel, report, str(p["data"])
     from qilin.data.synthetic import synthetic_bars
 
-    source = f"synthetic({p['n_symbols']}x{p['n_days']}, seed={p['seed']})"
-    raw = synthetic_bars(p["n_symbols"], p["n_days"], seed=p["seed"])
+    source = f"synthetic({p['n_symbols']}x{p['n_days']}, seed={p['seed']}" + \
+        (f", planted_ic={planted_ic})" if planted_ic else ")")
+    raw = synthetic_bars(p["n_symbols"], p["n_days"], seed=p["seed"], alpha=planted_ic or None)
     clean, report = validate_bars(raw, policy="drop", market=p["market"], source=source)
     return Panel.from_long(clean), report, source
 
@@ -166,13 +170,13 @@ class DataQuality:
 
 def data_quality(out: str | Path, data: str = "", market: str | None = None,
                  n_symbols: int | None = None, n_days: int | None = None,
-                 seed: int | None = None) -> DataQuality:
+                 seed: int | None = None, planted_ic: float = 0.0) -> DataQuality:
     """Load and validate the bars; write ``bars.parquet``, ``validation.json``, figures."""
     from qilin.reports.html import new_figure, save_figure
 
     out = Path(out)
     panel, report, source = load_bars(data=data, market=market, n_symbols=n_symbols,
-                                      n_days=n_days, seed=seed)
+                                      n_days=n_days, seed=seed, planted_ic=planted_ic)
     long = panel.to_long()
     long.to_parquet(out / "bars.parquet", index=False)
     findings = pd.DataFrame()
@@ -281,6 +285,8 @@ def factor_research(out: str | Path, panel: Panel, factors: str = "alpha158+rese
     timings: dict[str, float] = {}
     adjusted = panel.adjusted()
     pairs = factor_set(factors)
+    if "alpha" in adjusted:  # a synthetic market with a planted alpha publishes it
+        pairs.append(("planted_alpha", "alpha"))
     t0 = time.perf_counter()
     computed = FactorCalculator(pairs, client=client, backend=p["backend"],
                                 progress=False).compute(adjusted)
@@ -327,6 +333,75 @@ def factor_research(out: str | Path, panel: Panel, factors: str = "alpha158+rese
                             split_date=selected["split_date"])
     return FactorResearch(ranked[keep].set_index("factor"), decay, selected, sheet, results,
                           timings)
+
+
+# ------------------------------------------------------------------ 3. model
+@dataclass
+class ModelStep:
+    """A walk-forward XGBoost model, its out-of-sample scores and registry version."""
+
+    windows: pd.DataFrame
+    metrics: dict[str, Any]
+    importance: pd.Series
+    version: int | None
+    results: dict[str, Any]
+
+
+def model_step(out: str | Path, panel: Panel, factors: str = "alpha158", horizon: int = 1,
+               train: int = 250, valid: int = 40, test: int = 60, n_estimators: int = 200,
+               max_depth: int = 4, registry: str = "", name: str = "research_xgb",
+               client: Any = None, backend: str | None = None) -> ModelStep:
+    """Features of ``factors`` on the cluster, a leak-free dataset (label: ``horizon``-day
+    forward return, z-scored per date), XGBoost retrained walk-forward (windows of ``train``
+    / ``valid`` / ``test`` dates, purged), the last window's model saved to the registry
+    (``registry``; ``""``: ``<out>/registry``), and the stitched out-of-sample scores written
+    to ``scores.parquet`` with their prediction IC."""
+    from qilin.factors.calculator import FactorCalculator
+    from qilin.ml import Dataset, ModelRegistry, XGBoostModel, walk_forward, walk_forward_windows
+    from qilin.reports.html import new_figure, save_figure
+
+    p = from_config(backend=backend)
+    out = Path(out)
+    adjusted = panel.adjusted()
+    features = FactorCalculator(factor_set(factors), client=client, backend=p["backend"],
+                                progress=False).compute(adjusted)
+    ds = Dataset(features, panel, horizon=horizon, label_norm="zscore")
+    windows = walk_forward_windows(len(panel.dates), train=train, valid=valid, test=test,
+                                   purge=horizon)
+    if not windows:
+        raise ParameterError(f"no walk-forward window fits {len(panel.dates)} dates with "
+                             f"train={train}, valid={valid}, test={test}; lengthen n_days")
+    model = XGBoostModel(n_estimators=n_estimators, max_depth=max_depth,
+                         early_stopping_rounds=20 if valid else None,
+                         backend="cpu" if p["backend"] == "auto" else p["backend"])
+    wf = walk_forward(model, ds, windows, client=client, keep_models=True)
+    score = np.asarray(wf.scores["score"])
+    wide = pd.DataFrame(score, index=wf.scores.dates, columns=wf.scores.symbols)
+    long = wide.stack().rename("score").reset_index()
+    long.columns = ["date", "symbol", "score"]
+    long.to_parquet(out / "scores.parquet", index=False)
+    wf.windows.to_parquet(out / "windows.parquet", index=False)
+    last = wf.models[-1]
+    importance = pd.Series(last.feature_importance(), name="gain").sort_values(ascending=False)
+    root = Path(registry) if registry else out / "registry"
+    version = ModelRegistry(root).save(name, last, metrics=dict(wf.metrics),
+                                       processors=wf.processors[-1] if wf.processors else None,
+                                       data_fingerprint=panel.fingerprint())
+    fig, ax = new_figure(1, 2, figsize=(11, 3.2))
+    ax[0, 0].bar(range(len(wf.windows)), wf.windows["rank_ic"].to_numpy(), color="tab:blue")
+    ax[0, 0].axhline(0, color="black", linewidth=0.6)
+    ax[0, 0].set_title("out-of-sample Rank IC per walk-forward window", fontsize=9)
+    top = importance.head(15)[::-1]
+    ax[0, 1].barh(top.index.astype(str), top.to_numpy(), color="tab:green")
+    ax[0, 1].set_title("feature importance (gain), last window", fontsize=9)
+    save_figure(fig, out / "model.png")
+    metrics = {k: (float(v) if isinstance(v, int | float | np.floating) else v)
+               for k, v in wf.metrics.items()}
+    results = write_results(out, prediction_ic=metrics.get("ic"),
+                            prediction_rank_ic=metrics.get("rank_ic"), windows=len(windows),
+                            registry=str(root), model=name, version=version,
+                            first_score_date=str(wf.scores.dates[0].date()))
+    return ModelStep(wf.windows, metrics, importance, version, results)
 
 
 # ------------------------------------------------------------------ 4. backtest
