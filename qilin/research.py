@@ -348,7 +348,7 @@ class ModelStep:
 
 
 def model_step(out: str | Path, panel: Panel, factors: str = "alpha158", horizon: int = 1,
-               train: int = 250, valid: int = 40, test: int = 60, n_estimators: int = 200,
+               train: int = 250, valid: int = 40, test: int = 120, n_estimators: int = 100,
                max_depth: int = 4, registry: str = "", name: str = "research_xgb",
                client: Any = None, backend: str | None = None) -> ModelStep:
     """Features of ``factors`` on the cluster, a leak-free dataset (label: ``horizon``-day

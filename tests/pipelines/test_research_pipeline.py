@@ -15,7 +15,8 @@ from tests.pipelines.chromium import Browser, file_url
 from tests.pipelines.conftest import manifest, qilin_run
 
 SMALL = ["-p", "n_symbols=30", "-p", "n_days=260", "-p", "factors=research",
-         "-p", "horizons=[1, 5]", "-p", "top_k=6", "-p", "grid=fast=5,10 slow=20,40"]
+         "-p", "horizons=[1, 5]", "-p", "top_k=6", "-p", "grid=fast=5,10 slow=20,40",
+         "-p", "train=120", "-p", "valid=20", "-p", "test=40", "-p", "n_estimators=30"]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_research_pipeline_artifacts_are_sane(runs: Path) -> None:
         _executed_ok(run / name / Path(entry["notebook"]).name)
         assert (run / "report" / f"{name}.html").stat().st_size > 10_000
     # every notebook got the run's cluster address, not a cluster of its own
-    for step in ("factor_research", "sweep"):
+    for step in ("factor_research", "model", "sweep"):
         params = json.loads((run / step / "parameters.json").read_text())
         assert params["cluster"] == m["cluster"]["address"]
     fr = m["results"]["factor_research"]
@@ -62,11 +63,16 @@ def test_research_pipeline_artifacts_are_sane(runs: Path) -> None:
     scores = pd.read_parquet(run / "factor_research" / "scores.parquet")
     assert scores["date"].min() >= pd.Timestamp(fr["split_date"])
     assert (run / "factor_research" / "factor_tear_sheet.html").is_file()
+    model = m["results"]["model"]
+    assert model["windows"] == 2 and model["version"] == 1
+    assert abs(model["prediction_rank_ic"]) < 0.5 and abs(model["prediction_ic"]) < 0.5
+    assert (Path(model["registry"]) / "research_xgb" / "v000001" / "meta.json").is_file()
     bt = m["results"]["backtest"]
     assert math.isfinite(bt["sharpe_ratio"]) and -1 < bt["max_drawdown"] <= 0
     assert bt["costs_paid"] > 0 and 0 < bt["beta"] < 3
+    # the backtest trades the model's out-of-sample scores only
     returns = pd.read_parquet(run / "backtest" / "returns.parquet")
-    assert returns["date"].min() >= pd.Timestamp(fr["split_date"])
+    assert returns["date"].min() == pd.Timestamp(model["first_score_date"])
     sweep = m["results"]["sweep"]
     assert sweep["combinations"] == 4 and set(sweep["best_params"]) >= {"fast", "slow"}
     assert (run / "sweep" / "sweep_heatmap.png").stat().st_size > 5000
