@@ -59,14 +59,15 @@ def test_research_pipeline_artifacts_are_sane(runs: Path) -> None:
         params = json.loads((run / step / "parameters.json").read_text())
         assert params["cluster"] == m["cluster"]["address"]
     fr = m["results"]["factor_research"]
-    assert fr["n_factors"] == 6 and abs(fr["rank_ic"]) < 0.5
+    assert fr["n_factors"] == 7 and abs(fr["rank_ic"]) < 0.5  # research set + planted alpha
     scores = pd.read_parquet(run / "factor_research" / "scores.parquet")
     assert scores["date"].min() >= pd.Timestamp(fr["split_date"])
     assert (run / "factor_research" / "factor_tear_sheet.html").is_file()
     model = m["results"]["model"]
     assert model["windows"] == 2 and model["version"] == 1
     assert abs(model["prediction_rank_ic"]) < 0.5 and abs(model["prediction_ic"]) < 0.5
-    assert (Path(model["registry"]) / "research_xgb" / "v000001" / "meta.json").is_file()
+    registry = run / "model" / model["registry"]  # relative to the step folder
+    assert (registry / "research_xgb" / "v000001" / "meta.json").is_file()
     bt = m["results"]["backtest"]
     assert math.isfinite(bt["sharpe_ratio"]) and -1 < bt["max_drawdown"] <= 0
     assert bt["costs_paid"] > 0 and 0 < bt["beta"] < 3
