@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from tests.pipelines.chromium import Browser, file_url
-from tests.pipelines.conftest import manifest, qilin_run
+from chromium_cdp import Browser, file_url
+from pipeline_helpers import manifest, qilin_run
 
 SMALL = ["-p", "n_symbols=30", "-p", "n_days=260", "-p", "factors=research",
          "-p", "horizons=[1, 5]", "-p", "top_k=6", "-p", "grid=fast=5,10 slow=20,40",

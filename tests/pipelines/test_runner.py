@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.pipelines.conftest import REPO, manifest, qilin_run, write_notebook
+from pipeline_helpers import REPO, manifest, qilin_run, tree_env, write_notebook
 
 PRODUCE = ("value: int = 3\nout_dir: str = ''",
            "import json, time\nfrom pathlib import Path\nt0 = time.time()\n"
@@ -143,8 +143,8 @@ def test_ctrl_c_leaves_a_consistent_manifest(tmp_path: Path) -> None:
                                "  after: {notebook: after.ipynb, after: [slow]}\n")
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "qilin.cli", "run", str(pipe), "--runs-dir",
-                             str(runs), "--run-id", "i"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             str(runs), "--run-id", "i"], cwd=REPO, env=tree_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,18 +27,17 @@ def write_notebook(path: Path, params: str, *cells: str) -> Path:
     return path
 
 
+def tree_env() -> dict[str, str]:
+    """The environment with the tree under test first on the path (kernels import it too)."""
+    return {**os.environ,
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
 def qilin_run(*args: str, timeout: float = 300, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """``qilin run ...`` in a real subprocess (the tree under test first on the path)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "qilin.cli", "run", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd, env=env)
+                          text=True, timeout=timeout, cwd=cwd, env=tree_env())
 
 
 def manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())
-
-
-@pytest.fixture(autouse=True)
-def _tree_on_kernel_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Kernels started by the runner import qilin from this tree."""
-    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
