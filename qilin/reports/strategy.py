@@ -60,7 +60,7 @@ def drawdown_table(returns: pd.Series, top: int = 5) -> pd.DataFrame:
             rows.append({"depth": float(seg.min()), "peak": peak.date(),
                          "trough": seg.idxmin().date(),
                          "recovery": recovery.date() if not pd.isna(recovery) else None,
-                         "days": int((last - peak).days)})
+                         "days": int((last - peak).days)})  # calendar days
             start = None
     table = pd.DataFrame(rows, columns=["depth", "peak", "trough", "recovery", "days"])
     table = table.sort_values("depth", kind="stable").head(top).reset_index(drop=True)
@@ -201,7 +201,7 @@ def _pct_formatter() -> Any:
 METRIC_FORMATS = {
     "total_return": fmt_pct, "annual_return": fmt_pct, "annual_volatility": fmt_pct,
     "sharpe_ratio": fmt_ratio, "sortino_ratio": fmt_ratio, "max_drawdown": fmt_pct,
-    "calmar_ratio": fmt_ratio, "max_drawdown_duration": lambda v: f"{fmt_num(v, 0)} days",
+    "calmar_ratio": fmt_ratio, "max_drawdown_duration": lambda v: f"{fmt_num(v, 0)} bars",
     "win_rate": fmt_pct, "profit_factor": fmt_ratio, "turnover": fmt_pct, "exposure": fmt_pct,
     "alpha": fmt_pct, "beta": fmt_ratio, "information_ratio": fmt_ratio,
     "tracking_error": fmt_pct,
