@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 GPULINE := .venv-gpuline
 GPULINE_STAMP := $(GPULINE)/.installed-stamp
 
-.PHONY: run test test-gpu-line lab bench lint venv prometheus clean
+.PHONY: run test test-gpu-line lab bench lint venv prometheus chromium clean
 
 venv: $(STAMP)
 
@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml
 ## The main job: the research pipeline on the embedded synthetic market and a LocalCluster.
 run: $(STAMP)
 	$(BIN)/qilin warmup --if-needed
-	$(BIN)/qilin research --cluster local
+	$(BIN)/qilin run pipelines/research.yaml --cluster local
 
 ## Every test, against real Dask clusters, a real Jupyter kernel and a real Prometheus.
-test: $(STAMP) prometheus
+test: $(STAMP) prometheus chromium
 	$(BIN)/ruff check qilin tests benchmarks
 	$(BIN)/qilin warmup --if-needed
 	$(BIN)/python -m pytest
@@ -40,17 +40,21 @@ $(GPULINE_STAMP): pyproject.toml ci/gpu-line-constraints.txt
 	$(GPULINE)/bin/python -m ipykernel install --sys-prefix --name qilin --display-name "Python (qilin)" >/dev/null
 	@touch $(GPULINE_STAMP)
 
-test-gpu-line: $(GPULINE_STAMP) prometheus
+test-gpu-line: $(GPULINE_STAMP) prometheus chromium
 	$(GPULINE)/bin/python -c "import dask, numba, pandas; print('gpu line:', 'dask', dask.__version__, 'numba', numba.__version__, 'pandas', pandas.__version__)"
 	NUMBA_CACHE_DIR=$(CURDIR)/.numba-gpuline $(GPULINE)/bin/qilin warmup --if-needed
 	NUMBA_CACHE_DIR=$(CURDIR)/.numba-gpuline $(GPULINE)/bin/python -m pytest --ignore=tests/test_gpu_extra.py
+
+## Debian's chromium for the report pages' browser tests (installed once when missing).
+chromium:
+	@sh scripts/ensure-chromium.sh
 
 ## Debian's prometheus and promtool for the monitoring tests (installed once when missing).
 prometheus:
 	@sh scripts/ensure-prometheus.sh
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) --MappingKernelManager.default_kernel_name=qilin
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -1,41 +1,36 @@
-"""The end-to-end research job: data → validation → factors → evaluation → backtest → sweep.
+"""The research steps the notebooks in ``notebooks/`` run; ``qilin run`` chains them.
 
-This is what ``make run`` and ``qilin research`` run, and what ``notebooks/research.ipynb``
-calls. On the embedded synthetic market (or any bars file) and a Dask cluster it:
+Each notebook is thin: a ``parameters`` cell, one call into this module, and cells that show
+what it returned. Each step writes its artifacts into ``out`` (the notebook's working
+folder under ``runs/<run_id>/<step>/``) and headline numbers into ``results.json``, which
+the pipeline copies into the run manifest and exports as Prometheus metrics.
 
-1. generates or loads daily bars and validates them (the report is kept);
-2. computes Alpha158 plus a few readable research factors on the cluster;
-3. evaluates every factor (IC, Rank IC, quantile returns) on the in-sample period only;
-4. picks the factor with the best in-sample Rank ICIR at the chosen horizon and backtests a
-   top-k portfolio on it over the out-of-sample period, with the market's costs and rules;
-5. sweeps a moving-average crossover grid on the cluster;
-6. writes ``<out>/<run_id>/`` atomically: ``manifest.json`` (parameters, data fingerprint,
-   versions, git commit, timings, status), Parquet/JSON/PNG artifacts and ``report.html``.
+1. :func:`data_quality` — bars (synthetic or a file), validation findings, coverage, return
+   distribution; writes ``bars.parquet`` for the later steps.
+2. :func:`factor_research` — a factor set on the cluster, in-sample evaluation, factor tear
+   sheet; writes ``scores.parquet`` (the selected factor on the out-of-sample dates).
+3. :func:`model_step` — XGBoost walk-forward on Alpha158 features, registry save,
+   prediction IC; writes ``scores.parquet`` (the model's out-of-sample scores).
+4. :func:`backtest_scores` — top-k portfolio on scores, strategy tear sheet.
+5. :func:`strategy_sweep` — a grid sweep on the cluster, heat map, best variant re-run.
+6. :func:`monitoring_replay` — bars through the price monitor and anomaly detector.
 
-Selection on the in-sample period and testing on the later period keeps the reported
-backtest honest: nothing after the split date influences which factor is traded.
+Parameters a notebook leaves at ``None`` take the value of ``configs/default.yaml``
+(:func:`from_config`), so each default is declared once.
 
 Examples
 --------
->>> params = ResearchParams(n_symbols=30, n_days=260, factors="research", cluster="threads")
->>> [name for name, _ in params.factor_set()][:3]
+>>> [name for name, _ in factor_set("research")][:3]
 ['rev5', 'mom60', 'lowvol20']
-
-``run_research(params, out_dir="runs")`` then writes ``runs/<run_id>/``; the tests run it on
-a process cluster, from the command line and through papermill.
+>>> from_config(n_symbols=None, seed=7)["seed"]
+7
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import platform
-import shutil
+import contextlib
 import time
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qilin.atomic import atomic_directory, json_safe, write_json_atomic, write_text_atomic
+from qilin.atomic import write_json_atomic
 from qilin.data.panel import Panel
-from qilin.errors import QilinError
-from qilin.info import git_commit  # re-exported: qilin.research.git_commit
+from qilin.errors import ParameterError
 
 #: Short, readable factors evaluated beside Alpha158 (and alone with ``factors="research"``).
 RESEARCH_FACTORS: dict[str, str] = {
@@ -58,137 +52,163 @@ RESEARCH_FACTORS: dict[str, str] = {
     "close_to_high20": "close / ts_max(high, 20) - 1",
 }
 
-VERSION_PACKAGES = ("qilin", "numpy", "pandas", "dask", "distributed", "numba", "pyarrow",
-                    "scipy", "xgboost", "cupy")
+#: Notebook parameters whose default (``None``) is read from the configuration.
+CONFIG_KEYS: dict[str, str] = {
+    "data": "data.path", "market": "market.name", "n_symbols": "data.synthetic.n_symbols",
+    "n_days": "data.synthetic.n_days", "seed": "data.synthetic.seed",
+    "horizons": "factors.horizons", "quantiles": "factors.quantiles", "backend": "backend",
+}
 
 
-@dataclass
-class ResearchParams:
-    """Parameters of one research run (all JSON-serialisable; kept in the manifest)."""
+def from_config(**values: Any) -> dict[str, Any]:
+    """``values`` with every ``None`` among :data:`CONFIG_KEYS` replaced by the config's value."""
+    from qilin.config import load_config
 
-    data: str = ""
-    market: str = "cn"
-    n_symbols: int = 500
-    n_days: int = 1500
-    seed: int = 42
-    factors: str = "alpha158+research"
-    cluster: str = "local"
-    n_workers: int | None = None
-    backend: str = "auto"
-    horizons: tuple[int, ...] = (1, 5, 10, 20)
-    quantiles: int = 5
-    select_horizon: int = 5
-    split: float = 0.6
-    top_k: int = 30
-    rebalance: int = 5
-    band: int = 10
-    sweep_grid: str = "fast=5:30:5 slow=40:120:20"
-    progress: bool = True
-    extra_factors: dict[str, str] = field(default_factory=dict)
-    #: IC of the alpha planted in the embedded synthetic market (0: none; ignored with data).
-    planted_ic: float = 0.03
-
-    def factor_set(self) -> list[tuple[str, str]]:
-        """The (name, expression) pairs this run computes."""
-        parts = {p.strip() for p in self.factors.split("+") if p.strip()}
-        unknown = parts - {"alpha158", "research"}
-        if unknown:
-            raise QilinError(f"factors: unknown set(s) {sorted(unknown)}; use alpha158, "
-                             "research or alpha158+research")
-        pairs: list[tuple[str, str]] = []
-        if "alpha158" in parts:
-            from qilin.factors.alpha158 import alpha158_features
-
-            pairs.extend(alpha158_features())
-        if "research" in parts:
-            pairs.extend(RESEARCH_FACTORS.items())
-        if self.planted_ic and not self.data:
-            # the planted signal, published at each close, so the run can find it
-            pairs.append(("planted_alpha", "alpha"))
-        pairs.extend(self.extra_factors.items())
-        return pairs
+    cfg = load_config().to_dict()
+    out = dict(values)
+    for name, value in values.items():
+        if value is None and name in CONFIG_KEYS:
+            node: Any = cfg
+            for part in CONFIG_KEYS[name].split("."):
+                node = node[part]
+            out[name] = node
+    return out
 
 
-@dataclass
-class ResearchRun:
-    """A finished run: its folder, manifest and headline tables."""
+def factor_set(factors: str, extra: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """(name, expression) pairs of ``alpha158``, ``research`` or ``alpha158+research``."""
+    parts = {p.strip() for p in factors.split("+") if p.strip()}
+    unknown = parts - {"alpha158", "research"}
+    if unknown or not parts:
+        raise ParameterError(f"factors={factors!r}: unknown set(s) {sorted(unknown)}; use "
+                             "alpha158, research or alpha158+research")
+    pairs: list[tuple[str, str]] = []
+    if "alpha158" in parts:
+        from qilin.factors.alpha158 import alpha158_features
 
-    path: Path
-    manifest: dict[str, Any]
-    factor_summary: pd.DataFrame
-    backtest_metrics: pd.DataFrame
-    sweep_best: pd.DataFrame
-
-
-class _Timer:
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self.timings: dict[str, float] = {}
-        self.say = say
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        self.say(f"[{name}] ...")
-        t0 = time.perf_counter()
-        yield
-        self.timings[name] = round(time.perf_counter() - t0, 3)
-        self.say(f"[{name}] done in {self.timings[name]:.1f}s")
+        pairs.extend(alpha158_features())
+    if "research" in parts:
+        pairs.extend(RESEARCH_FACTORS.items())
+    pairs.extend((extra or {}).items())
+    return pairs
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape results (``not installed`` if absent)."""
-    from qilin.info import package_version
-
-    return {"python": platform.python_version(),
-            **{name: package_version(name) for name in VERSION_PACKAGES}}
+def write_results(out: str | Path, **values: Any) -> dict[str, Any]:
+    """Write the step's headline numbers to ``out/results.json`` (read by ``qilin run``)."""
+    write_json_atomic(Path(out) / "results.json", values)
+    return values
 
 
-def default_run_id(params: ResearchParams) -> str:
-    """``YYYYmmdd-HHMMSS-<hash of the parameters>``."""
-    digest = hashlib.blake2b(json.dumps(json_safe(dataclasses.asdict(params)),
-                                        sort_keys=True).encode(), digest_size=4).hexdigest()
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
+@contextlib.contextmanager
+def connect(cluster: str | None, n_workers: int | None = None) -> Iterator[Any]:
+    """A Dask client: a ``tcp://`` address or scheduler file is joined (``qilin run`` passes
+    its cluster's address), a mode (``local``, ``threads``, ``cuda``, ``auto``) starts one
+    for this notebook alone, ``""``/``"none"`` gives no cluster (``None``)."""
+    if not cluster or cluster == "none":
+        yield None
+        return
+    from qilin.cluster import ClusterManager
+
+    if "://" in cluster:
+        manager = ClusterManager("remote", address=cluster)
+    elif cluster.endswith(".json"):
+        manager = ClusterManager("remote", scheduler_file=cluster)
+    else:
+        manager = ClusterManager(cluster, n_workers=n_workers, verbose=False)  # type: ignore
+    with manager as client:
+        yield client
 
 
-def _synthetic_source(params: ResearchParams) -> str:
-    planted = f", planted_ic={params.planted_ic}" if params.planted_ic else ""
-    return f"synthetic(seed={params.seed}{planted})"
+# ------------------------------------------------------------------ 1. data quality
+def load_bars(bars: str = "", data: str = "", market: str | None = None,
+              n_symbols: int | None = None, n_days: int | None = None,
+              seed: int | None = None, planted_ic: float = 0.0) -> tuple[Panel, Any, str]:
+    """(raw Panel, validation report or None, source) of a step's bars.
 
-
-def load_research_data(params: ResearchParams) -> tuple[Panel, Any]:
-    """The run's bars as a Panel plus the validation report (synthetic unless ``data``)."""
+    ``bars``: a clean long Parquet written by :func:`data_quality` (no re-validation);
+    else ``data``: a bars file or folder, validated with policy ``drop``; else the
+    embedded synthetic market (with an alpha of information coefficient ``planted_ic``
+    planted in its returns, see :class:`qilin.data.synthetic.PlantedAlpha`).
+    """
+    p = from_config(data=data or None, market=market, n_symbols=n_symbols, n_days=n_days,
+                    seed=seed)
+    if bars:
+        path = Path(bars)
+        if not path.exists():
+            raise ParameterError(f"bars={bars!r}: file not found (the data_quality step "
+                                 "writes it)")
+        return Panel.from_long(pd.read_parquet(path)), None, str(path)
     from qilin.data.validation import validate_bars
 
-    if params.data:
+    if p["data"]:
         from qilin.data.loader import load_panel
 
-        return load_panel(params.data, backend="cpu", validate="drop", market=params.market,
-                          return_report=True)
+        panel, report = load_panel(p["data"], backend="cpu", validate="drop",
+                                   market=p["market"], return_report=True)
+        return panel, report, str(p["data"])
     from qilin.data.synthetic import synthetic_bars
 
-    bars = synthetic_bars(params.n_symbols, params.n_days, seed=params.seed,
-                          alpha=params.planted_ic or None)
-    clean, report = validate_bars(bars, policy="drop", market=params.market,
-                                  source=_synthetic_source(params))
-    return Panel.from_long(clean), report
+    source = f"synthetic({p['n_symbols']}x{p['n_days']}, seed={p['seed']}" + \
+        (f", planted_ic={planted_ic})" if planted_ic else ")")
+    raw = synthetic_bars(p["n_symbols"], p["n_days"], seed=p["seed"], alpha=planted_ic or None)
+    clean, report = validate_bars(raw, policy="drop", market=p["market"], source=source)
+    return Panel.from_long(clean), report, source
 
 
-def equal_weight_returns(panel: Panel) -> pd.Series:
-    """Daily mean close-to-close return of the names with a return that day (0 when none).
+@dataclass
+class DataQuality:
+    """What :func:`data_quality` found."""
 
-    Examples
-    --------
-    >>> p = Panel.from_arrays({"close": np.array([[10.0, 20.0], [11.0, 19.0], [11.0, np.nan]])},
-    ...                       pd.date_range("2024-01-01", periods=3), ["A", "B"])
-    >>> equal_weight_returns(p).round(4).tolist()
-    [0.0, 0.025, 0.0]
-    """
-    r = panel.returns()
-    ok = np.isfinite(r)
-    n = ok.sum(axis=1)
-    total = np.where(ok, r, 0.0).sum(axis=1)
-    return pd.Series(np.where(n > 0, total / np.maximum(n, 1), 0.0), index=panel.dates)
+    panel: Panel
+    source: str
+    findings: pd.DataFrame
+    coverage: pd.Series
+    return_stats: pd.DataFrame
+    figures: list[Path]
+    results: dict[str, Any]
 
 
+def data_quality(out: str | Path, data: str = "", market: str | None = None,
+                 n_symbols: int | None = None, n_days: int | None = None,
+                 seed: int | None = None, planted_ic: float = 0.0) -> DataQuality:
+    """Load and validate the bars; write ``bars.parquet``, ``validation.json``, figures."""
+    from qilin.reports.html import new_figure, save_figure
+
+    out = Path(out)
+    panel, report, source = load_bars(data=data, market=market, n_symbols=n_symbols,
+                                      n_days=n_days, seed=seed, planted_ic=planted_ic)
+    long = panel.to_long()
+    long.to_parquet(out / "bars.parquet", index=False)
+    findings = pd.DataFrame()
+    if report is not None:
+        report.to_json(out / "validation.json")
+        findings = report.counts().rename("rows").to_frame()
+    close = np.asarray(panel["close"])
+    coverage = pd.Series(np.isfinite(close).sum(axis=1), index=panel.dates, name="symbols")
+    ret = np.asarray(panel.adjusted().returns())
+    flat = ret[np.isfinite(ret)]
+    stats = pd.DataFrame({"value": [flat.mean(), flat.std(), pd.Series(flat).skew(),
+                                    pd.Series(flat).kurt(), flat.min(), flat.max(),
+                                    np.mean(np.abs(flat) > 0.095)]},
+                         index=["mean", "std", "skew", "excess kurtosis", "min", "max",
+                                "share |r| > 9.5%"])
+    fig, ax = new_figure(1, 2, figsize=(11, 3.2))
+    ax[0, 0].plot(coverage.index, coverage.to_numpy(), color="tab:blue")
+    ax[0, 0].set_title("symbols with a bar per date")
+    ax[0, 1].hist(np.clip(flat, -0.2, 0.2), bins=80, color="tab:gray")
+    ax[0, 1].set_yscale("log")
+    ax[0, 1].set_title("daily return distribution (clipped at ±20%)")
+    figures = [save_figure(fig, out / "data_quality.png")]
+    results = write_results(out, data_fingerprint=panel.fingerprint(), source=source,
+                            n_symbols=int(panel.shape[1]), n_dates=int(panel.shape[0]),
+                            first_date=str(panel.dates[0].date()),
+                            last_date=str(panel.dates[-1].date()),
+                            findings=int(findings["rows"].sum()) if len(findings) else 0,
+                            return_std=float(flat.std()))
+    return DataQuality(panel, source, findings, coverage, stats, figures, results)
+
+
+# ------------------------------------------------------------------ 2. factor research
 def rank_factors(table: pd.DataFrame, horizon: int, min_dates: int) -> pd.DataFrame:
     """Factors at ``horizon`` ordered by |Rank IC t-stat|, keeping those evaluated on at least
     ``min_dates`` dates (a discrete factor that cannot be split into quantiles on most dates
@@ -232,245 +252,359 @@ def evaluate_on_cluster(values: dict[str, np.ndarray], panel: Panel, client: Any
     return {n: out[n] for n in names}
 
 
-def _plot_equity(equity: pd.DataFrame, benchmark: pd.Series, path: Path) -> Path:
-    import matplotlib
+@dataclass
+class FactorResearch:
+    """What :func:`factor_research` found."""
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    summary: pd.DataFrame
+    ic_decay: pd.DataFrame
+    selected: dict[str, Any]
+    tear_sheet: Path
+    results: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
 
-    from qilin.atomic import atomic_path
 
-    fig = Figure(figsize=(9, 4))
-    ax = fig.subplots()
-    (equity.iloc[:, 0] / equity.iloc[0, 0]).plot(ax=ax, label="top-k portfolio (net of costs)")
-    (1 + benchmark.fillna(0)).cumprod().plot(ax=ax, label="equal-weight market")
-    ax.set_title("Out-of-sample equity")
-    ax.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+def factor_research(out: str | Path, panel: Panel, factors: str = "alpha158+research",
+                    horizons: list[int] | None = None, quantiles: int | None = None,
+                    split: float = 0.6, select_horizon: int = 5, client: Any = None,
+                    backend: str | None = None) -> FactorResearch:
+    """Compute the factors on the cluster, evaluate them on the in-sample period (before
+    ``split`` of the dates), pick the best by |Rank IC t| at ``select_horizon`` and write its
+    out-of-sample values (sign-aligned) to ``scores.parquet``; factor tear sheet."""
+    from qilin.factors.calculator import FactorCalculator
+    from qilin.factors.evaluation import summary_table
+    from qilin.reports import factor_tear_sheet
+
+    p = from_config(horizons=horizons, quantiles=quantiles, backend=backend)
+    if not 0.1 <= split <= 0.9:
+        raise ParameterError(f"split={split} must lie in [0.1, 0.9]")
+    if select_horizon not in p["horizons"]:
+        raise ParameterError(f"select_horizon={select_horizon} is not among horizons "
+                             f"{p['horizons']}")
+    out = Path(out)
+    timings: dict[str, float] = {}
+    adjusted = panel.adjusted()
+    pairs = factor_set(factors)
+    if "alpha" in adjusted:  # a synthetic market with a planted alpha publishes it
+        pairs.append(("planted_alpha", "alpha"))
+    t0 = time.perf_counter()
+    computed = FactorCalculator(pairs, client=client, backend=p["backend"],
+                                progress=False).compute(adjusted)
+    timings["factors"] = time.perf_counter() - t0
+    split_row = int(adjusted.shape[0] * split)
+    insample = adjusted.select(end=adjusted.dates[split_row - 1])
+    values = {n: np.asarray(computed[n][:split_row]) for n in computed.names}
+    t0 = time.perf_counter()
+    evals = evaluate_on_cluster(values, insample, client, horizons=tuple(p["horizons"]),
+                                quantiles=p["quantiles"])
+    timings["evaluation"] = time.perf_counter() - t0
+    table = summary_table(evals).reset_index()
+    table["dates_evaluated"] = table["factor"].map(
+        {n: int(ev.summary.loc[select_horizon, "rank_ic_n"]) for n, ev in evals.items()})
+    table.to_parquet(out / "factor_summary.parquet", index=False)
+    ranked = rank_factors(table, select_horizon, min_dates=len(insample.dates) // 2)
+    if ranked.empty:
+        raise ParameterError(f"no factor was evaluated on at least half of the in-sample "
+                             f"dates at horizon {select_horizon}; lengthen n_days or split")
+    best = ranked.iloc[0]
+    name, sign = str(best["factor"]), float(np.sign(best["rank_ic_mean"]) or 1.0)
+    scores = pd.DataFrame(sign * np.asarray(computed[name][split_row:]),
+                          index=adjusted.dates[split_row:], columns=adjusted.symbols)
+    long = scores.stack().rename("score").reset_index()
+    long.columns = ["date", "symbol", "score"]
+    long.to_parquet(out / "scores.parquet", index=False)
+    selected = {"name": name, "expression": dict(pairs)[name], "direction": sign,
+                "rank_ic_mean": float(best["rank_ic_mean"]),
+                "rank_ic_ir": float(best["rank_ic_ir"]),
+                "split_date": str(adjusted.dates[split_row].date())}
+    write_json_atomic(out / "selected.json", selected)
+    t0 = time.perf_counter()
+    sheet = factor_tear_sheet(evals, out, values=values, plot_factors=[name],
+                              horizon=select_horizon,
+                              title=f"Factor tear sheet: {len(evals)} factors, in-sample "
+                                    f"until {adjusted.dates[split_row - 1].date()}")
+    timings["tear_sheet"] = time.perf_counter() - t0
+    decay = table.pivot(index="factor", columns="horizon", values="rank_ic_mean") \
+        .reindex(ranked["factor"].head(10))
+    keep = ["factor", "rank_ic_mean", "rank_ic_ir", "rank_ic_t", "ic_mean", "long_short_mean",
+            "top_turnover", "dates_evaluated"]
+    results = write_results(out, n_factors=len(pairs), selected_factor=name,
+                            rank_ic=selected["rank_ic_mean"], rank_ic_ir=selected["rank_ic_ir"],
+                            split_date=selected["split_date"])
+    return FactorResearch(ranked[keep].set_index("factor"), decay, selected, sheet, results,
+                          timings)
+
+
+# ------------------------------------------------------------------ 3. model
+@dataclass
+class ModelStep:
+    """A walk-forward XGBoost model, its out-of-sample scores and registry version."""
+
+    windows: pd.DataFrame
+    metrics: dict[str, Any]
+    importance: pd.Series
+    version: int | None
+    results: dict[str, Any]
+
+
+def model_step(out: str | Path, panel: Panel, factors: str = "alpha158", horizon: int = 1,
+               train: int = 250, valid: int = 40, test: int = 120, n_estimators: int = 100,
+               max_depth: int = 4, registry: str = "", name: str = "research_xgb",
+               client: Any = None, backend: str | None = None) -> ModelStep:
+    """Features of ``factors`` on the cluster, a leak-free dataset (label: ``horizon``-day
+    forward return, z-scored per date), XGBoost retrained walk-forward (windows of ``train``
+    / ``valid`` / ``test`` dates, purged), the last window's model saved to the registry
+    (``registry``; ``""``: ``<out>/registry``), and the stitched out-of-sample scores written
+    to ``scores.parquet`` with their prediction IC."""
+    from qilin.factors.calculator import FactorCalculator
+    from qilin.ml import Dataset, ModelRegistry, XGBoostModel, walk_forward, walk_forward_windows
+    from qilin.reports.html import new_figure, save_figure
+
+    p = from_config(backend=backend)
+    out = Path(out)
+    adjusted = panel.adjusted()
+    features = FactorCalculator(factor_set(factors), client=client, backend=p["backend"],
+                                progress=False).compute(adjusted)
+    ds = Dataset(features, panel, horizon=horizon, label_norm="zscore")
+    windows = walk_forward_windows(len(panel.dates), train=train, valid=valid, test=test,
+                                   purge=horizon)
+    if not windows:
+        raise ParameterError(f"no walk-forward window fits {len(panel.dates)} dates with "
+                             f"train={train}, valid={valid}, test={test}; lengthen n_days")
+    model = XGBoostModel(n_estimators=n_estimators, max_depth=max_depth,
+                         early_stopping_rounds=20 if valid else None,
+                         backend="cpu" if p["backend"] == "auto" else p["backend"])
+    wf = walk_forward(model, ds, windows, client=client, keep_models=True)
+    score = np.asarray(wf.scores["score"])
+    wide = pd.DataFrame(score, index=wf.scores.dates, columns=wf.scores.symbols)
+    long = wide.stack().rename("score").reset_index()
+    long.columns = ["date", "symbol", "score"]
+    long.to_parquet(out / "scores.parquet", index=False)
+    wf.windows.to_parquet(out / "windows.parquet", index=False)
+    last = wf.models[-1]
+    importance = pd.Series(last.feature_importance(), name="gain").sort_values(ascending=False)
+    root = Path(registry) if registry else out / "registry"
+    version = ModelRegistry(root).save(name, last, metrics=dict(wf.metrics),
+                                       processors=wf.processors[-1] if wf.processors else None,
+                                       data_fingerprint=panel.fingerprint())
+    fig, ax = new_figure(1, 2, figsize=(11, 3.2))
+    ax[0, 0].bar(range(len(wf.windows)), wf.windows["rank_ic"].to_numpy(), color="tab:blue")
+    ax[0, 0].axhline(0, color="black", linewidth=0.6)
+    ax[0, 0].set_title("out-of-sample Rank IC per walk-forward window", fontsize=9)
+    top = importance.head(15)[::-1]
+    ax[0, 1].barh(top.index.astype(str), top.to_numpy(), color="tab:green")
+    ax[0, 1].set_title("feature importance (gain), last window", fontsize=9)
+    save_figure(fig, out / "model.png")
+    metrics = {k: (float(v) if isinstance(v, int | float | np.floating) else v)
+               for k, v in wf.metrics.items()}
+    results = write_results(out, prediction_ic=metrics.get("ic"),
+                            prediction_rank_ic=metrics.get("rank_ic"), windows=len(windows),
+                            registry=str(root), model=name, version=version,
+                            first_score_date=str(wf.scores.dates[0].date()))
+    return ModelStep(wf.windows, metrics, importance, version, results)
+
+
+# ------------------------------------------------------------------ 4. backtest
+@dataclass
+class Backtest:
+    """A backtest and its tear sheet."""
+
+    result: Any
+    metrics: dict[str, Any]
+    tear_sheet: Path
+    results: dict[str, Any]
+
+
+def _benchmark(benchmark: str, panel: Panel) -> pd.Series:
+    from qilin.reports import equal_weight_returns, load_benchmark
+
+    if benchmark in ("", "equal_weight"):
+        return equal_weight_returns(panel.adjusted())
+    return load_benchmark(benchmark, panel.dates)
+
+
+def backtest_scores(out: str | Path, panel: Panel, scores: str | pd.DataFrame,
+                    top_k: int = 30, rebalance: int = 5, band: int = 10,
+                    market: str | None = None, benchmark: str = "") -> Backtest:
+    """Top-k portfolio on ``scores`` (long ``date, symbol, score``; the backtest covers its
+    dates) with the market's costs and rules; strategy tear sheet against ``benchmark`` (an
+    index bars file, or ``""`` for the equal-weight market)."""
+    from qilin.backtest.portfolio import run_portfolio
+    from qilin.reports import strategy_tear_sheet
+
+    p = from_config(market=market)
+    frame = pd.read_parquet(scores) if isinstance(scores, str | Path) else scores
+    frame = frame.assign(date=pd.to_datetime(frame["date"]), symbol=frame["symbol"].astype(str))
+    start = frame["date"].min()
+    window = panel.select(start=start)
+    wide = frame.pivot(index="date", columns="symbol", values="score") \
+        .reindex(index=window.dates, columns=window.symbols)
+    bt = run_portfolio(window, scores=wide.to_numpy(), top_k=top_k, band=band,
+                       rebalance=rebalance, market=p["market"])
+    bench = _benchmark(benchmark, window)
+    out = Path(out)
+    settings = {"portfolio": f"top {top_k} by score, equal weight, drop band {band}",
+                "rebalance": f"every {rebalance} bars", "market": p["market"],
+                "benchmark": bench.name, "period": f"{window.dates[0].date()} to "
+                f"{window.dates[-1].date()}", "initial cash": f"{bt.init_cash:,.0f}"}
+    sheet = strategy_tear_sheet(bt, out, benchmark=bench, settings=settings,
+                                title=f"Top-{top_k} portfolio tear sheet")
+    bt.returns_long().to_parquet(out / "returns.parquet", index=False)
+    trades = bt.trades.assign(symbol=bt.trades["symbol"].astype(str))
+    trades.to_parquet(out / "trades.parquet", index=False)
+    import json
+
+    metrics = json.loads((out / "tear_sheet_metrics.json").read_text())
+    results = write_results(out, sharpe_ratio=metrics["sharpe_ratio"],
+                            annual_return=metrics["annual_return"],
+                            max_drawdown=metrics["max_drawdown"], alpha=metrics.get("alpha"),
+                            beta=metrics.get("beta"), costs_paid=metrics["costs_paid"])
+    return Backtest(bt, metrics, sheet, results)
+
+
+# ------------------------------------------------------------------ 5. sweep
+@dataclass
+class Sweep:
+    """A grid sweep, its heat map and the best variant re-run through the engine."""
+
+    table: pd.DataFrame
+    best: dict[str, Any]
+    heatmap: Path | None
+    tear_sheet: Path
+    results: dict[str, Any]
+
+
+def strategy_sweep(out: str | Path, panel: Panel, strategy: str = "ma_cross",
+                   grid: str = "fast=5:30:5 slow=40:120:20", metric: str = "sharpe_ratio",
+                   market: str | None = None, backend: str | None = None,
+                   client: Any = None) -> Sweep:
+    """Sweep ``grid`` on the cluster, draw the heat map of ``metric`` over the first two
+    parameters, and re-run the best combination through the backtest engine (tear sheet)."""
+    from qilin.backtest.portfolio import run_portfolio
+    from qilin.backtest.signal import run_signals
+    from qilin.backtest.strategies import get_strategy
+    from qilin.backtest.sweeps import run_sweep
+    from qilin.reports import equal_weight_returns, strategy_tear_sheet
+
+    p = from_config(market=market, backend=backend)
+    out = Path(out)
+    sweep = run_sweep(panel, strategy, grid, market=p["market"], backend=p["backend"],
+                      client=client)
+    sweep.to_parquet(out / "sweep.parquet")
+    names = list(sweep.param_names)
+    heat = sweep.heatmap(names[0], names[1], metric, out / "sweep_heatmap.png") \
+        if len(names) >= 2 else None
+    best = sweep.best_params(metric)
+    template = get_strategy(strategy)
+    if hasattr(template, "signals"):
+        entries, exits = template.signals(panel, **best)
+        bt = run_signals(panel, entries=entries, exits=exits, market=p["market"])
+    else:
+        bt = run_portfolio(panel, scores=template.scores(panel, **best), market=p["market"])
+    sheet = strategy_tear_sheet(bt, out, benchmark=equal_weight_returns(panel.adjusted()),
+                                settings={"strategy": strategy, **best,
+                                          "chosen by": f"best {metric} of {len(sweep.table)}"},
+                                title=f"Best {strategy} variant {best} re-run")
+    table = sweep.best(metric, 10).reset_index(drop=True)
+    results = write_results(out, combinations=len(sweep.table), best_params=best,
+                            best_sharpe=float(sweep.table[metric].max()),
+                            backend=sweep.backend)
+    return Sweep(table, best, heat, sheet, results)
+
+
+# ------------------------------------------------------------------ 6. monitoring
+@dataclass
+class MonitoringReplay:
+    """Alerts and system metrics of a bar replay."""
+
+    alerts: pd.DataFrame
+    system: pd.DataFrame
+    summary: list[str]
+    results: dict[str, Any]
+
+
+def monitoring_replay(out: str | Path, panel: Panel, move_pct: float = 0.07,
+                      return_z: float = 4.0, sample_every: int = 50) -> MonitoringReplay:
+    """Replay the bars through the price monitor and anomaly detector; ``alerts.parquet``
+    (one row per alert) and ``system.parquet`` (CPU/memory sampled during the replay)."""
+    from qilin.monitoring.alerts import AlertManager, CallbackHandler
+    from qilin.monitoring.replay import MonitorRules, replay_frame
+    from qilin.monitoring.system import SystemMonitor
+
+    out = Path(out)
+    long = panel.to_long()
+    frame = pd.DataFrame({"time": pd.to_datetime(long["date"]),
+                          "symbol": long["symbol"].astype(str),
+                          "price": long["close"].astype(float)})
+    if "volume" in long.columns:
+        frame["volume"] = long["volume"].astype(float)
+    rules = MonitorRules.from_dict({"default_move_pct": move_pct,
+                                    "anomaly": {"return_z": return_z}})
+    got: list[Any] = []
+    manager = AlertManager([CallbackHandler(got.append)])
+    system = SystemMonitor()
+    samples: list[dict[str, Any]] = []
+
+    def on_batch(t: int) -> None:
+        if t % sample_every == 0:
+            samples.append({"batch": t, **system.sample().to_dict()})
+
+    summary = replay_frame(frame, rules, alerts=manager, on_batch=on_batch)
+    manager.close()
+    alerts = pd.DataFrame([{"time": a.time, "rule": a.rule, "severity": a.severity,
+                            "subject": a.subject, "value": a.value,
+                            "threshold": a.threshold, "message": a.message} for a in got],
+                          columns=["time", "rule", "severity", "subject", "value",
+                                   "threshold", "message"])
+    alerts.to_parquet(out / "alerts.parquet", index=False)
+    sys_frame = pd.DataFrame(samples)
+    sys_frame.drop(columns=[c for c in sys_frame.columns
+                            if sys_frame[c].map(lambda v: isinstance(v, list | dict)).any()],
+                   inplace=True)
+    sys_frame.to_parquet(out / "system.parquet", index=False)
+    results = write_results(out, alerts=len(alerts),
+                            symbol_ticks=int(summary.symbol_ticks),
+                            symbol_ticks_per_s=summary.symbol_ticks / max(summary.elapsed_s,
+                                                                          1e-9))
+    return MonitoringReplay(alerts, sys_frame, summary.lines(), results)
+
+
+# ------------------------------------------------------------------ notebook helpers
+def output_folder(out_dir: str, name: str) -> Path:
+    """The step's working folder: ``out_dir`` (``qilin run`` passes ``"."``, the step
+    folder), or ``runs/lab/<name>`` at the repository root when empty (interactive use)."""
+    if out_dir:
+        path = Path(out_dir)
+    else:
+        root = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+        path = root / "runs" / "lab" / name
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def _html_report(manifest: dict[str, Any], tables: dict[str, pd.DataFrame],
-                 images: list[str]) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>qilin research "
-             f"{manifest['run_id']}</title><style>body{{font-family:sans-serif;margin:2em}}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
-             "text-align:right}</style></head><body>",
-             f"<h1>qilin research run {manifest['run_id']}</h1>",
-             f"<p>status: <b>{manifest['status']}</b>; data: {manifest['data']['source']}; "
-             f"{manifest['data']['n_dates']} dates x {manifest['data']['n_symbols']} symbols; "
-             f"backend: {manifest['backend']}; cluster: {manifest['cluster']['mode']}</p>"]
-    for title, table in tables.items():
-        parts.append(f"<h2>{title}</h2>")
-        parts.append(table.to_html(float_format=lambda v: f"{v:.4g}"))
-    for img in images:
-        parts.append(f"<h2>{img}</h2><img src='{img}' style='max-width:100%'>")
-    parts.append("<h2>Timings (s)</h2><pre>" + json.dumps(manifest["timings"], indent=1)
-                 + "</pre></body></html>")
-    return "\n".join(parts)
+def show(*paths: str | Path) -> None:
+    """Display saved PNGs inline in the notebook (each was written to the step folder)."""
+    from IPython.display import Image, display
+
+    for path in paths:
+        for png in sorted(Path(path).glob("*.png")) if Path(path).is_dir() else [Path(path)]:
+            display(Image(filename=str(png)))
 
 
-def run_research(
-    params: ResearchParams | None = None,
-    out_dir: str | Path = "runs",
-    run_id: str | None = None,
-    client: Any = None,
-    verbose: bool = True,
-) -> ResearchRun:
-    """Run the research job and write its run folder atomically.
-
-    Parameters
-    ----------
-    params : ResearchParams, optional
-        Defaults: the embedded 500 x 1,500 synthetic A-share market, Alpha158 + research
-        factors, a local process cluster.
-    out_dir : path
-        Parent folder of run folders.
-    run_id : str, optional
-        Folder name; default ``YYYYmmdd-HHMMSS-<parameter hash>``. An existing folder is
-        replaced only when the new run completes.
-    client : distributed.Client, optional
-        Use this cluster instead of starting one from ``params.cluster``.
-    verbose : bool
-        Print progress and the summary.
-
-    Returns
-    -------
-    ResearchRun
-
-    Raises
-    ------
-    QilinError
-        Bad parameters or data; the run folder then holds ``manifest.json`` with
-        ``status: failed`` and the reason, and nothing else.
-    """
-    from qilin.backend import get_backend
-
-    params = params or ResearchParams()
-    say: Callable[[str], None] = print if verbose else (lambda _msg: None)
-    run_id = run_id or default_run_id(params)
-    target = Path(out_dir) / run_id
-    timer = _Timer(say)
-    manifest: dict[str, Any] = {
-        "run_id": run_id, "status": "running", "parameters": dataclasses.asdict(params),
-        "versions": package_versions(), "git_commit": git_commit(),
-        "started": pd.Timestamp.now(tz="UTC").isoformat(), "timings": timer.timings,
-        "backend": get_backend(params.backend).describe(), "cluster": {"mode": params.cluster},
-        "data": {"source": params.data or _synthetic_source(params)},
-    }
-    t_start = time.perf_counter()
-    error: Exception | None = None
-    with atomic_directory(target, overwrite=True) as tmp:
-        try:
-            result = _run_steps(params, tmp, manifest, timer, say, client)
-            manifest["status"] = "ok"
-        except Exception as exc:
-            error = exc
-            manifest["status"] = "failed"
-            manifest["reason"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            manifest["traceback"] = traceback.format_exc()
-            for child in tmp.iterdir():
-                (shutil.rmtree if child.is_dir() else Path.unlink)(child)
-        manifest["timings"]["total"] = round(time.perf_counter() - t_start, 3)
-        manifest["finished"] = pd.Timestamp.now(tz="UTC").isoformat()
-        write_json_atomic(tmp / "manifest.json", manifest)
-        if error is None:
-            tables = {"Factor evaluation (in-sample, top 15 by |Rank IC t|)": result[0].head(15),
-                      "Out-of-sample top-k backtest": result[1].T,
-                      "MA-crossover sweep (best 10 by Sharpe)": result[2]}
-            images = sorted(p.name for p in tmp.glob("*.png"))
-            write_text_atomic(tmp / "report.html", _html_report(manifest, tables, images))
-    if error is not None:
-        say(f"research run {run_id} failed: {manifest['reason']} (see {target})")
-        raise error
-    run = ResearchRun(target, manifest, *result)
-    if verbose:
-        _print_summary(run, say)
-    return run
-
-
-def _run_steps(params: ResearchParams, tmp: Path, manifest: dict[str, Any], timer: _Timer,
-               say: Callable[[str], None], client: Any
-               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    from qilin.backtest.engine import run_portfolio
-    from qilin.backtest.sweeps import run_sweep
+def factor_scores(panel: Panel, factor: str, split: float = 0.6) -> pd.DataFrame:
+    """Long ``date, symbol, score`` of one named factor (research set or Alpha158) on the
+    dates after ``split`` — the backtest input when no model or factor step ran."""
     from qilin.factors.calculator import FactorCalculator
-    from qilin.factors.evaluation import summary_table
 
-    if not 0.1 <= params.split <= 0.9:
-        raise QilinError(f"split={params.split} must lie in [0.1, 0.9]")
-    with timer.step("data"):
-        raw, report = load_research_data(params)
-        panel = raw.adjusted()
-        manifest["data"].update(n_dates=panel.shape[0], n_symbols=panel.shape[1],
-                                first_date=str(panel.dates[0].date()),
-                                last_date=str(panel.dates[-1].date()),
-                                fingerprint=raw.fingerprint())
-        if report is not None:
-            report.to_json(tmp / "validation.json")
-            manifest["data"]["validation"] = {k: int(v) for k, v in report.counts().items()}
-    pairs = params.factor_set()
-    split_row = int(panel.shape[0] * params.split)
-    split_date = panel.dates[split_row]
-    manifest["split_date"] = str(split_date.date())
-
-    with _cluster(client, params, say, manifest) as cl:
-        with timer.step(f"factors ({len(pairs)})"):
-            calc = FactorCalculator(pairs, client=cl, backend=params.backend,
-                                    progress=params.progress)
-            factors = calc.compute(panel)
-            manifest["factors"] = {"n": len(pairs), "backend": factors.backend}
-        with timer.step("evaluation"):
-            insample = panel.select(end=panel.dates[split_row - 1])
-            values = {n: factors[n][:split_row] for n in factors.names}
-            evals = evaluate_on_cluster(values, insample, cl, horizons=params.horizons,
-                                        quantiles=params.quantiles)
-            table = summary_table(evals).reset_index()
-            coverage = {n: int(ev.summary.loc[params.select_horizon, "rank_ic_n"])
-                        for n, ev in evals.items()}
-            table["dates_evaluated"] = table["factor"].map(coverage)
-            table.to_parquet(tmp / "factor_summary.parquet", index=False)
-            ranked = rank_factors(table, params.select_horizon, min_dates=len(insample.dates) // 2)
-            if ranked.empty:
-                raise QilinError("no factor was evaluated on at least half of the in-sample "
-                                 f"dates at horizon {params.select_horizon}")
-            best = ranked.iloc[0]
-            best_name, sign = str(best["factor"]), float(np.sign(best["rank_ic_mean"]) or 1.0)
-            evals[best_name].plot(tmp)
-            manifest["selected_factor"] = {"name": best_name, "direction": sign,
-                                           "expression": dict(pairs)[best_name],
-                                           "rank_ic_ir": float(best["rank_ic_ir"])}
-        with timer.step("backtest"):
-            oos = panel.select(start=split_date)
-            oos_raw = raw.select(start=split_date)
-            scores = sign * factors[best_name][split_row:]
-            bt = run_portfolio(oos_raw, scores=scores, top_k=params.top_k, band=params.band,
-                               rebalance=params.rebalance, market=params.market)
-            market_ret = equal_weight_returns(oos)
-            metrics = bt.metrics(benchmark=market_ret.to_numpy())
-            bt.returns_long().to_parquet(tmp / "backtest_returns.parquet", index=False)
-            bt.trades.to_parquet(tmp / "backtest_trades.parquet", index=False)
-            write_json_atomic(tmp / "backtest_metrics.json",
-                              metrics.iloc[0].to_dict())
-            _plot_equity(bt.equity_frame(), market_ret, tmp / "backtest_equity.png")
-        with timer.step("sweep"):
-            sweep = run_sweep(raw, "ma_cross", params.sweep_grid, market=params.market,
-                              backend=params.backend, client=cl)
-            sweep.to_parquet(tmp / "sweep.parquet")
-            names = list(sweep.param_names)
-            if len(names) >= 2:
-                sweep.heatmap(names[0], names[1], "sharpe_ratio", tmp / "sweep_heatmap.png")
-            manifest["sweep"] = {"summary": sweep.summary(), "backend": sweep.backend}
-    keep = ["factor", "horizon", "ic_mean", "rank_ic_mean", "rank_ic_ir", "rank_ic_t",
-            "dates_evaluated", "long_short_mean", "top_turnover"]
-    return (ranked[keep].set_index("factor"), metrics,
-            sweep.best("sharpe_ratio", 10).reset_index(drop=True))
-
-
-@contextmanager
-def _cluster(client: Any, params: ResearchParams, say: Callable[[str], None],
-             manifest: dict[str, Any]) -> Iterator[Any]:
-    from qilin.cluster import ClusterManager
-
-    if client is not None:
-        manifest["cluster"] = {"mode": "given", "address": client.scheduler.address}
-        yield client
-        return
-    target = params.cluster
-    kwargs: dict[str, Any] = {"n_workers": params.n_workers, "verbose": False}
-    if "://" in target or target.endswith(".json"):
-        key = "address" if "://" in target else "scheduler_file"
-        kwargs[key] = target
-        target = "remote"
-    manager = ClusterManager(target, **kwargs)
-    with manager as cl:
-        cm_info = {"mode": manager.resolved_mode, "address": cl.scheduler.address,
-                   "workers": len(cl.scheduler_info().get("workers", {})),
-                   "dashboard": manager.dashboard_link}
-        manifest["cluster"] = cm_info
-        say(f"Dask cluster: {cm_info['mode']} with {cm_info['workers']} workers; "
-            f"dashboard: {cm_info['dashboard']}")
-        yield cl
-
-
-def _print_summary(run: ResearchRun, say: Callable[[str], None]) -> None:
-    m = run.manifest
-    sel = m["selected_factor"]
-    bt = run.backtest_metrics.iloc[0]
-    say("")
-    say(f"qilin research run {m['run_id']}: {m['status']} in {m['timings']['total']:.1f}s")
-    say(f"  data: {m['data']['source']}, {m['data']['n_dates']} dates x "
-        f"{m['data']['n_symbols']} symbols, fingerprint {m['data']['fingerprint'][:12]}")
-    say(f"  factors: {m['factors']['n']} on {m['factors']['backend']}; in-sample until "
-        f"{m['split_date']}")
-    say("  top factors by |Rank IC t-stat| at horizon "
-        f"{m['parameters']['select_horizon']}:")
-    say(run.factor_summary.head(5).to_string(float_format=lambda v: f"{v:.4f}"))
-    say(f"  selected: {sel['name']} = {sel['expression']} (direction {sel['direction']:+.0f})")
-    say(f"  out-of-sample top-{m['parameters']['top_k']}: annual return "
-        f"{bt['annual_return']:.2%}, Sharpe {bt['sharpe_ratio']:.2f}, max drawdown "
-        f"{bt['max_drawdown']:.2%}, alpha {bt.get('alpha', float('nan')):.2%}, "
-        f"costs {bt['costs_paid']:,.0f}")
-    say(f"  sweep: {m['sweep']['summary']}")
-    say(f"  run folder: {run.path} (report.html, manifest.json)")
+    pairs = dict(factor_set("alpha158+research"))
+    if factor not in pairs:
+        raise ParameterError(f"factor={factor!r} is not a research or Alpha158 factor "
+                             f"(e.g. {', '.join(list(RESEARCH_FACTORS)[:3])})")
+    adjusted = panel.adjusted()
+    values = FactorCalculator({factor: pairs[factor]}, progress=False).compute(adjusted)
+    start = int(adjusted.shape[0] * split)
+    wide = pd.DataFrame(np.asarray(values[factor][start:]), index=adjusted.dates[start:],
+                        columns=adjusted.symbols)
+    long = wide.stack().rename("score").reset_index()
+    long.columns = ["date", "symbol", "score"]
+    return long

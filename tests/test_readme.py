@@ -72,9 +72,11 @@ def test_command_lines_run_as_written(tmp_path: Path) -> None:
     for line in block.strip().splitlines():
         command = line.split("#")[0].strip()
         argv = shlex.split(command)
-        if argv[:2] == ["qilin", "research"]:
-            argv += ["--symbols", "30", "--days", "260", "--factors", "research",
-                     "--cluster", "threads", "--quiet", "--out", str(tmp_path / "runs")]
+        if argv[:2] == ["qilin", "run"]:  # the main job at a test's size
+            argv += ["-p", "n_symbols=30", "-p", "n_days=260", "-p", "factors=research",
+                     "-p", "horizons=[1, 5]", "-p", "train=120", "-p", "valid=20",
+                     "-p", "test=40", "-p", "n_estimators=30",
+                     "-p", "grid=fast=5,10 slow=20,40", "--runs-dir", str(tmp_path / "runs")]
         res = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path,
                              env=env)
         assert res.returncode == 0, f"{command}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"

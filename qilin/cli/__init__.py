@@ -36,8 +36,8 @@ COMMAND_MODULES = (
     "qilin.cli.factors",
     "qilin.cli.backtest",
     "qilin.cli.monitor",
-    "qilin.cli.research",
     "qilin.cli.model",
+    "qilin.cli.pipeline",
     "qilin.cli.warmup",
 )
 

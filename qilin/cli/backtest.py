@@ -240,6 +240,11 @@ def _run(args: argparse.Namespace) -> int:
             "params": parse_params(args.params) if args.strategy else None,
             "backend": result.backend, "validation": validation_counts(report)}
     write_outputs(result, args.out, meta, _benchmark(args.benchmark, result.dates))
+    if args.tear_sheet:
+        from qilin.reports import benchmark_returns, strategy_tear_sheet
+
+        strategy_tear_sheet(result, args.tear_sheet, settings=meta,
+                            benchmark=benchmark_returns(args.benchmark, panel))
     agg_ret = result.equity.sum(axis=1)
     print(f"backtest {mode}: {panel.shape[0]} dates x {panel.shape[1]} symbols, "
           f"{meta['source']}, total return {agg_ret[-1] / agg_ret[0] - 1:+.2%}, "
@@ -324,6 +329,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--short-k", type=int, default=0,
                      help="portfolio with --weights scores: also short the N worst names, "
                           "dollar-neutral (markets with allow_short, e.g. us; default 0)")
+    run.add_argument("--tear-sheet", default=None,
+                     help="folder for the strategy tear sheet (HTML + PNG) against the "
+                     "--benchmark or the equal-weight market")
     run.add_argument("--benchmark", default=None,
                      help="long file of one benchmark symbol's close (adds alpha, beta...)")
     run.add_argument("--out", required=True, help="output folder")

@@ -147,12 +147,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for ev in tqdm(list(evaluations.values()), desc="plotting", unit="factor",
                        leave=False, disable=args.quiet or len(evaluations) < 2):
             plots.extend(ev.plot(args.plots))
+    if args.tear_sheet:
+        from qilin.reports import factor_tear_sheet, factor_values
+
+        factor_tear_sheet(evaluations, args.tear_sheet, values=factor_values(factors, panel))
     print(format_summary(table))
     backend = next(iter(evaluations.values())).backend if evaluations else "cpu"
     print(f"evaluated {len(evaluations)} factor{'s' * (len(evaluations) != 1)} on "
           f"{panel.shape[1]} symbols x {panel.shape[0]} dates in "
           f"{time.perf_counter() - start:.1f}s (backend {backend}); report: {out}"
-          + (f"; {len(plots)} plots in {args.plots}" if args.plots else ""))
+          + (f"; {len(plots)} plots in {args.plots}" if args.plots else "")
+          + (f"; tear sheet {args.tear_sheet}/factor_tear_sheet.html" if args.tear_sheet
+             else ""))
     return 0
 
 
@@ -170,6 +176,8 @@ def add_evaluate_parser(factors_subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--plots", default=None,
                    help="folder for per-factor PNG plots (IC, quantiles, L/S); no plots are "
                         "drawn without it (default: none)")
+    p.add_argument("--tear-sheet", default=None,
+                   help="folder for the factor tear sheet (HTML + PNG; best 3 drawn in detail)")
     p.add_argument("--groups", default=None,
                    help="panel info column to group by for group IC (industry, board)")
     p.add_argument("--adjust", action="store_true",

@@ -200,8 +200,10 @@ def _metric_names_in(expr: str) -> set[str]:
 
 
 def _all_exported() -> set[str]:
+    from qilin.pipelines.metrics import metric_names
+
     return exported_metric_names(QilinMetrics(symbol_labels=True).registry) | \
-        QilinSchedulerPlugin.metric_names()
+        QilinSchedulerPlugin.metric_names() | metric_names()
 
 
 def test_alert_rules_reference_only_exported_metrics():
