@@ -109,6 +109,18 @@ AFFORDABLE_BUY_CUDA = r"""
 """
 
 
+
+@numba.njit(cache=True)
+def record_rejection_nb(i, j, side, reason, price, rec_side, rec_status, rec_qty, rec_price,
+                        rec_cost):
+    """Write an order that did not fill (``reason``, a ``REJECT_*`` code) at ``[i, j]``."""
+    rec_side[i, j] = side
+    rec_status[i, j] = reason
+    rec_qty[i, j] = 0.0
+    rec_price[i, j] = price
+    rec_cost[i, j] = 0.0
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Per-order trading costs.

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from qilin.backend import Backend, to_host
-from qilin.backtest.costs import MAX_EXACT, CostModel, affordable_buy_nb
+from qilin.backtest.costs import MAX_EXACT, CostModel, affordable_buy_nb, record_rejection_nb
 from qilin.backtest.result import (
     REJECT_CASH,
     REJECT_LIMIT_DOWN,
@@ -305,11 +305,8 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                     continue  # a buy, handled below
                 if reject != 0:
                     if reject != last_reject[j]:
-                        rec_side[i, j] = side
-                        rec_status[i, j] = reject
-                        rec_qty[i, j] = 0.0
-                        rec_price[i, j] = p
-                        rec_cost[i, j] = 0.0
+                        record_rejection_nb(i, j, side, reject, p, rec_side, rec_status,
+                                            rec_qty, rec_price, rec_cost)
                     last_reject[j] = reject
             # buys, scaled down together when cash is short
             need = 0.0
@@ -323,11 +320,8 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                     continue
                 if p >= up[i, j] - LIMIT_TOL:
                     if last_reject[j] != REJECT_LIMIT_UP:
-                        rec_side[i, j] = 1
-                        rec_status[i, j] = REJECT_LIMIT_UP
-                        rec_qty[i, j] = 0.0
-                        rec_price[i, j] = p
-                        rec_cost[i, j] = 0.0
+                        record_rejection_nb(i, j, 1, REJECT_LIMIT_UP, p, rec_side, rec_status,
+                                            rec_qty, rec_price, rec_cost)
                     last_reject[j] = REJECT_LIMIT_UP
                     continue
                 # out of a short: all of it (fractional shares too), plus the long
@@ -335,11 +329,8 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                     (tq[j] - qty[j]) / lot + QTY_EPS) * lot
                 if not dq <= MAX_EXACT:  # too many shares for a float (or inf)
                     if last_reject[j] != REJECT_PRECISION:
-                        rec_side[i, j] = 1
-                        rec_status[i, j] = REJECT_PRECISION
-                        rec_qty[i, j] = 0.0
-                        rec_price[i, j] = p
-                        rec_cost[i, j] = 0.0
+                        record_rejection_nb(i, j, 1, REJECT_PRECISION, p, rec_side, rec_status,
+                                            rec_qty, rec_price, rec_cost)
                     last_reject[j] = REJECT_PRECISION
                     dqs[j] = -1.0
                     continue
@@ -365,11 +356,8 @@ def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, 
                 dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate, min_commission)
                 if dq <= 0.0:
                     if last_reject[j] != REJECT_CASH:
-                        rec_side[i, j] = 1
-                        rec_status[i, j] = REJECT_CASH
-                        rec_qty[i, j] = 0.0
-                        rec_price[i, j] = p
-                        rec_cost[i, j] = 0.0
+                        record_rejection_nb(i, j, 1, REJECT_CASH, p, rec_side, rec_status,
+                                            rec_qty, rec_price, rec_cost)
                     last_reject[j] = REJECT_CASH
                     continue
                 notional = dq * buy_px

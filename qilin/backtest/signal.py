@@ -60,7 +60,13 @@ import numpy as np
 import pandas as pd
 
 from qilin.backend import Backend, get_backend, to_host
-from qilin.backtest.costs import AFFORDABLE_BUY_CUDA, MAX_EXACT, CostModel, affordable_buy_nb
+from qilin.backtest.costs import (
+    AFFORDABLE_BUY_CUDA,
+    MAX_EXACT,
+    CostModel,
+    affordable_buy_nb,
+    record_rejection_nb,
+)
 from qilin.backtest.result import (
     REJECT_CASH,
     REJECT_LIMIT_DOWN,
@@ -197,11 +203,8 @@ def simulate_signals_nb(target, exec_price, close, adj_ratio, up, down, init_cas
                             side = 1
                             reject = REJECT_CASH
                 if reject != 0 and reject != last_reject:
-                    rec_side[i, j] = side
-                    rec_status[i, j] = reject
-                    rec_qty[i, j] = 0.0
-                    rec_price[i, j] = p
-                    rec_cost[i, j] = 0.0
+                    record_rejection_nb(i, j, side, reject, p, rec_side, rec_status,
+                                        rec_qty, rec_price, rec_cost)
                 if reject != 0:
                     last_reject = reject
             c_i = close[i, j]
