@@ -72,7 +72,8 @@ def test_command_lines_run_as_written(tmp_path: Path) -> None:
     for line in block.strip().splitlines():
         command = line.split("#")[0].strip()
         argv = shlex.split(command)
-        if argv[:2] == ["qilin", "run"]:  # the main job at a test's size
+        if argv[:2] == ["qilin", "run"]:  # the main job at a test's size, from the checkout
+            argv[2] = str(REPO / argv[2])
             argv += ["-p", "n_symbols=30", "-p", "n_days=260", "-p", "factors=research",
                      "-p", "horizons=[1, 5]", "-p", "train=120", "-p", "valid=20",
                      "-p", "test=40", "-p", "n_estimators=30",
