@@ -236,18 +236,22 @@ def evaluate_on_cluster(values: dict[str, np.ndarray], panel: Panel, client: Any
                         batch: int = 8, **kwargs: Any) -> dict[str, Any]:
     """Evaluate many factors, in batches spread over ``client``'s workers when given.
 
-    The panel is scattered once; each task receives only its batch of factor arrays.
+    The panel goes to the cluster once and each task receives only its batch of factor
+    arrays, both held as task results (:func:`qilin.cluster_tasks.hold`), so a lost worker's
+    copies are recomputed; the wait is bounded by ``cluster.task_timeout_s``.
     """
     if client is None:
         return _evaluate_batch(values, panel, **kwargs)
-    panel_future = client.scatter(panel, broadcast=True)
+    from qilin.cluster_tasks import gather_within, hold
+
+    panel_future = hold(client, panel)
     names = list(values)
     futures = [client.submit(_evaluate_batch,
-                             client.scatter({n: values[n] for n in names[i:i + batch]}),
+                             hold(client, {n: values[n] for n in names[i:i + batch]}),
                              panel_future, pure=False, **kwargs)
                for i in range(0, len(names), batch)]
     out: dict[str, Any] = {}
-    for part in client.gather(futures):
+    for part in gather_within(client, futures, what="factor evaluation"):
         out.update(part)
     return {n: out[n] for n in names}
 
