@@ -28,7 +28,6 @@ Examples
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -310,10 +309,3 @@ def replay_frame(frame: pd.DataFrame, rules: MonitorRules, alerts: AlertManager 
         int(np.count_nonzero(np.isfinite(price))), mon.signal_counts,
         stats.get("dispatched", 0),
         stats.get("suppressed_cooldown", 0) + stats.get("rate_limited", 0), elapsed)
-
-
-def finalize_atomic(partial: Path, target: Path) -> None:
-    """Move a finished partial output into place (``os.replace``, same folder)."""
-    if not partial.exists():
-        partial.touch()
-    os.replace(partial, target)
