@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -51,10 +52,13 @@ def missing_kernel_caches() -> list[str]:
 
 
 def _cache_folder(src: Path) -> Path:
-    """Where numba caches the kernels of ``src`` (``NUMBA_CACHE_DIR`` mirrors its path)."""
+    """Where numba caches the kernels of ``src``: ``__pycache__`` beside it, or, under
+    ``NUMBA_CACHE_DIR``, numba's ``<folder name>_<sha1 of the folder path>`` below it."""
     custom = os.environ.get("NUMBA_CACHE_DIR")
     if custom:
-        return Path(custom) / str(src.parent).lstrip(os.sep)
+        folder = os.path.dirname(os.path.abspath(src))
+        digest = hashlib.sha1(folder.encode()).hexdigest()
+        return Path(os.path.abspath(custom)) / f"{os.path.basename(folder)}_{digest}"
     return src.parent / "__pycache__"
 
 
