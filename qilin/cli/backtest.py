@@ -44,7 +44,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qilin.cli.common import add_data_arguments, cluster_client, load_data, validation_counts
+from qilin.cli.common import (
+    add_data_arguments,
+    cluster_client,
+    load_data,
+    read_long_table,
+    validation_counts,
+)
 from qilin.errors import BacktestError, DataError
 
 
@@ -82,28 +88,6 @@ def _number(raw: str) -> Any:
 
 
 
-def read_long(path: str, option: str) -> pd.DataFrame:
-    """A long Parquet or CSV file with ``date`` and ``symbol`` columns."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{option} file {p} does not exist")
-    try:
-        df = pd.read_csv(p) if p.suffix.lower() in (".csv", ".txt") else pd.read_parquet(p)
-    except Exception as exc:
-        raise DataError(f"{option} file {p}: cannot read it: {exc}") from exc
-    for col in ("date", "symbol"):
-        if col not in df.columns:
-            raise DataError(f"{option} file {p} has no {col!r} column; columns: "
-                            f"{list(df.columns)}")
-    df["date"] = pd.to_datetime(df["date"])
-    df["symbol"] = df["symbol"].astype(str)
-    if df.duplicated(["date", "symbol"]).any():
-        first = df[df.duplicated(["date", "symbol"])].iloc[0]
-        raise DataError(f"{option} file {p}: (date, symbol) repeats, first "
-                        f"{first['symbol']} on {first['date'].date()}")
-    return df
-
-
 def to_matrix(df: pd.DataFrame, column: str, panel: Any, fill: Any, option: str) -> np.ndarray:
     """Pivot one column of a long frame onto the panel's (dates x symbols) grid."""
     unknown = sorted(set(df["symbol"]) - set(panel.symbols))
@@ -117,7 +101,7 @@ def to_matrix(df: pd.DataFrame, column: str, panel: Any, fill: Any, option: str)
 def _signals_mode(args: argparse.Namespace, panel: Any, common: dict[str, Any]) -> Any:
     from qilin.backtest.signal import run_signals
 
-    df = read_long(args.signals, "--signals")
+    df = read_long_table(args.signals, "--signals")
     if "target" in df.columns:
         target = to_matrix(df, "target", panel, np.nan, "--signals")
         return run_signals(panel, target=target, rebalance_threshold=args.rebalance_threshold,
@@ -142,7 +126,7 @@ def _portfolio_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _weights_mode(args: argparse.Namespace, panel: Any, common: dict[str, Any]) -> Any:
     from qilin.backtest.portfolio import run_portfolio
 
-    df = read_long(args.weights, "--weights")
+    df = read_long_table(args.weights, "--weights")
     for col, key in (("weight", "weights"), ("score", "scores")):
         if col in df.columns:
             m = to_matrix(df, col, panel, np.nan, "--weights")
@@ -207,7 +191,7 @@ def write_outputs(result: Any, out: str | Path, meta: dict[str, Any],
 def _benchmark(path: str | None, dates: pd.DatetimeIndex) -> np.ndarray | None:
     if not path:
         return None
-    df = read_long(path, "--benchmark")
+    df = read_long_table(path, "--benchmark")
     if df["symbol"].nunique() != 1 or "close" not in df.columns:
         raise DataError(f"--benchmark file {path} must hold one symbol with a 'close' column")
     close = df.set_index("date")["close"].sort_index()

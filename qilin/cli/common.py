@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 #: ``--validate`` choices; ``none`` skips validation.
@@ -94,3 +95,54 @@ def cluster_client(cluster: str | None) -> Iterator[Any]:
                else ClusterManager(cluster))  # type: ignore[arg-type]
     with manager as client:
         yield client
+
+
+def read_long_table(path: str | Path, what: str) -> Any:
+    """A long Parquet or CSV (``.csv``, ``.csv.gz``, ``.txt``) table keyed by date and symbol.
+
+    ``date`` becomes datetime, ``symbol`` text; a repeated (date, symbol) pair is an error.
+    ``what`` names the input in messages (``"--signals"``, ``"factors"``).
+
+    Raises
+    ------
+    DataError
+        Missing or unreadable file, no ``date``/``symbol`` column, repeated keys.
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "s.csv")
+    >>> pd.DataFrame({"date": ["2024-01-02"], "symbol": [1], "x": [0.5]}).to_csv(f, index=False)
+    >>> read_long_table(f, "--signals")["symbol"].tolist()
+    ['1']
+    """
+    import pandas as pd
+
+    from qilin.errors import DataError
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{what} file {p} does not exist")
+    name = p.name.lower()
+    try:
+        if name.endswith((".csv", ".csv.gz", ".txt")):
+            df = pd.read_csv(p)
+        else:
+            df = pd.read_parquet(p)
+    except Exception as exc:  # pandas/pyarrow raise many types for an unreadable file
+        raise DataError(f"{what} file {p}: cannot read it: {exc}") from exc
+    missing = [c for c in ("date", "symbol") if c not in df.columns]
+    if missing:
+        raise DataError(f"{what} file {p} has no {missing[0]!r} column; columns: "
+                        f"{list(df.columns)}")
+    try:
+        df["date"] = pd.to_datetime(df["date"])
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{what} file {p}: column 'date' is not dates: {exc}") from exc
+    df["symbol"] = df["symbol"].astype(str)
+    repeated = df.duplicated(["date", "symbol"])
+    if repeated.any():
+        first = df[repeated].iloc[0]
+        raise DataError(f"{what} file {p}: (date, symbol) repeats, first "
+                        f"{first['symbol']} on {first['date'].date()}")
+    return df

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from qilin.atomic import write_json_atomic
-from qilin.cli.common import add_data_arguments, load_data
+from qilin.cli.common import add_data_arguments, load_data, read_long_table
 from qilin.errors import DataError, ParameterError
 from qilin.factors.evaluation import (
     DEFAULT_HORIZONS,
@@ -63,31 +63,17 @@ def _horizons_arg(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _read_table(path: Path, what: str) -> pd.DataFrame:
-    if not path.exists():
-        raise DataError(f"{what} file {path} does not exist")
-    try:
-        if path.suffix.lower() in (".csv", ".gz") or path.name.lower().endswith(".csv.gz"):
-            return pd.read_csv(path, parse_dates=["date"])
-        return pd.read_parquet(path)
-    except Exception as exc:  # pandas/pyarrow raise many types for an unreadable file
-        raise DataError(f"cannot read {what} file {path}: {exc}") from exc
-
-
 def load_factor_table(path: str | Path) -> pd.DataFrame:
     """A long factor frame (``date, symbol, <factor columns>``), checked.
 
     Raises
     ------
     DataError
-        Missing file, no ``date``/``symbol`` column, no numeric factor column.
+        Missing file, no ``date``/``symbol`` column, repeated (date, symbol), no numeric
+        factor column.
     """
     path = Path(path)
-    df = _read_table(path, "factors")
-    missing = [c for c in ("date", "symbol") if c not in df.columns]
-    if missing:
-        raise DataError(f"factors file {path} has no {missing} column; columns: "
-                        f"{list(df.columns)}")
+    df = read_long_table(path, "factors")
     names = [c for c in df.columns if c not in ("date", "symbol")]
     numeric = [c for c in names if pd.api.types.is_numeric_dtype(df[c])
                and not pd.api.types.is_bool_dtype(df[c])]
@@ -96,10 +82,7 @@ def load_factor_table(path: str | Path) -> pd.DataFrame:
     dropped = sorted(set(names) - set(numeric))
     if dropped:
         raise DataError(f"factors file {path}: columns {dropped} are not numeric")
-    out = df[["date", "symbol", *numeric]].copy()
-    out["date"] = pd.to_datetime(out["date"])
-    out["symbol"] = out["symbol"].astype(str)
-    return out
+    return df[["date", "symbol", *numeric]]
 
 
 def format_summary(table: pd.DataFrame) -> str:
