@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 GPULINE := .venv-gpuline
 GPULINE_STAMP := $(GPULINE)/.installed-stamp
 
-.PHONY: run test test-gpu-line lab bench lint venv prometheus chromium clean
+.PHONY: run test test-gpu-line gpu-check lab bench lint venv prometheus chromium clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ test-gpu-line: $(GPULINE_STAMP) prometheus chromium
 	$(GPULINE)/bin/python -c "import dask, numba, pandas; print('gpu line:', 'dask', dask.__version__, 'numba', numba.__version__, 'pandas', pandas.__version__)"
 	NUMBA_CACHE_DIR=$(CURDIR)/.numba-gpuline $(GPULINE)/bin/qilin warmup --if-needed
 	NUMBA_CACHE_DIR=$(CURDIR)/.numba-gpuline $(GPULINE)/bin/python -m pytest --ignore=tests/test_gpu_extra.py
+
+## On a machine with an NVIDIA GPU: the GPU tests on the device and the W1/W2/W4 GPU figures.
+gpu-check: $(STAMP)
+	sh scripts/gpu-check.sh
 
 ## Debian's chromium for the report pages' browser tests (installed once when missing).
 chromium:

@@ -17,6 +17,10 @@ user would otherwise write for the same 158 features: long data, ``groupby(symbo
 a subset of symbols (``--pandas-symbols``) and scaled linearly per symbol to the full panel;
 the output says so. Both sides are checked to agree on the subset before timing counts.
 
+With a usable GPU (CuPy and a CUDA device) each dataset also runs whole on the GPU
+(``Panel.to("gpu")``, ``backend="gpu"``, the numba-cuda kernels), reported against the pandas
+way, against qilin on the CPU and as the largest difference from the CPU result.
+
 Repeats alternate qilin and pandas so both see the same load. Peak memory is the process
 RSS sampled every 20 ms (psutil), minus the RSS before the run (memory the process already
 holds from an earlier step is reused and not counted again).
@@ -40,6 +44,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from qilin.backend import gpu_available, gpu_names, to_host  # noqa: E402
 from qilin.data.panel import Panel  # noqa: E402
 from qilin.data.synthetic import synthetic_market  # noqa: E402
 from qilin.factors.alpha158 import alpha158_features  # noqa: E402
@@ -248,6 +253,42 @@ def bench_dataset(name: str, panel: Panel, repeats: int, pandas_symbols: int,
     }
 
 
+def max_rel_diff(a: Any, b: Any) -> float:
+    """Largest relative difference of two factor results where both are finite."""
+    worst = 0.0
+    for name in a.names:
+        x = np.asarray(to_host(a.values[name]), dtype=np.float64)
+        y = np.asarray(to_host(b.values[name]), dtype=np.float64)
+        ok = np.isfinite(x) & np.isfinite(y) & (np.abs(y) > 1e-6)
+        if ok.any():
+            worst = max(worst, float(np.max(np.abs(x[ok] - y[ok]) / np.abs(y[ok]))))
+    return worst
+
+
+def bench_gpu(row: dict[str, Any], panel: Panel, repeats: int) -> str:
+    """Alpha158 on the GPU (whole panel on the device), against the CPU row of the same set."""
+    import cupy as cp
+
+    gpanel = panel.to("gpu")
+    calc = FactorCalculator("alpha158", backend="gpu", dtype="float32", progress=False)
+    calc.compute(gpanel.select(symbols=gpanel.symbols[:5]))  # compile the kernels once
+
+    def run() -> Any:
+        res = calc.compute(gpanel)
+        cp.cuda.Device().synchronize()
+        return res
+
+    g_med, g_all, _, _ = timed(run, repeats)
+    sub = panel.select(symbols=panel.symbols[:200])
+    cpu = FactorCalculator("alpha158", backend="cpu", dtype="float32", progress=False)
+    worst = max_rel_diff(calc.compute(sub.to("gpu")), cpu.compute(sub))
+    cells = row["dates"] * row["symbols"] * 158
+    return (f"{row['dataset']}: GPU {g_med:.3f} s ({cells / g_med / 1e6:.0f} M feature-cells/s; "
+            f"runs {', '.join(f'{t:.3f}' for t in g_all)}), {row['pandas_scaled_s'] / g_med:.1f}x "
+            f"the pandas way, {row['qilin_s'] / g_med:.1f}x qilin CPU; max rel diff vs CPU "
+            f"(200 symbols) {worst:.1e}")
+
+
 def print_table(rows: list[dict[str, Any]], repeats: int) -> None:
     print()
     print(f"W1 Alpha158 (158 features, CPU, float32 output), median of {repeats} run(s)")
@@ -291,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     pandas_symbols = args.pandas_symbols or (30 if args.quick else 100)
     print(f"machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB;"
           f" load average {', '.join(f'{x:.1f}' for x in psutil.getloadavg())}")
-    rows = []
+    rows, panels = [], []
     if ASHARE.exists():
         df = pd.read_parquet(ASHARE)
         panel = Panel.from_long(df).adjusted()
@@ -300,13 +341,21 @@ def main(argv: list[str] | None = None) -> int:
         del df
         rows.append(bench_dataset("A-share 500 (adj.)", panel, repeats, pandas_symbols,
                                   False, args.block_symbols))
-        del panel
+        panels.append(panel)
     else:
         print(f"skipping the A-share set: {ASHARE} is absent")
     panel = synthetic_market(n_symbols=args.symbols, n_days=args.days, seed=42)
     rows.append(bench_dataset("synthetic", panel, repeats, pandas_symbols,
                               args.symbols > args.block_symbols, args.block_symbols))
+    panels.append(panel)
     print_table(rows, repeats)
+    print()
+    if not gpu_available():
+        print("GPU: skipped (no usable GPU: CuPy or a CUDA device is missing)")
+        return 0
+    print(f"GPU: {', '.join(gpu_names())}")
+    for row, p in zip(rows, panels, strict=True):
+        print(bench_gpu(row, p, repeats))
     return 0
 
 

@@ -19,6 +19,9 @@ z-scored per date, processors = drop constant / robust z-score / fill NaN.
 3. **Prediction**: rows/s of ``XGBoostModel.predict`` on a float32 SegmentData vs the plain
    sklearn way (``xgboost.XGBRegressor`` trained with the same parameters, ``predict`` on a
    pandas DataFrame of the same rows). Best of 5 for each.
+4. **GPU** (only with a usable GPU): the same training and prediction with
+   ``XGBoostModel(backend="gpu")`` (xgboost ``device="cuda"``), against step 1 and 3 on the
+   CPU, and the test Rank IC of both.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from qilin.backend import gpu_available, gpu_names  # noqa: E402
 from qilin.data.panel import Panel  # noqa: E402
 from qilin.data.synthetic import synthetic_market  # noqa: E402
 from qilin.factors.calculator import FactorCalculator  # noqa: E402
@@ -175,6 +179,19 @@ def main() -> None:
     print(f"   XGBRegressor.predict(df):   {len(big) / s_[0]:13,.0f} rows/s "
           f"({len(big) / s_[1]:,.0f} rows per CPU-s)")
     print(f"   ratio: {s_[0] / q[0]:.2f}x")
+
+    # 4. the same on the GPU
+    if not gpu_available():
+        print("\n4. GPU: skipped (no usable GPU: CuPy or a CUDA device is missing)")
+        return
+    XGBoostModel(**{**params, "n_estimators": 2}, backend="gpu").fit(sp.train)  # warm-up
+    t_gpu, m_gpu = timed(lambda: XGBoostModel(**params, backend="gpu").fit(sp.train))
+    _, met_g = ds.evaluate(sp.test, m_gpu.predict(sp.test))
+    g = min((cpu_timed(lambda: m_gpu.predict(big)) for _ in range(5)), key=lambda x: x[0])
+    print(f"\n4. GPU ({', '.join(gpu_names())}), xgboost device='cuda'")
+    print(f"   training {args.rounds} rounds: {t_gpu:7.2f} s  (test Rank IC "
+          f"{met_g['rank_ic']:.4f}); single-process CPU / GPU: {t_single / t_gpu:.1f}x")
+    print(f"   prediction: {len(big) / g[0]:13,.0f} rows/s; GPU / CPU: {q[0] / g[0]:.1f}x")
 
 
 if __name__ == "__main__":

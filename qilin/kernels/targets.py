@@ -142,6 +142,16 @@ def simulated() -> bool:
     return bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
 
 
+def kernels_runnable() -> bool:
+    """True when GPU kernels can execute here: under the simulator or on a real CUDA device."""
+    if simulated():
+        return True
+    try:
+        return bool(cuda_module().is_available())
+    except Exception:  # no numba-cuda, no driver: nothing can launch
+        return False
+
+
 def device(fn: Callable[..., Any]) -> Any:
     """The GPU device-function compilation of core ``fn`` (its Python function), cached.
 

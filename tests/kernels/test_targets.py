@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 
 from qilin.kernels import core, cuda, gpu_kernel
-from qilin.kernels.targets import KERNELS, device, rebind, simulated
+from qilin.kernels.targets import KERNELS, device, kernels_runnable, rebind
 
-pytestmark = pytest.mark.skipif(
-    not simulated() and os.environ.get("QILIN_TEST_CUDA") != "device",
-    reason="GPU kernels run under the simulator (CI) or on a real GPU (QILIN_TEST_CUDA=device)")
+pytestmark = pytest.mark.skipif(not kernels_runnable(),
+                                reason="GPU kernels need numba-cuda's simulator or a CUDA GPU")
 
 TAG = 7.0
 
