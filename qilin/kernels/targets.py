@@ -75,7 +75,8 @@ def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None
     def wrap(f: Callable[..., Any]) -> Any:
         if gpu is not None:
             _GPU_VARIANTS[f] = gpu
-        return njit(cache=True)(f)
+        # numba caches only functions defined in a file (not in a doctest or a notebook cell)
+        return njit(cache=not f.__code__.co_filename.startswith("<"))(f)
 
     return wrap(fn) if fn is not None else wrap
 
