@@ -576,8 +576,10 @@ def _ts1_series_nb(xt, op, w, p):
     out = np.empty((n_series, n_rows))
     n_int, n_float = ts1_scratch_nb(op, w, n_rows)
     for j in prange(n_series):
-        ts1_column_nb(xt[j], out[j], op, w, p, np.empty(n_rows, np.int64), np.empty(n_rows),
-                      np.empty(n_int, np.int64), np.empty(n_float))
+        ints = np.empty(n_rows + n_int, np.int64)  # one allocation each per column
+        floats = np.empty(n_rows + n_float)
+        ts1_column_nb(xt[j], out[j], op, w, p, ints[:n_rows], floats[:n_rows], ints[n_rows:],
+                      floats[n_rows:])
     return out
 
 
