@@ -1,9 +1,14 @@
-"""Numba CPU kernels behind :mod:`qilin.factors.ops` and :mod:`qilin.factors.indicators`.
+"""Per-series cores behind :mod:`qilin.factors.ops` and :mod:`qilin.factors.indicators`.
 
-Every time-series kernel follows the same shape: a parallel driver loops over columns
-(``prange``), compresses the column to its finite observations, runs a *core* on that dense
-series and scatters the results back to the rows they came from. The cores are plain loops
-over one dense series; :mod:`qilin.factors.kernels_gpu` mirrors them line by line in CUDA.
+Every time-series kernel has the same shape: for each column, compress the column to its
+finite observations, run a *core* on that dense series and scatter the results back to the
+rows they came from. The cores, and the column cores that do those three steps, are plain
+numba-compilable Python (:func:`qilin.kernels.targets.core`: no allocation, :mod:`math`
+instead of NumPy ufuncs, scratch buffers passed in). This module compiles them for the CPU
+and drives them with ``prange`` over series-major rows (each symbol contiguous);
+:mod:`qilin.factors.kernels_gpu` compiles the same column cores for the GPU with numba-cuda,
+one thread per column of the (dates, symbols) panel. The one place the targets differ is
+sorting (:func:`_argsort_nb`: NumPy's argsort here, a heap sort on the GPU).
 
 Kernel codes (the ``op`` arguments) are module constants, shared with the GPU module.
 
@@ -21,6 +26,8 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
+from qilin.kernels.targets import core
 
 # --- single-input rolling kernels (ts1_nb) -------------------------------------------------
 TS_SUM = 0
@@ -103,39 +110,88 @@ def series_major(x):
     return xt
 
 
-@njit(cache=True)
+@core
 def _compress_nb(col, idx, vals):
     n = 0
     for t in range(col.shape[0]):
         v = col[t]
-        if np.isfinite(v):
+        if math.isfinite(v):
             idx[n] = t
             vals[n] = v
             n += 1
     return n
 
 
-@njit(cache=True)
+@core
+def _compress_pair_nb(x, y, idx, xv, yv):
+    n = 0
+    for t in range(x.shape[0]):
+        a = x[t]
+        b = y[t]
+        if math.isfinite(a) and math.isfinite(b):
+            idx[n] = t
+            xv[n] = a
+            yv[n] = b
+            n += 1
+    return n
+
+
+@core
+def _compress_bars_nb(high, low, close, volume, idx, hv, lv, cv, vv):
+    n = 0
+    for t in range(close.shape[0]):
+        a = high[t]
+        b = low[t]
+        c = close[t]
+        d = volume[t]
+        if math.isfinite(a) and math.isfinite(b) and math.isfinite(c) and math.isfinite(d):
+            idx[n] = t
+            hv[n] = a
+            lv[n] = b
+            cv[n] = c
+            vv[n] = d
+            n += 1
+    return n
+
+
+@core
+def _fill_nan_nb(a):
+    for t in range(a.shape[0]):
+        a[t] = math.nan
+
+
+@core
+def _expand_nb(dest, idx, n):
+    # Inverse of the compression, in place, for a dest that is NaN from row n on: result k
+    # moves to row idx[k] and row k becomes NaN unless a result lands there. Walking from
+    # the end is safe because idx[k] >= k: no store reaches a row that is still to be read.
+    for k in range(n - 1, -1, -1):
+        v = dest[k]
+        dest[k] = math.nan
+        dest[idx[k]] = v
+
+
+@core
 def _finite_span_nb(col):
     first = 0
-    while first < col.shape[0] and not np.isfinite(col[first]):
+    while first < col.shape[0] and not math.isfinite(col[first]):
         first += 1
     last = col.shape[0]
-    while last > first and not np.isfinite(col[last - 1]):
+    while last > first and not math.isfinite(col[last - 1]):
         last -= 1
     return first, last
 
 
-@njit(cache=True)
+@core
 def _count_finite_nb(col, start, stop):
     span = col[start:stop]
     n = 0
     for t in range(span.shape[0]):
-        n += np.isfinite(span[t])
+        n += math.isfinite(span[t])
     return n
 
 
-@njit(cache=True)
+@core
 def _window_mean_nb(x, start, stop):
     window = x[start:stop]  # a view: indices known non-negative, no wraparound branch
     s = 0.0
@@ -144,7 +200,7 @@ def _window_mean_nb(x, start, stop):
     return s / (stop - start)
 
 
-@njit(cache=True)
+@core
 def _bisect_left_nb(buf, m, v):
     lo = 0
     hi = m
@@ -157,7 +213,7 @@ def _bisect_left_nb(buf, m, v):
     return lo
 
 
-@njit(cache=True)
+@core
 def _bisect_right_nb(buf, m, v):
     lo = 0
     hi = m
@@ -173,7 +229,7 @@ def _bisect_right_nb(buf, m, v):
 # ------------------------------------------------------------------------------------------
 # cores: one dense series x (finite values only) -> res (pre-filled with NaN)
 # ------------------------------------------------------------------------------------------
-@njit(cache=True)
+@core
 def _sum_core_nb(x, res, w, as_mean):
     # Running sum, recomputed from scratch at every w-th window to stop drift.
     s = 0.0
@@ -189,7 +245,7 @@ def _sum_core_nb(x, res, w, as_mean):
         res[t] = s / w if as_mean else s
 
 
-@njit(cache=True)
+@core
 def _moments_core_nb(x, res, w, op, ddof):
     # Sums of powers of (x - c), c = the exact mean of the window at every w-th step, so
     # large offsets (prices ~1e4 with tiny variance) do not cancel catastrophically.
@@ -234,12 +290,12 @@ def _moments_core_nb(x, res, w, op, ddof):
         res[t] = _moment_stat_nb(s1, s2, s3, s4, w, op, ddof, run >= w)
 
 
-@njit(cache=True)
+@core
 def _moment_stat_nb(s1, s2, s3, s4, w, op, ddof, constant):
     n = float(w)
     if op == TS_VAR or op == TS_STD:
         if n - ddof <= 0:
-            return np.nan
+            return math.nan
         ss = s2 - s1 * s1 / n
         if constant or ss < 0.0:
             ss = 0.0
@@ -248,22 +304,22 @@ def _moment_stat_nb(s1, s2, s3, s4, w, op, ddof, constant):
     a = s1 / n
     b = s2 / n - a * a
     if constant or b <= 1e-14:
-        return np.nan
+        return math.nan
     c = s3 / n - a * a * a - 3.0 * a * b
     if op == TS_SKEW:
         if w < 3:
-            return np.nan
+            return math.nan
         r = math.sqrt(b)
         return (math.sqrt(n * (n - 1.0)) * c) / ((n - 2.0) * r * r * r)
     if w < 4:
-        return np.nan
+        return math.nan
     d = s4 / n - a * a * a * a - 6.0 * b * a * a - 4.0 * c * a
     k = (n * n - 1.0) * d / (b * b) - 3.0 * ((n - 1.0) ** 2)
     return k / ((n - 2.0) * (n - 3.0))
 
 
-@njit(cache=True)
-def _minmax_core_nb(x, res, w, op, pos_after):
+@core
+def _minmax_core_nb(x, res, w, op, pos_after, value_after):
     # van Herk / Gil-Werman: cut the series into blocks of w. A window [s, t] is the tail of
     # s's block plus the head of t's block, so its extreme is the better of the extreme
     # from s to its block's end (a backward scan, kept per position) and the extreme from
@@ -272,7 +328,6 @@ def _minmax_core_nb(x, res, w, op, pos_after):
     # position, as with numpy.argmax.
     n = x.shape[0]
     sign = 1.0 if op == TS_MAX or op == TS_ARGMAX else -1.0
-    value_after = np.empty(n)
     for start in range(0, n, w):
         best = min(start + w, n) - 1
         top = sign * x[best]
@@ -302,7 +357,7 @@ def _minmax_core_nb(x, res, w, op, pos_after):
             res[t] = best - s + 1
 
 
-@njit(cache=True)
+@core
 def _rank_core_nb(x, res, w):
     # Count of window values below / not above the newest: O(window) per step, but a
     # branch-free loop the compiler vectorises, faster than a sorted window at w <= ~100.
@@ -317,7 +372,7 @@ def _rank_core_nb(x, res, w):
         res[t] = (below + not_above + 1.0) / (2.0 * w)
 
 
-@njit(cache=True)
+@core
 def _quantile_core_nb(x, res, w, q, buf):
     # Sorted window: the value leaving is overwritten by the one entering, which then moves
     # to its place (the shift covers only the ranks between the two values).
@@ -351,7 +406,7 @@ def _quantile_core_nb(x, res, w, q, buf):
             res[t] = buf[lo] + (buf[lo + 1] - buf[lo]) * (pos - lo)
 
 
-@njit(cache=True)
+@core
 def _linear_core_nb(x, res, w, op):
     # OLS of the window on 1..w (slope, R^2, newest residual) and the linear-weighted mean.
     xbar = (w + 1.0) / 2.0
@@ -405,7 +460,7 @@ def _linear_core_nb(x, res, w, op):
                 res[t] = sxy * sxy / (sxx * vyy)
 
 
-@njit(cache=True)
+@core
 def _ema_core_nb(x, res, span, start):
     # TA-Lib EMA: seeded with the SMA of the `span` values ending at `start`.
     n = x.shape[0]
@@ -419,7 +474,7 @@ def _ema_core_nb(x, res, span, start):
         res[t] = e
 
 
-@njit(cache=True)
+@core
 def _shift_core_nb(x, res, d, op):
     for t in range(d, x.shape[0]):
         prev = x[t - d]
@@ -431,7 +486,7 @@ def _shift_core_nb(x, res, d, op):
             res[t] = x[t] / prev - 1.0
 
 
-@njit(cache=True)
+@core
 def _count_core_nb(x, res, w):
     cnt = 0
     for t in range(x.shape[0]):
@@ -443,7 +498,7 @@ def _count_core_nb(x, res, w):
             res[t] = cnt
 
 
-@njit(cache=True)
+@core
 def _mad_core_nb(x, res, w):
     # Mean absolute deviation from the window mean (Qlib Mad): O(window) per step.
     for t in range(w - 1, x.shape[0]):
@@ -455,14 +510,14 @@ def _mad_core_nb(x, res, w):
         res[t] = dev / w
 
 
-@njit(cache=True)
+@core
 def _ts1_core_nb(x, res, op, w, p, ibuf, fbuf):
     if op == TS_SUM or op == TS_MEAN:
         _sum_core_nb(x, res, w, op == TS_MEAN)
     elif op <= TS_KURT:
         _moments_core_nb(x, res, w, op, p)
     elif op <= TS_ARGMIN:
-        _minmax_core_nb(x, res, w, op, ibuf)
+        _minmax_core_nb(x, res, w, op, ibuf, fbuf)
     elif op == TS_RANK:
         _rank_core_nb(x, res, w)
     elif op == TS_QUANTILE:
@@ -479,29 +534,52 @@ def _ts1_core_nb(x, res, op, w, p, ibuf, fbuf):
         _mad_core_nb(x, res, w)
 
 
+@core
+def ts1_scratch_nb(op, w, n_rows):
+    """Lengths of the integer and float scratch buffers ``op`` needs per column of ``n_rows``.
+
+    Examples
+    --------
+    >>> ts1_scratch_nb(TS_MAX, 5, 100), ts1_scratch_nb(TS_QUANTILE, 5, 100)
+    ((101, 101), (1, 6))
+    """
+    if TS_MAX <= op <= TS_ARGMIN:
+        return n_rows + 1, n_rows + 1
+    if op == TS_QUANTILE:
+        return 1, min(w, n_rows) + 1
+    return 1, 1
+
+
+@core
+def ts1_column_nb(col, dest, op, w, p, idx, vals, ibuf, fbuf):
+    """Rolling kernel ``op`` over one column ``col`` (all rows) into ``dest``.
+
+    ``idx`` and ``vals`` hold the compressed column (as long as ``col``), ``ibuf`` and
+    ``fbuf`` are the core's scratch (:func:`ts1_scratch_nb`). Shared by the CPU driver and
+    the GPU kernel.
+    """
+    _fill_nan_nb(dest)
+    first, last = _finite_span_nb(col)
+    n = last - first
+    if n == 0 or _count_finite_nb(col, first, last) == n:
+        # one unbroken run (e.g. missing only before listing or after delisting)
+        _ts1_core_nb(col[first:last], dest[first:last], op, w, p, ibuf, fbuf)
+        return
+    n = _compress_nb(col, idx, vals)
+    _ts1_core_nb(vals[:n], dest[:n], op, w, p, ibuf, fbuf)
+    _expand_nb(dest, idx, n)
+
+
 @njit(parallel=True, cache=True)
 def _ts1_series_nb(xt, op, w, p):
     n_series, n_rows = xt.shape
     out = np.empty((n_series, n_rows))
+    n_int, n_float = ts1_scratch_nb(op, w, n_rows)
     for j in prange(n_series):
-        row = xt[j]
-        dest = out[j]
-        dest[:] = np.nan
-        first, last = _finite_span_nb(row)
-        n = last - first
-        ibuf = np.empty(n + 1, np.int64)
-        fbuf = np.empty(min(w, n) + 1)
-        if n == 0 or _count_finite_nb(row, first, last) == n:
-            # one unbroken run (e.g. missing only before listing or after delisting)
-            _ts1_core_nb(row[first:last], dest[first:last], op, w, p, ibuf, fbuf)
-            continue
-        idx = np.empty(n_rows, np.int64)
-        vals = np.empty(n_rows)
-        n = _compress_nb(row, idx, vals)
-        res = np.full(n, np.nan)
-        _ts1_core_nb(vals[:n], res, op, w, p, ibuf, fbuf)
-        for k in range(n):
-            dest[idx[k]] = res[k]
+        ints = np.empty(n_rows + n_int, np.int64)  # one allocation each per column
+        floats = np.empty(n_rows + n_float)
+        ts1_column_nb(xt[j], out[j], op, w, p, ints[:n_rows], floats[:n_rows], ints[n_rows:],
+                      floats[n_rows:])
     return out
 
 
@@ -518,7 +596,7 @@ def ts1_nb(x, op, w, p):
 # ------------------------------------------------------------------------------------------
 # two-input rolling kernels
 # ------------------------------------------------------------------------------------------
-@njit(cache=True)
+@core
 def _ts2_core_nb(x, y, res, op, w):
     cx = 0.0
     cy = 0.0
@@ -582,29 +660,23 @@ def _ts2_core_nb(x, y, res, op, w):
         res[t] = cov / math.sqrt(vx * vy)
 
 
+@core
+def ts2_column_nb(xcol, ycol, dest, op, w, idx, xv, yv):
+    """Rolling two-input kernel ``op`` over one column pair into ``dest`` (scratch as long
+    as the columns). Shared by the CPU driver and the GPU kernel."""
+    _fill_nan_nb(dest)
+    n = _compress_pair_nb(xcol, ycol, idx, xv, yv)
+    _ts2_core_nb(xv[:n], yv[:n], dest[:n], op, w)
+    _expand_nb(dest, idx, n)
+
+
 @njit(parallel=True, cache=True)
 def _ts2_series_nb(xt, yt, op, w):
     n_series, n_rows = xt.shape
     out = np.empty((n_series, n_rows))
     for j in prange(n_series):
-        dest = out[j]
-        dest[:] = np.nan
-        idx = np.empty(n_rows, np.int64)
-        xv = np.empty(n_rows)
-        yv = np.empty(n_rows)
-        n = 0
-        for t in range(n_rows):
-            a = xt[j, t]
-            b = yt[j, t]
-            if np.isfinite(a) and np.isfinite(b):
-                idx[n] = t
-                xv[n] = a
-                yv[n] = b
-                n += 1
-        res = np.full(n, np.nan)
-        _ts2_core_nb(xv[:n], yv[:n], res, op, w)
-        for k in range(n):
-            dest[idx[k]] = res[k]
+        ts2_column_nb(xt[j], yt[j], out[j], op, w, np.empty(n_rows, np.int64),
+                      np.empty(n_rows), np.empty(n_rows))
     return out
 
 
@@ -619,44 +691,99 @@ def ts2_nb(x, y, op, w):
 # ------------------------------------------------------------------------------------------
 # cross-section rank
 # ------------------------------------------------------------------------------------------
+@core
+def _heap_sift_nb(values, order, root, end):
+    # Move order[root] down the max-heap order[root:end] (keyed by values[order[.]]).
+    while True:
+        child = 2 * root + 1
+        if child >= end:
+            return
+        if child + 1 < end and values[order[child + 1]] > values[order[child]]:
+            child += 1
+        if values[order[root]] >= values[order[child]]:
+            return
+        swap = order[root]
+        order[root] = order[child]
+        order[child] = swap
+        root = child
+
+
+@core
+def heap_argsort_nb(values, m, order):
+    """``order[:m]`` = indices sorting ``values[:m]`` ascending, by an in-place heap sort.
+
+    The GPU's :func:`_argsort_nb` (no allocation, no recursion). Equal values may come in
+    any order; callers average over ties.
+
+    Examples
+    --------
+    >>> order = np.empty(4, np.int64)
+    >>> heap_argsort_nb(np.array([3.0, 1.0, 2.0, 0.5]), 4, order)
+    >>> order.tolist()
+    [3, 1, 2, 0]
+    """
+    for i in range(m):
+        order[i] = i
+    for root in range(m // 2 - 1, -1, -1):
+        _heap_sift_nb(values, order, root, m)
+    for end in range(m - 1, 0, -1):
+        swap = order[0]
+        order[0] = order[end]
+        order[end] = swap
+        _heap_sift_nb(values, order, 0, end)
+
+
+@core(gpu=heap_argsort_nb)
+def _argsort_nb(values, m, order):
+    # Sorting primitive: NumPy's introsort on the CPU, heap_argsort_nb on the GPU.
+    order[:m] = np.argsort(values[:m])
+
+
+@core
+def cs_rank_row_nb(row, dest, vals, cols, order):
+    """Average rank / count of each finite entry of ``row`` into ``dest``; NaN when the row
+    has < 2 finite entries. ``vals``, ``cols`` and ``order`` are scratch as long as the row.
+
+    Sorts the row's finite values once and walks the runs of ties. Shared by the CPU driver
+    and the GPU kernel.
+    """
+    m = 0
+    for j in range(row.shape[0]):
+        v = row[j]
+        dest[j] = math.nan
+        if math.isfinite(v):
+            vals[m] = v
+            cols[m] = j
+            m += 1
+    if m < 2:
+        return
+    _argsort_nb(vals, m, order)
+    k = 0
+    while k < m:
+        e = k
+        while e + 1 < m and vals[order[e + 1]] == vals[order[k]]:
+            e += 1
+        r = (k + e + 2.0) / (2.0 * m)
+        for q in range(k, e + 1):
+            dest[cols[order[q]]] = r
+        k = e + 1
+
+
 @njit(parallel=True, cache=True)
 def cs_rank_nb(x):
-    """Average rank / count of each finite entry within its row; NaN for rows < 2 finite.
-
-    Sorts each row's finite values once and walks the runs of ties (the GPU twin gets the
-    same numbers by binary search of each value in the sorted row).
-    """
+    """Average rank / count of each finite entry within its row; NaN for rows < 2 finite."""
     n_rows, n_cols = x.shape
-    out = np.full((n_rows, n_cols), np.nan)
+    out = np.empty((n_rows, n_cols))
     for i in prange(n_rows):
-        buf = np.empty(n_cols)
-        col = np.empty(n_cols, np.int64)
-        m = 0
-        for j in range(n_cols):
-            v = x[i, j]
-            if np.isfinite(v):
-                buf[m] = v
-                col[m] = j
-                m += 1
-        if m < 2:
-            continue
-        order = np.argsort(buf[:m])
-        k = 0
-        while k < m:
-            e = k
-            while e + 1 < m and buf[order[e + 1]] == buf[order[k]]:
-                e += 1
-            r = (k + e + 2.0) / (2.0 * m)
-            for q in range(k, e + 1):
-                out[i, col[order[q]]] = r
-            k = e + 1
+        cs_rank_row_nb(x[i], out[i], np.empty(n_cols), np.empty(n_cols, np.int64),
+                       np.empty(n_cols, np.int64))
     return out
 
 
 # ------------------------------------------------------------------------------------------
 # indicators: TA-Lib's algorithms on the dense series of rows where all inputs are finite
 # ------------------------------------------------------------------------------------------
-@njit(cache=True)
+@core
 def _true_range_nb(high, low, prev_close):
     r = high - low
     a = abs(high - prev_close)
@@ -668,7 +795,7 @@ def _true_range_nb(high, low, prev_close):
     return r
 
 
-@njit(cache=True)
+@core
 def _multi_ema_core_nb(x, res, tmp, p, depth):
     # EMA, DEMA (depth 2) or TEMA (depth 3); each stage is an EMA of the previous stage's
     # defined values, seeded with their first p-value SMA.
@@ -678,7 +805,7 @@ def _multi_ema_core_nb(x, res, tmp, p, depth):
         off = k * (p - 1)
         if off >= n:
             return
-        _ema_core_nb(tmp[k - 1][off:], tmp[k][off:], p, p - 1)
+        _ema_core_nb(tmp[k - 1][off:n], tmp[k][off:n], p, p - 1)
     for t in range(depth * (p - 1), n):
         if depth == 1:
             res[t] = tmp[0][t]
@@ -688,7 +815,7 @@ def _multi_ema_core_nb(x, res, tmp, p, depth):
             res[t] = 3.0 * tmp[0][t] - 3.0 * tmp[1][t] + tmp[2][t]
 
 
-@njit(cache=True)
+@core
 def _macd_core_nb(x, res, tmp, fast, slow, signal, which):
     # TA-Lib alignment: both EMAs start at index slow-1 (the fast one seeded with the SMA of
     # the `fast` values ending there); the signal EMA starts signal-1 values later.
@@ -701,7 +828,7 @@ def _macd_core_nb(x, res, tmp, fast, slow, signal, which):
         tmp[2][t] = tmp[0][t] - tmp[1][t]
     if slow - 1 >= n:
         return
-    _ema_core_nb(tmp[2][slow - 1:], tmp[1][slow - 1:], signal, signal - 1)
+    _ema_core_nb(tmp[2][slow - 1:n], tmp[1][slow - 1:n], signal, signal - 1)
     for t in range(slow + signal - 2, n):
         if which == IND_MACD:
             res[t] = tmp[2][t]
@@ -711,7 +838,7 @@ def _macd_core_nb(x, res, tmp, fast, slow, signal, which):
             res[t] = tmp[2][t] - tmp[1][t]
 
 
-@njit(cache=True)
+@core
 def _rsi_core_nb(x, res, p):
     n = x.shape[0]
     if n <= p:
@@ -742,7 +869,7 @@ def _rsi_core_nb(x, res, p):
         res[t] = 0.0 if -TA_EPSILON < total < TA_EPSILON else 100.0 * (gain / total)
 
 
-@njit(cache=True)
+@core
 def _bbands_core_nb(x, res, tmp, p, nbdev, which):
     _sum_core_nb(x, tmp[0], p, True)
     _moments_core_nb(x, tmp[1], p, TS_VAR, 0.0)
@@ -757,7 +884,7 @@ def _bbands_core_nb(x, res, tmp, p, nbdev, which):
             res[t] = tmp[0][t] - nbdev * std
 
 
-@njit(cache=True)
+@core
 def _atr_core_nb(high, low, close, res, p, normalised):
     n = close.shape[0]
     if n <= p:
@@ -779,7 +906,7 @@ def _atr_core_nb(high, low, close, res, p, normalised):
             res[t] = 0.0
 
 
-@njit(cache=True)
+@core
 def _cci_core_nb(high, low, close, res, tmp, p):
     n = close.shape[0]
     for t in range(n):
@@ -796,7 +923,7 @@ def _cci_core_nb(high, low, close, res, tmp, p):
             res[t] = 0.0
 
 
-@njit(cache=True)
+@core
 def _window_extremes_nb(high, low, start, stop):
     hh = high[start]
     ll = low[start]
@@ -808,7 +935,7 @@ def _window_extremes_nb(high, low, start, stop):
     return hh, ll
 
 
-@njit(cache=True)
+@core
 def _willr_core_nb(high, low, close, res, p):
     for t in range(p - 1, close.shape[0]):
         hh, ll = _window_extremes_nb(high, low, t - p + 1, t + 1)
@@ -816,7 +943,7 @@ def _willr_core_nb(high, low, close, res, p):
         res[t] = (hh - close[t]) / diff if diff != 0.0 else 0.0
 
 
-@njit(cache=True)
+@core
 def _stoch_core_nb(high, low, close, res, tmp, fastk, slowk, slowd, which):
     n = close.shape[0]
     for t in range(fastk - 1, n):
@@ -834,7 +961,7 @@ def _stoch_core_nb(high, low, close, res, tmp, fastk, slowk, slowd, which):
             res[t] = _window_mean_nb(tmp[1], t - slowd + 1, t + 1)
 
 
-@njit(cache=True)
+@core
 def _mfi_core_nb(high, low, close, volume, res, tmp, p):
     # tmp[0]: positive money flow of each bar, tmp[1]: negative money flow. As TA-Lib 0.6:
     # a typical-price move within 1e-14 of the prices' scale counts as no move.
@@ -861,7 +988,7 @@ def _mfi_core_nb(high, low, close, volume, res, tmp, p):
             res[t] = 100.0 * (min(max(pos, 0.0), total) / total)
 
 
-@njit(cache=True)
+@core
 def _obv_core_nb(close, volume, res):
     n = close.shape[0]
     if n == 0:
@@ -876,14 +1003,14 @@ def _obv_core_nb(close, volume, res):
         res[t] = obv
 
 
-@njit(cache=True)
+@core
 def _roc_core_nb(x, res, p):
     for t in range(p, x.shape[0]):
         prev = x[t - p]
         res[t] = ((x[t] / prev) - 1.0) * 100.0 if prev != 0.0 else 0.0
 
 
-@njit(cache=True)
+@core
 def _dm_step_nb(high, low, t):
     # (plus DM, minus DM) of bar t, TA-Lib's rule
     diff_p = high[t] - high[t - 1]
@@ -895,7 +1022,7 @@ def _dm_step_nb(high, low, t):
     return 0.0, 0.0
 
 
-@njit(cache=True)
+@core
 def _dx_nb(plus_dm, minus_dm, tr):
     # DX in percent, or -1 when TA-Lib would skip the update
     if -TA_EPSILON < tr < TA_EPSILON:
@@ -908,7 +1035,7 @@ def _dx_nb(plus_dm, minus_dm, tr):
     return 100.0 * (abs(minus_di - plus_di) / total)
 
 
-@njit(cache=True)
+@core
 def _adx_core_nb(high, low, close, res, p):
     n = close.shape[0]
     if n <= 2 * p - 1:
@@ -947,7 +1074,7 @@ def _adx_core_nb(high, low, close, res, p):
         res[t] = adx
 
 
-@njit(cache=True)
+@core
 def _vwap_core_nb(high, low, close, volume, res, p):
     for t in range(p - 1, close.shape[0]):
         pv = 0.0
@@ -959,7 +1086,7 @@ def _vwap_core_nb(high, low, close, volume, res, p):
             res[t] = pv / vol
 
 
-@njit(cache=True)
+@core
 def _ind_core_nb(high, low, close, volume, res, tmp, op, p1, p2, p3, f):
     if op == IND_SMA:
         _sum_core_nb(close, res, p1, True)
@@ -997,36 +1124,28 @@ def _ind_core_nb(high, low, close, volume, res, tmp, op, p1, p2, p3, f):
         _vwap_core_nb(high, low, close, volume, res, p1)
 
 
+@core
+def ind_column_nb(high, low, close, volume, dest, op, p1, p2, p3, f, idx, hv, lv, cv, vv,
+                  tmp):
+    """Indicator ``op`` over one column of each input into ``dest``, on the rows where all
+    four are finite. ``idx``, ``hv``, ``lv``, ``cv``, ``vv`` are scratch as long as the
+    columns, ``tmp`` a (3, rows) scratch. Shared by the CPU driver and the GPU kernel."""
+    _fill_nan_nb(dest)
+    n = _compress_bars_nb(high, low, close, volume, idx, hv, lv, cv, vv)
+    for k in range(3):
+        _fill_nan_nb(tmp[k][:n])
+    _ind_core_nb(hv[:n], lv[:n], cv[:n], vv[:n], dest[:n], tmp, op, p1, p2, p3, f)
+    _expand_nb(dest, idx, n)
+
+
 @njit(parallel=True, cache=True)
 def _ind_series_nb(ht, lt, ct, vt, op, p1, p2, p3, f):
     n_series, n_rows = ct.shape
     out = np.empty((n_series, n_rows))
     for j in prange(n_series):
-        dest = out[j]
-        dest[:] = np.nan
-        idx = np.empty(n_rows, np.int64)
-        hv = np.empty(n_rows)
-        lv = np.empty(n_rows)
-        cv = np.empty(n_rows)
-        vv = np.empty(n_rows)
-        n = 0
-        for t in range(n_rows):
-            a = ht[j, t]
-            b = lt[j, t]
-            c = ct[j, t]
-            d = vt[j, t]
-            if np.isfinite(a) and np.isfinite(b) and np.isfinite(c) and np.isfinite(d):
-                idx[n] = t
-                hv[n] = a
-                lv[n] = b
-                cv[n] = c
-                vv[n] = d
-                n += 1
-        res = np.full(n, np.nan)
-        tmp = np.full((3, n), np.nan)
-        _ind_core_nb(hv[:n], lv[:n], cv[:n], vv[:n], res, tmp, op, p1, p2, p3, f)
-        for k in range(n):
-            dest[idx[k]] = res[k]
+        ind_column_nb(ht[j], lt[j], ct[j], vt[j], out[j], op, p1, p2, p3, f,
+                      np.empty(n_rows, np.int64), np.empty(n_rows), np.empty(n_rows),
+                      np.empty(n_rows), np.empty(n_rows), np.empty((3, n_rows)))
     return out
 
 

@@ -1,55 +1,335 @@
-"""GPU kernels against the numba CPU kernels.
+"""GPU factor kernels (numba-cuda, compiled from the CPU's Python cores) against the CPU.
 
 Two layers:
 
-* with a CUDA GPU (``gpu`` fixture): every operator and indicator on CuPy input equals the
-  NumPy result, on random data with NaN gaps;
-* everywhere a C++ compiler exists: the CUDA source itself is compiled for the host (CUDA
-  qualifiers and thread indices shimmed) and launched through the real wrappers of
-  ``kernels_gpu`` (``ts1_gpu`` ...) with a stand-in ``cupy`` made of NumPy plus that host
-  ``RawModule``; every (block, thread) of the grid runs in turn. This checks the kernel
-  logic, the compress / scatter steps and the kernel arguments even without a GPU.
+* everywhere: the wrappers of :mod:`qilin.factors.kernels_gpu` (``ts1_gpu`` ...) are called
+  with NumPy arrays. Without a GPU they run in numba-cuda's simulator (tests/conftest.py sets
+  ``NUMBA_ENABLE_CUDASIM=1``); every ts1 op, both ts2 ops, ``cs_rank`` and every indicator
+  is compared with :mod:`qilin.factors.kernels_cpu` on random panels with NaN gaps (flat
+  runs, a 5e3 price offset, an empty column, a one-value column, late listing, early
+  delisting, a gap in one input only), on a panel wider than one 128-thread block (grid of
+  several blocks, bounds check of the last one) and on real slices (12 symbols x 150 dates)
+  of the A-share and S&P 500 files;
+* with a CUDA GPU and CuPy (``gpu`` fixture): the same comparisons with CuPy arrays, and the
+  :mod:`qilin.factors.ops` / :mod:`qilin.factors.indicators` functions dispatching CuPy input.
+
+Exactness. The simulator executes the cores' Python in float64 with the operations in the
+order numba's CPU code performs them, so every result is bit-identical. On a real GPU NVVM
+contracts ``a * b + c`` into fused multiply-adds (numba-cuda compiles with fma on), which
+moves the last bits of results whose cores multiply and then add: var/std/skew/kurt,
+slope/rsquare/resi/wma, ema, quantile interpolation, corr/cov and the indicators built on
+such steps; those are compared to 1e-12 relative to the largest magnitude of the result.
+Cores that only add, compare, count or divide stay bit-identical on the GPU too (``EXACT``:
+sum, mean, max, min, argmax, argmin, rank, mad, delay, delta, pct_change, count, cs_rank,
+SMA, OBV, ROC, WILLR).
 """
 
 from __future__ import annotations
 
-import ctypes
-import shutil
-import subprocess
-from pathlib import Path
+import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from qilin.factors import indicators as ind
 from qilin.factors import kernels_cpu as kc
 from qilin.factors import kernels_gpu as kg
 from qilin.factors import ops
+from qilin.kernels.targets import simulated
+
+kernels_run = pytest.mark.skipif(
+    not simulated() and os.environ.get("QILIN_TEST_CUDA") != "device",
+    reason="GPU kernels run under the simulator (CI) or on a real GPU (QILIN_TEST_CUDA=device)")
 
 RNG = np.random.default_rng(11)
-T, N = 300, 7
+T, N = 90, 9
 
 
-def _data() -> dict[str, np.ndarray]:
-    close = 20.0 + RNG.normal(size=(T, N)).cumsum(axis=0) * 0.3
-    close[:, 0] += 5e3
+def _bars(t: int, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    close = 20.0 + rng.normal(size=(t, n)).cumsum(axis=0) * 0.3
+    close[:, 0] += 5e3  # large offset, small moves
     close[:, 1] = np.round(close[:, 1], 0)  # ties and flat stretches
-    spread = np.abs(RNG.normal(size=(T, N))) * 0.4
+    spread = np.abs(rng.normal(size=(t, n))) * 0.4
     high, low = close + spread, close - spread * 0.8
-    volume = RNG.integers(1, 10_000, size=(T, N)).astype(float)
-    gaps = RNG.random((T, N)) < 0.1
-    gaps[100:130, 3] = True
+    volume = rng.integers(1, 10_000, size=(t, n)).astype(float)
+    gaps = rng.random((t, n)) < 0.1
+    gaps[:, 2] = False  # dense: the core runs on the column itself
+    if n > 8:
+        gaps[30:45, 3] = True
+        gaps[:, 4] = True  # empty column
+        gaps[:, 5] = True
+        gaps[t // 2, 5] = False  # one finite value
+        gaps[:, 6] = np.arange(t) < t // 3  # listed late: one unbroken run
+        gaps[:, 7] = np.arange(t) >= t - 10  # delisted early
     for a in (close, high, low):
         a[gaps] = np.nan
     high[7, 2] = np.nan  # a gap in one input only
-    other = close * 0.5 + RNG.normal(size=(T, N))
-    cond = (RNG.random((T, N)) < 0.5).astype(float)
+    other = close * 0.5 + rng.normal(size=(t, n))
+    cond = (rng.random((t, n)) < 0.5).astype(float)
     cond[gaps] = np.nan
     return {"close": close, "high": high, "low": low, "volume": volume, "other": other,
             "cond": cond}
 
 
-D = _data()
+D = _bars(T, N, RNG)
+WIDE = _bars(16, 140, np.random.default_rng(12))  # 140 threads: two blocks of 128
+
+TS1_CASES = [
+    (kc.TS_SUM, 7, 0.0), (kc.TS_MEAN, 7, 0.0), (kc.TS_VAR, 7, 1.0), (kc.TS_STD, 7, 0.0),
+    (kc.TS_SKEW, 9, 0.0), (kc.TS_KURT, 9, 0.0), (kc.TS_MAX, 5, 0.0), (kc.TS_MIN, 5, 0.0),
+    (kc.TS_ARGMAX, 5, 0.0), (kc.TS_ARGMIN, 5, 0.0), (kc.TS_RANK, 6, 0.0),
+    (kc.TS_QUANTILE, 6, 0.3), (kc.TS_QUANTILE, 6, 1.0), (kc.TS_SLOPE, 8, 0.0),
+    (kc.TS_RSQUARE, 8, 0.0), (kc.TS_RESI, 8, 0.0), (kc.TS_WMA, 8, 0.0), (kc.TS_EMA, 6, 0.0),
+    (kc.TS_DELAY, 2, 0.0), (kc.TS_DELTA, 2, 0.0), (kc.TS_PCT_CHANGE, 2, 0.0),
+    (kc.TS_COUNT, 5, 0.0), (kc.TS_MAD, 6, 0.0),
+    # window sizes at the edges of the min/max blocks and of the sorted window
+    (kc.TS_MAX, 1, 0.0), (kc.TS_ARGMIN, 2, 0.0), (kc.TS_ARGMAX, 13, 0.0),
+    (kc.TS_RANK, 1, 0.0), (kc.TS_QUANTILE, 1, 0.5), (kc.TS_QUANTILE, 11, 0.8),
+    (kc.TS_STD, 1, 0.0), (kc.TS_VAR, 13, 1.0),
+]
+IND_CASES = [
+    (kc.IND_SMA, 10, 1, 1, 0.0), (kc.IND_EMA, 10, 1, 1, 0.0), (kc.IND_WMA, 10, 1, 1, 0.0),
+    (kc.IND_DEMA, 10, 1, 1, 0.0), (kc.IND_TEMA, 10, 1, 1, 0.0),
+    (kc.IND_MACD, 12, 26, 9, 0.0), (kc.IND_MACD_SIGNAL, 12, 26, 9, 0.0),
+    (kc.IND_MACD_HIST, 26, 12, 9, 0.0), (kc.IND_RSI, 14, 1, 1, 0.0),
+    (kc.IND_BBANDS_UPPER, 20, 1, 1, 2.0), (kc.IND_BBANDS_MIDDLE, 20, 1, 1, 2.0),
+    (kc.IND_BBANDS_LOWER, 20, 1, 1, 1.5), (kc.IND_ATR, 14, 1, 1, 0.0),
+    (kc.IND_NATR, 14, 1, 1, 0.0), (kc.IND_CCI, 14, 1, 1, 0.0), (kc.IND_WILLR, 14, 1, 1, 0.0),
+    (kc.IND_MFI, 14, 1, 1, 0.0), (kc.IND_OBV, 1, 1, 1, 0.0), (kc.IND_ROC, 10, 1, 1, 0.0),
+    (kc.IND_STOCH_K, 5, 3, 3, 0.0), (kc.IND_STOCH_D, 5, 3, 3, 0.0),
+    (kc.IND_ADX, 14, 1, 1, 0.0), (kc.IND_VWAP, 20, 1, 1, 0.0),
+]
+EXACT_TS1 = {kc.TS_SUM, kc.TS_MEAN, kc.TS_MAX, kc.TS_MIN, kc.TS_ARGMAX, kc.TS_ARGMIN,
+             kc.TS_RANK, kc.TS_MAD, kc.TS_DELAY, kc.TS_DELTA, kc.TS_PCT_CHANGE, kc.TS_COUNT}
+EXACT_IND = {kc.IND_SMA, kc.IND_OBV, kc.IND_ROC, kc.IND_WILLR}
+
+
+def _name(prefix: str, op: int) -> str:
+    return next(k for k, v in vars(kc).items() if k.startswith(prefix) and v == op)
+
+
+def _ids(cases: list[tuple[Any, ...]], prefix: str) -> list[str]:
+    return [f"{_name(prefix, c[0])}-{'-'.join(map(str, c[1:]))}" for c in cases]
+
+
+def _host(a: Any) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def assert_same(got: Any, want: np.ndarray, exact: bool) -> None:
+    """Bit-identical (NaNs in the same places) when ``exact`` or under the simulator; else
+    1e-12 relative to the largest magnitude of ``want`` (FMA contraction on a real GPU)."""
+    got = _host(got)
+    assert got.shape == want.shape and got.dtype == np.float64
+    if exact or simulated():
+        np.testing.assert_array_equal(got, want)
+        return
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    scale = max(1.0, float(np.nanmax(np.abs(want), initial=0.0)))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * scale)
+
+
+def _ts1_input(data: dict[str, np.ndarray], op: int) -> np.ndarray:
+    return data["cond"] if op == kc.TS_COUNT else data["close"]
+
+
+def _bars_of(data: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    return data["high"], data["low"], data["close"], data["volume"]
+
+
+def _ranked(x: np.ndarray) -> np.ndarray:
+    """Rounded (ties), one row with a single finite value, one all-NaN row."""
+    r = np.round(x, 0)
+    r[5, 1:] = np.nan
+    r[6, :] = np.nan
+    return r
+
+
+def check_ts1(data: dict[str, np.ndarray], op: int, w: int, p: float,
+              to_device: Callable[[np.ndarray], Any] = np.asarray) -> None:
+    x = _ts1_input(data, op)
+    assert_same(kg.ts1_gpu(to_device(x), op, w, p), kc.ts1_nb(x, op, w, p), op in EXACT_TS1)
+
+
+def check_ts2(data: dict[str, np.ndarray], op: int, w: int,
+              to_device: Callable[[np.ndarray], Any] = np.asarray) -> None:
+    x, y = data["close"], data["other"]
+    assert_same(kg.ts2_gpu(to_device(x), to_device(y), op, w), kc.ts2_nb(x, y, op, w), False)
+
+
+def check_cs_rank(x: np.ndarray, to_device: Callable[[np.ndarray], Any] = np.asarray) -> None:
+    assert_same(kg.cs_rank_gpu(to_device(x)), kc.cs_rank_nb(x), True)
+
+
+def check_ind(data: dict[str, np.ndarray], op: int, p1: int, p2: int, p3: int, f: float,
+              to_device: Callable[[np.ndarray], Any] = np.asarray) -> None:
+    bars = _bars_of(data)
+    got = kg.ind_gpu(*(to_device(a) for a in bars), op, p1, p2, p3, f)
+    assert_same(got, kc.ind_nb(*bars, op, p1, p2, p3, f), op in EXACT_IND)
+
+
+# ------------------------------------------------------------------------------------------
+# the GPU kernels through their wrappers, NumPy in (the simulator without a GPU)
+# ------------------------------------------------------------------------------------------
+@kernels_run
+@pytest.mark.parametrize(("op", "w", "p"), TS1_CASES, ids=_ids(TS1_CASES, "TS_"))
+def test_ts1_kernel_equals_cpu(op: int, w: int, p: float) -> None:
+    check_ts1(D, op, w, p)
+
+
+@kernels_run
+@pytest.mark.parametrize("op", [kc.TS_CORR, kc.TS_COV])
+@pytest.mark.parametrize("w", [1, 2, 9])
+def test_ts2_kernel_equals_cpu(op: int, w: int) -> None:
+    check_ts2(D, op, w)
+
+
+@kernels_run
+def test_cs_rank_kernel_equals_cpu_with_ties_and_sparse_rows() -> None:
+    x = _ranked(D["close"])
+    check_cs_rank(x)
+    got = kg.cs_rank_gpu(x)
+    assert np.isnan(got[5]).all() and np.isnan(got[6]).all()  # < 2 finite: NaN row
+    finite = np.isfinite(x[0])
+    assert (np.unique(x[0][finite], return_counts=True)[1] > 1).any()  # the row has ties
+    assert ((got[0][finite] * 2 * finite.sum()) % 1 == 0).all()  # ranks are k/2 over m
+
+
+@kernels_run
+@pytest.mark.parametrize(("op", "p1", "p2", "p3", "f"), IND_CASES, ids=_ids(IND_CASES, "IND_"))
+def test_indicator_kernel_equals_cpu(op: int, p1: int, p2: int, p3: int, f: float) -> None:
+    check_ind(D, op, p1, p2, p3, f)
+
+
+@kernels_run
+def test_kernels_span_several_blocks() -> None:
+    # 140 columns (or rows for cs_rank): a second, partial block of threads
+    for op, w, p in [(kc.TS_MEAN, 3, 0.0), (kc.TS_ARGMAX, 4, 0.0), (kc.TS_QUANTILE, 4, 0.5)]:
+        check_ts1(WIDE, op, w, p)
+    check_ts2(WIDE, kc.TS_CORR, 4)
+    check_ind(WIDE, kc.IND_STOCH_D, 3, 2, 2, 0.0)
+    check_cs_rank(_ranked(WIDE["close"].T.copy()))
+
+
+@kernels_run
+def test_windows_longer_than_history() -> None:
+    x = D["close"][:30]
+    for op in (kc.TS_RANK, kc.TS_MEAN, kc.TS_MAX, kc.TS_EMA, kc.TS_QUANTILE):
+        got = kg.ts1_gpu(x, op, 2**40, 0.5)
+        assert np.isnan(got).all()
+        assert_same(got, kc.ts1_nb(x, op, 2**40, 0.5), True)
+    assert np.isnan(kg.ts2_gpu(x, x, kc.TS_CORR, 2**40)).all()
+    h, lo, v = D["high"][:30], D["low"][:30], D["volume"][:30]
+    assert np.isnan(kg.ind_gpu(h, lo, x, v, kc.IND_MACD, 3, 2**40, 2, 0.0)).all()
+
+
+@kernels_run
+def test_wrappers_take_any_layout_and_empty_panels() -> None:
+    x = np.asfortranarray(D["close"])
+    assert_same(kg.ts1_gpu(x, kc.TS_STD, 5, 1.0), kc.ts1_nb(x, kc.TS_STD, 5, 1.0), False)
+    assert kg.ts1_gpu(np.empty((0, 3)), kc.TS_MEAN, 2, 0.0).shape == (0, 3)
+    assert kg.cs_rank_gpu(np.empty((4, 0))).shape == (4, 0)
+
+
+def test_heap_argsort_sorts_like_numpy() -> None:
+    # the GPU's sorting primitive, run here as numba CPU code
+    rng = np.random.default_rng(4)
+    for m in [0, 1, 2, 3, 7, 64, 257]:
+        values = np.round(rng.normal(size=m + 5) * 3)  # ties; 5 trailing entries ignored
+        order = np.full(m + 5, -1, np.int64)
+        kc.heap_argsort_nb(values, m, order)
+        assert sorted(order[:m].tolist()) == list(range(m))
+        np.testing.assert_array_equal(values[order[:m]], np.sort(values[:m]))
+        assert (order[m:] == -1).all()
+
+
+# ------------------------------------------------------------------------------------------
+# real data: small slices, the gaps real panels have
+# ------------------------------------------------------------------------------------------
+ASHARE_SYMBOLS = ["600519.SH", "000001.SZ", "000002.SZ", "002246.SZ", "300388.SZ",
+                  "000429.SZ", "601166.SH", "002443.SZ", "300123.SZ", "002341.SZ",
+                  "000889.SZ", "002540.SZ"]  # suspensions, one suspended most of the slice
+SP500_SYMBOLS = ["AAPL", "DHR", "ES", "GE", "KHC", "MSFT", "O", "PYPL", "REGN", "VRTX", "WRK",
+                 "XOM"]  # null OHLC values, listings in the window (KHC, PYPL)
+
+
+def _real_slice(path: Any, symbols: list[str], start: str, days: int = 150) -> dict:
+    df = pd.read_parquet(path, columns=["date", "symbol", "open", "high", "low", "close",
+                                        "volume"], filters=[("symbol", "in", symbols)])
+    df = df[df["date"] >= pd.Timestamp(start)]
+    dates = np.sort(df["date"].unique())[:days]
+    df = df[df["date"].isin(dates)]
+    wide = {f: df.pivot(index="date", columns="symbol", values=f)
+            .reindex(index=dates, columns=symbols).to_numpy(dtype=np.float64)
+            for f in ("open", "high", "low", "close", "volume")}
+    assert wide["close"].shape == (days, len(symbols))
+    assert np.isnan(wide["close"]).any() or np.isnan(wide["high"]).any()
+    wide["other"] = wide["open"]
+    wide["cond"] = np.where(np.isnan(wide["close"]), np.nan,
+                            (np.diff(wide["close"], axis=0, prepend=np.nan) > 0).astype(float))
+    return wide
+
+
+@pytest.fixture(scope="module")
+def ashare(ashare_path) -> dict[str, np.ndarray]:
+    return _real_slice(ashare_path, ASHARE_SYMBOLS, "2016-01-01")
+
+
+@pytest.fixture(scope="module")
+def sp500(sp500_path) -> dict[str, np.ndarray]:
+    return _real_slice(sp500_path, SP500_SYMBOLS, "2015-05-01")
+
+
+def _check_everything(data: dict[str, np.ndarray],
+                      to_device: Callable[[np.ndarray], Any] = np.asarray) -> None:
+    for op, w, p in TS1_CASES:
+        check_ts1(data, op, w, p, to_device)
+    for op in (kc.TS_CORR, kc.TS_COV):
+        check_ts2(data, op, 9, to_device)
+    check_cs_rank(data["close"], to_device)
+    for case in IND_CASES:
+        check_ind(data, *case, to_device=to_device)
+
+
+@kernels_run
+def test_real_ashare_slice_equals_cpu(ashare) -> None:
+    _check_everything(ashare)
+
+
+@kernels_run
+def test_real_sp500_slice_equals_cpu(sp500) -> None:
+    _check_everything(sp500)
+
+
+# ------------------------------------------------------------------------------------------
+# real GPU: CuPy arrays in and out
+# ------------------------------------------------------------------------------------------
+def _cupy(a: np.ndarray) -> Any:
+    import cupy as cp
+
+    return cp.asarray(a)
+
+
+@pytest.mark.gpu
+def test_gpu_kernels_on_cupy_arrays_equal_cpu(gpu) -> None:
+    import cupy as cp
+
+    got = kg.ts1_gpu(cp.asarray(D["close"]), kc.TS_MEAN, 5, 0.0)
+    assert isinstance(got, cp.ndarray) and got.flags.c_contiguous
+    for data in (D, WIDE):
+        _check_everything(data, _cupy)
+    check_cs_rank(_ranked(D["close"]), _cupy)
+
+
+@pytest.mark.gpu
+def test_gpu_kernels_on_real_cupy_slices_equal_cpu(gpu, ashare, sp500) -> None:
+    for data in (ashare, sp500):
+        _check_everything(data, _cupy)
+
+
 TS_OPS = {
     "ts_sum": lambda x: ops.ts_sum(x, 7),
     "ts_mean": lambda x: ops.ts_mean(x, 7),
@@ -119,9 +399,6 @@ def _close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-9) -> None:
     np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-9, equal_nan=True)
 
 
-# ------------------------------------------------------------------------------------------
-# real GPU
-# ------------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", sorted(TS_OPS))
 def test_gpu_time_series_ops_equal_cpu(gpu, name: str) -> None:
@@ -180,172 +457,3 @@ def test_gpu_indicators_equal_cpu(gpu, name: str) -> None:
     fn = INDICATORS[name]
     got = fn({k: cp.asarray(v) for k, v in D.items()})
     _close(cp.asnumpy(got), fn(D), rtol=1e-8)
-
-
-# ------------------------------------------------------------------------------------------
-# the CUDA source, compiled for the host, launched through the real GPU wrappers
-# ------------------------------------------------------------------------------------------
-_SHIM = r"""
-#include <cmath>
-#include <cstring>
-using std::isfinite;
-using std::fabs;
-using std::sqrt;
-using std::fmin;
-using std::fmax;
-#define __device__ static inline
-#define __global__
-struct EmuDim { unsigned x; };
-static EmuDim blockIdx, blockDim, threadIdx;
-static inline double __longlong_as_double(unsigned long long v) {
-    double d; std::memcpy(&d, &v, 8); return d;
-}
-extern "C" void emu_set_thread(unsigned block, unsigned thread, unsigned dim) {
-    blockIdx.x = block; threadIdx.x = thread; blockDim.x = dim;
-}
-"""
-
-
-def _ctype(arg):
-    if isinstance(arg, np.ndarray):
-        assert arg.flags.c_contiguous, "kernels index arrays as C-ordered"
-        return ctypes.c_void_p(arg.ctypes.data)
-    return {np.int64: ctypes.c_longlong, np.int32: ctypes.c_int,
-            np.float64: ctypes.c_double}[type(arg)](arg)
-
-
-class _HostFunction:
-    """A kernel of the host build, launched like ``RawKernel(grid, block, args)``: every
-    (block, thread) of the grid runs in turn."""
-
-    def __init__(self, lib: ctypes.CDLL, name: str):
-        self.lib, self.fn = lib, getattr(lib, name)
-
-    def __call__(self, grid, block, args) -> None:
-        cargs = [_ctype(a) for a in args]
-        for b in range(grid[0]):
-            for t in range(block[0]):
-                self.lib.emu_set_thread(b, t, block[0])
-                self.fn(*cargs)
-
-
-@pytest.fixture(scope="module")
-def host_build(tmp_path_factory):
-    """Compile ``CUDA_SOURCE`` for the host once per module; returns a loader by source."""
-    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler to build the CUDA source for the host")
-    folder: Path = tmp_path_factory.mktemp("host_cuda")
-    built: dict[str, ctypes.CDLL] = {}
-
-    def load(code: str) -> ctypes.CDLL:
-        if code not in built:
-            src = folder / f"kernels{len(built)}.cpp"
-            src.write_text(_SHIM + code)
-            lib = src.with_suffix(".so")
-            subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-x", "c++", str(src), "-o",
-                            str(lib)], check=True, capture_output=True, timeout=120)
-            built[code] = ctypes.CDLL(str(lib))
-        return built[code]
-
-    return load
-
-
-@pytest.fixture
-def host_cuda(host_build, monkeypatch):
-    """``qilin.factors.kernels_gpu`` with a stand-in ``cupy`` (NumPy for the array calls and
-    a ``RawModule`` built for the host), removed again after the test."""
-    import sys
-    import types
-
-    class RawModule:
-        def __init__(self, code: str, options=()):
-            self.lib = host_build(code)
-
-        def get_function(self, name: str) -> _HostFunction:
-            return _HostFunction(self.lib, name)
-
-    fake = types.ModuleType("cupy")
-    fake.__dict__.update({k: v for k, v in vars(np).items() if not k.startswith("__")})
-    fake.RawModule = RawModule
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    kg._module.cache_clear()
-    yield kg
-    kg._module.cache_clear()
-
-
-TS1_CASES = [
-    (kc.TS_SUM, 7, 0.0), (kc.TS_MEAN, 7, 0.0), (kc.TS_VAR, 7, 1.0), (kc.TS_STD, 7, 0.0),
-    (kc.TS_SKEW, 9, 0.0), (kc.TS_KURT, 9, 0.0), (kc.TS_MAX, 5, 0.0), (kc.TS_MIN, 5, 0.0),
-    (kc.TS_ARGMAX, 5, 0.0), (kc.TS_ARGMIN, 5, 0.0), (kc.TS_RANK, 6, 0.0),
-    (kc.TS_QUANTILE, 6, 0.3), (kc.TS_QUANTILE, 6, 1.0), (kc.TS_SLOPE, 8, 0.0),
-    (kc.TS_RSQUARE, 8, 0.0), (kc.TS_RESI, 8, 0.0), (kc.TS_WMA, 8, 0.0), (kc.TS_EMA, 6, 0.0),
-    (kc.TS_DELAY, 2, 0.0), (kc.TS_DELTA, 2, 0.0), (kc.TS_PCT_CHANGE, 2, 0.0),
-    (kc.TS_COUNT, 5, 0.0), (kc.TS_MAD, 6, 0.0),
-    # window sizes at the edges of the min/max blocks and of the sorted window
-    (kc.TS_MAX, 1, 0.0), (kc.TS_ARGMIN, 2, 0.0), (kc.TS_ARGMAX, 13, 0.0),
-    (kc.TS_RANK, 1, 0.0), (kc.TS_QUANTILE, 1, 0.5), (kc.TS_QUANTILE, 11, 0.8),
-    (kc.TS_STD, 1, 0.0), (kc.TS_VAR, 13, 1.0),
-]
-
-
-@pytest.mark.parametrize(("op", "w", "p"), TS1_CASES)
-def test_host_compiled_cuda_ts1_equals_numba(host_cuda, op: int, w: int, p: float) -> None:
-    x = D["cond"] if op == kc.TS_COUNT else D["close"]
-    _close(host_cuda.ts1_gpu(x, op, w, p), kc.ts1_nb(x, op, w, p), rtol=1e-12)
-
-
-@pytest.mark.parametrize("op", [kc.TS_CORR, kc.TS_COV])
-def test_host_compiled_cuda_ts2_equals_numba(host_cuda, op: int) -> None:
-    x, y = D["close"], D["other"]
-    _close(host_cuda.ts2_gpu(x, y, op, 9), kc.ts2_nb(x, y, op, 9), rtol=1e-12)
-
-
-def test_host_compiled_cuda_windows_longer_than_history(host_cuda) -> None:
-    x = D["close"][:30]
-    for op in (kc.TS_RANK, kc.TS_MEAN, kc.TS_MAX, kc.TS_EMA):
-        assert np.isnan(host_cuda.ts1_gpu(x, op, 2**40, 0.0)).all()
-    assert np.isnan(host_cuda.ts2_gpu(x, x, kc.TS_CORR, 2**40)).all()
-    h, l, v = D["high"][:30], D["low"][:30], D["volume"][:30]
-    assert np.isnan(host_cuda.ind_gpu(h, l, x, v, kc.IND_MACD, 3, 2**40, 2, 0.0)).all()
-
-
-def test_host_compiled_cuda_cs_rank_equals_numba(host_cuda) -> None:
-    x = np.round(D["close"], 0)
-    x[5, 1:] = np.nan
-    _close(host_cuda.cs_rank_gpu(x), kc.cs_rank_nb(x), rtol=1e-15)
-
-
-IND_CASES = [
-    (kc.IND_SMA, 10, 1, 1, 0.0), (kc.IND_EMA, 10, 1, 1, 0.0), (kc.IND_WMA, 10, 1, 1, 0.0),
-    (kc.IND_DEMA, 10, 1, 1, 0.0), (kc.IND_TEMA, 10, 1, 1, 0.0),
-    (kc.IND_MACD, 12, 26, 9, 0.0), (kc.IND_MACD_SIGNAL, 12, 26, 9, 0.0),
-    (kc.IND_MACD_HIST, 26, 12, 9, 0.0), (kc.IND_RSI, 14, 1, 1, 0.0),
-    (kc.IND_BBANDS_UPPER, 20, 1, 1, 2.0), (kc.IND_BBANDS_MIDDLE, 20, 1, 1, 2.0),
-    (kc.IND_BBANDS_LOWER, 20, 1, 1, 1.5), (kc.IND_ATR, 14, 1, 1, 0.0),
-    (kc.IND_NATR, 14, 1, 1, 0.0), (kc.IND_CCI, 14, 1, 1, 0.0), (kc.IND_WILLR, 14, 1, 1, 0.0),
-    (kc.IND_MFI, 14, 1, 1, 0.0), (kc.IND_OBV, 1, 1, 1, 0.0), (kc.IND_ROC, 10, 1, 1, 0.0),
-    (kc.IND_STOCH_K, 5, 3, 3, 0.0), (kc.IND_STOCH_D, 5, 3, 3, 0.0),
-    (kc.IND_ADX, 14, 1, 1, 0.0), (kc.IND_VWAP, 20, 1, 1, 0.0),
-]
-
-
-@pytest.mark.parametrize(("op", "p1", "p2", "p3", "f"), IND_CASES)
-def test_host_compiled_cuda_indicators_equal_numba(host_cuda, op, p1, p2, p3, f) -> None:
-    h, l, c, v = D["high"], D["low"], D["close"], D["volume"]
-    _close(host_cuda.ind_gpu(h, l, c, v, op, p1, p2, p3, f),
-           kc.ind_nb(h, l, c, v, op, p1, p2, p3, f), rtol=1e-12)
-
-
-def test_cuda_source_compiles_with_nvcc(tmp_path) -> None:
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        pytest.skip("nvcc is not installed")
-    src = tmp_path / "kernels.cu"
-    src.write_text(kg.CUDA_SOURCE)
-    out = subprocess.run([nvcc, "-ptx", "-std=c++14", str(src), "-o", str(tmp_path / "k.ptx")],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    ptx = (tmp_path / "k.ptx").read_text()
-    for kernel in ("ts1_kernel", "ts2_kernel", "cs_rank_kernel", "ind_kernel"):
-        assert f".entry {kernel}" in ptx
