@@ -26,7 +26,6 @@ SMA, OBV, ROC, WILLR).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -38,11 +37,10 @@ from qilin.factors import indicators as ind
 from qilin.factors import kernels_cpu as kc
 from qilin.factors import kernels_gpu as kg
 from qilin.factors import ops
-from qilin.kernels.targets import simulated
+from qilin.kernels.targets import kernels_runnable, simulated
 
 kernels_run = pytest.mark.skipif(
-    not simulated() and os.environ.get("QILIN_TEST_CUDA") != "device",
-    reason="GPU kernels run under the simulator (CI) or on a real GPU (QILIN_TEST_CUDA=device)")
+    not kernels_runnable(), reason="GPU kernels need numba-cuda's simulator or a CUDA GPU")
 
 RNG = np.random.default_rng(11)
 T, N = 90, 9
