@@ -23,7 +23,8 @@ counts exactly; local and cluster runs over a path agree bit for bit.
 cross-section: the market's trading arrays are read whole, by one task on a worker with a
 client (never through the client), then every tile runs on them as with a Panel. The
 results equal ``run_sweep(panel, ...)`` bit for bit; the worker needs memory for the whole
-market's trading fields (about 100 bytes per (date, symbol): 3.5 GiB at 7,500 x 5,000).
+market's trading arrays: about 140 bytes per (date, symbol) while they are read and
+prepared (4.9 GiB at 7,500 x 5,000), 70 kept, plus 8 per distinct lookback in a tile.
 
 Examples
 --------
@@ -59,9 +60,10 @@ from qilin.errors import DataError
 
 #: Panel fields a backtest reads (those the source has; ``close`` is required).
 TRADING_FIELDS = ("close", "volume", "preclose", "adj_factor")
-#: Bytes one (date, symbol) cell of a block costs in a sweep task: its fields and masks, the
-#: trading arrays of ``prepare_market`` with their intermediates, and the padded copies.
-SWEEP_BYTES_PER_CELL = 160
+#: Peak bytes one (date, symbol) cell of a block costs while a sweep task reads and prepares
+#: it: the Arrow columns, the fields and masks, the trading arrays of ``prepare_market`` with
+#: their intermediates and the padded copies (measured 268 with tracemalloc).
+SWEEP_BYTES_PER_CELL = 280
 
 MarketData = ParquetSource | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -129,7 +131,7 @@ def sweep_block_symbols(n_dates: int, memory_budget: int | None) -> int:
     Examples
     --------
     >>> sweep_block_symbols(7500, 256 * 2**20)
-    223
+    127
     """
     from qilin.backtest.sweeps import DEFAULT_MEMORY_BUDGET
 

@@ -126,7 +126,7 @@ def test_topk_over_a_path_is_the_panel_sweep_bit_for_bit(market):
 
 
 def test_block_size_and_bad_inputs():
-    assert sweep_block_symbols(7500, 256 * 2**20) == 223
+    assert sweep_block_symbols(7500, 256 * 2**20) == 127
     assert sweep_block_symbols(10, 1) == 1
     with pytest.raises(DataError, match="a Parquet path"):
         run_sweep(pd.DataFrame({"close": [1.0]}), "ma_cross", "fast=2 slow=5")
