@@ -1028,7 +1028,8 @@ def stream_factors(
     _write_dataset_meta(plan)
     stale = _remove_stale(plan)
     if stale:
-        log.info("removed %d partition file(s) of an earlier block layout", stale)
+        log.info("removed %d partition file(s) of an earlier layout (block size or "
+                 "partition_by)", stale)
     T = len(plan.dates)
     n_f = len(plan.settings.factors)
     bar = _Progress(len(plan.tasks), [T * t.n_symbols * n_f for t in plan.tasks], progress,
