@@ -3,14 +3,16 @@
 One command::
 
     .venv/bin/python benchmarks/bench_w6_whole_market.py [--symbols N --days T] [--ci]
-        [--memory-limit 8GiB] [--workers W] [--workdir DIR]
+        [--memory-limit 8GiB] [--workers W] [--workdir DIR] [--partition-by block|year|both]
 
 A synthetic market (default 5,000 symbols x 7,500 days, about 30 years; ``--ci``: 200 x 500)
 is first written to Parquet (sorted by symbol, row groups of 64 symbols, generated 500
 symbols at a time so the generator stays small; each chunk's codes get a two-digit prefix so
 they are unique), then the whole-market job runs end to end with
 :func:`qilin.factors.streaming.stream_factors`: Alpha158, back-adjusted, float32, zstd, to a
-partitioned dataset within ``--memory-limit``. Reported: wall time, feature-cells/s
+partitioned dataset within ``--memory-limit`` (``--partition-by``: one file per symbol
+block, the default, or per block and year; ``both`` runs the year layout too and checks it
+holds the same rows; ``--ci`` runs both). Reported: wall time, feature-cells/s
 (dates x symbols x 158 / wall), peak RSS of the process tree (psutil, sampled every 20 ms),
 CPU utilisation (user + system time of the process and its finished children / wall; 200 %
 is two busy cores), and where the time went (read / compute / write per block, summed over
@@ -54,7 +56,7 @@ from bench_w1_factors import pandas_alpha158  # noqa: E402
 from qilin.data.loader import load_panel  # noqa: E402
 from qilin.data.synthetic import synthetic_bars  # noqa: E402
 from qilin.factors.calculator import FactorCalculator  # noqa: E402
-from qilin.factors.streaming import stream_factors  # noqa: E402
+from qilin.factors.streaming import dataset_files, stream_factors  # noqa: E402
 
 ASHARE = REPO.parent / "shared" / "data" / "cn_ashare_500_2016_2021.parquet"
 N_FACTORS = 158
@@ -125,17 +127,27 @@ def write_market(path: Path, n_symbols: int, n_days: int) -> Path:
 
 
 def run_streamed(src: Path, out: Path, memory_limit: str, workers: int | None,
-                 codec: str) -> dict[str, Any]:
+                 codec: str, partition_by: str = "block") -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     with TreeMonitor() as mon:
         res = stream_factors(src, out, "alpha158", dtype="float32", adjust=True,
                              memory_limit=memory_limit, workers=workers, codec=codec,
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty(), partition_by=partition_by)
     phases = {k: sum(s.get(k, 0.0) for s in res.summaries) for k in ("read", "compute", "write")}
-    size = sum(p.stat().st_size for p in out.glob("part-*.parquet"))
+    files = dataset_files(out)
     return {"wall": mon.wall, "cells": res.cells, "peak": mon.peak, "cpu_pct": mon.cpu_pct,
             "blocks": res.blocks, "block_symbols": res.block_symbols, "workers": res.workers,
-            "rows": res.rows, "phases": phases, "bytes": size}
+            "rows": res.rows, "phases": phases, "files": len(files),
+            "bytes": sum(p.stat().st_size for p in files), "partition_by": partition_by}
+
+
+def same_rows(block_out: Path, year_out: Path) -> bool:
+    """Both layouts hold the same (symbol, date) rows with the same values (one factor)."""
+    cols = ["date", "symbol", "KMID"]
+    a = pd.read_parquet(block_out, columns=cols).sort_values(["symbol", "date"])
+    b = pd.read_parquet(year_out, columns=cols).sort_values(["symbol", "date"])
+    return len(a) == len(b) and all(
+        np.array_equal(a[c].to_numpy(), b[c].to_numpy(), equal_nan=c == "KMID") for c in cols)
 
 
 def run_in_memory(src: Path, symbols: list[str], out: Path) -> dict[str, Any]:
@@ -176,8 +188,14 @@ def bench(name: str, src: Path, work: Path, args: argparse.Namespace) -> dict[st
     # warm the kernels (numba cache) outside the timings
     warm_sub = all_symbols[:3]
     run_in_memory(src, warm_sub, work / "warm.parquet")
+    layouts = ["block", "year"] if args.partition_by == "both" else [args.partition_by]
     streamed = run_streamed(src, work / f"{name}-out", args.memory_limit, args.workers,
-                            args.codec)
+                            args.codec, layouts[0])
+    by_year = None
+    if len(layouts) == 2:
+        by_year = run_streamed(src, work / f"{name}-years", args.memory_limit, args.workers,
+                               args.codec, "year")
+        by_year["same_rows"] = same_rows(work / f"{name}-out", work / f"{name}-years")
     scaling = {}
     if args.scaling:  # 1 vs N local worker processes, same budget
         for w in sorted({1, args.workers or psutil.cpu_count() or 1}):
@@ -190,7 +208,8 @@ def bench(name: str, src: Path, work: Path, args: argparse.Namespace) -> dict[st
     scale_mem = len(all_symbols) / len(mem_syms)
     scale_pd = len(all_symbols) / len(pd_syms)
     return {"name": name, "dates": n_dates, "symbols": len(all_symbols), "streamed": streamed,
-            "inmem": inmem, "scaling": scaling, "inmem_scaled": inmem["wall"] * scale_mem,
+            "by_year": by_year, "inmem": inmem, "scaling": scaling,
+            "inmem_scaled": inmem["wall"] * scale_mem,
             "inmem_compute_scaled": inmem["compute"] * scale_mem,
             "pandas": pandas, "pandas_scaled": pandas["wall"] * scale_pd}
 
@@ -203,7 +222,14 @@ def report(r: dict[str, Any]) -> None:
     print(f"  streamed end to end: {s['wall']:.1f} s, {cells / s['wall'] / 1e6:.1f} M "
           f"feature-cells/s, peak RSS {s['peak'] / 2**30:.2f} GiB, CPU {s['cpu_pct']:.0f} %, "
           f"{s['blocks']} blocks of {s['block_symbols']} symbols on {s['workers']} worker(s), "
-          f"{s['rows']} rows, {s['bytes'] / 2**20:.0f} MiB written")
+          f"{s['rows']} rows, {s['files']} files ({s['partition_by']} layout), "
+          f"{s['bytes'] / 2**20:.0f} MiB written")
+    y = r["by_year"]
+    if y is not None:
+        print(f"  partitioned by year as well: {y['wall']:.1f} s ({cells / y['wall'] / 1e6:.1f} M "
+              f"feature-cells/s, peak RSS {y['peak'] / 2**30:.2f} GiB), {y['files']} files, "
+              f"{y['bytes'] / 2**20:.0f} MiB; same rows as the block layout: "
+              f"{'yes' if y['same_rows'] else 'NO'}")
     ph = s["phases"]
     print(f"  time in blocks (summed over workers): read {ph['read']:.1f} s, compute "
           f"{ph['compute']:.1f} s, write {ph['write']:.1f} s")
@@ -240,12 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pandas-symbols", type=int, default=20)
     parser.add_argument("--workdir", default=None, help="folder for the market and outputs")
     parser.add_argument("--no-ashare", action="store_true")
+    parser.add_argument("--partition-by", default=None, choices=["block", "year", "both"],
+                        help="output layout of the streamed job (default block; --ci: both)")
     parser.add_argument("--scaling", action="store_true",
                         help="also run with 1 and with --workers local worker processes")
     args = parser.parse_args(argv)
     if args.ci:
         args.symbols, args.days = min(args.symbols, 200), min(args.days, 500)
         args.inmem_symbols, args.pandas_symbols = min(args.inmem_symbols, 100), 10
+    if args.partition_by is None:
+        args.partition_by = "both" if args.ci else "block"
     print(f"machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} "
           f"GiB; load average {', '.join(f'{x:.1f}' for x in psutil.getloadavg())}")
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="qilin-w6-"))

@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 FACTORS = dict(alpha158_features(windows=(5, 20), include=["MA", "STD", "CORR", "RSV"]))
 
 
-def _identical(a: Path, b: Path) -> None:
-    names = sorted(p.name for p in a.glob("part-*.parquet"))
-    assert names and names == sorted(p.name for p in b.glob("part-*.parquet"))
+def _identical(a: Path, b: Path, pattern: str = "part-*.parquet") -> None:
+    names = sorted(p.relative_to(a).as_posix() for p in a.glob(pattern))
+    assert names and names == sorted(p.relative_to(b).as_posix() for p in b.glob(pattern))
     for name in names:
         ta, tb = pq.read_table(a / name), pq.read_table(b / name)
         assert ta.schema.equals(tb.schema) and ta.num_rows == tb.num_rows, name
@@ -127,3 +127,22 @@ def test_no_worker_left_is_a_cluster_error_within_its_bound(tmp_path, monkeypatc
                 stream_factors(src, tmp_path / "out", FACTORS, block_symbols=2, client=client,
                                progress=False)
             assert time.monotonic() - start < 20
+
+
+def test_year_layout_on_a_process_cluster_equals_one_machine(tmp_path):
+    from distributed import Client, LocalCluster
+
+    src = save_bars(synthetic_bars(n_symbols=12, n_days=400, seed=5), tmp_path / "b.parquet")
+    kw = dict(adjust=True, block_symbols=4, partition_by="year", progress=False)
+    ref, out = tmp_path / "one-machine", tmp_path / "cluster"
+    stream_factors(src, ref, FACTORS, workers=1, **kw)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        res = stream_factors(src, out, FACTORS, client=client, **kw)
+        workers = set(client.run(os.getpid).values())
+    assert (res.blocks, res.computed) == (3, 3)
+    assert _pids(out / "_qilin" / "blocks") <= workers and os.getpid() not in workers
+    _identical(ref, out, "year=*/part-*.parquet")
+    assert sorted(p.parent.name for p in out.glob("year=*/part-00000.parquet")) == [
+        "year=2016", "year=2017"]
+    assert stream_factors(src, out, FACTORS, workers=1, **kw).skipped == 3

@@ -1,10 +1,17 @@
 """DistributedStockAnalyzer: per-symbol analysis, backtests and parameter search on Dask.
 
-The data is shipped to the cluster once, in symbol blocks: from a Panel each block is sent
+From a Panel, the data is shipped to the cluster once, in symbol blocks: each block is sent
 to one worker as a task result that the scheduler recomputes if that worker dies (never the
-whole dataset to every task); from a Parquet path each task reads only its block's symbols
-on the worker. Per-symbol user functions that raise are reported (symbol, error, traceback)
-in ``.errors`` and do not sink the run. Every wait is bounded by ``cluster.task_timeout_s``
+whole dataset to every task). From a Parquet path (or a
+:class:`~qilin.data.blocks.ParquetSource`) nothing but task descriptions and small results
+passes through the client: a worker scans the date and symbol columns, and every task reads
+its own block's symbols and columns from the files (which every worker must reach at the
+same path). Backtests sum the blocks' equity on the workers in block order, so a path and the
+Panel loaded from it give identical results; ``momentum_topk`` ranks every symbol of a date,
+so its market is read whole by one worker (:mod:`qilin.backtest.market_blocks`).
+
+Per-symbol user functions that raise are reported (symbol, error, traceback) in ``.errors``
+and do not sink the run. Every wait is bounded by ``cluster.task_timeout_s``
 (:func:`qilin.cluster_tasks.gather_within`): a lost worker gives the same result, a lost
 scheduler a :class:`~qilin.errors.ClusterError`.
 
@@ -24,20 +31,22 @@ Examples
 from __future__ import annotations
 
 import math
+import os
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from qilin.backend import task_numba_threads
+from qilin.backtest.market_blocks import market_axes, open_source, read_trading_block
 from qilin.backtest.result import equity_returns
 from qilin.backtest.strategies import MomentumTopK, get_strategy
 from qilin.backtest.sweeps import ParameterGrid, SweepResult, run_sweep
 from qilin.config import MarketConfig, load_market
+from qilin.data.blocks import ParquetSource, read_frame
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError, DataError
 
@@ -80,11 +89,10 @@ def _analyze_frame_block(frame: pd.DataFrame, symbols: Sequence[str],
     return _frame_rows(frame, symbols, func)
 
 
-def _analyze_path_block(path: str, symbols: Sequence[str], columns: Sequence[str] | None,
-                        func: Callable[[pd.DataFrame], Any]) -> tuple[list[dict], list[dict]]:
-    frame = pd.read_parquet(path, columns=None if columns is None else list(columns),
-                            filters=[("symbol", "in", list(symbols))])
-    return _frame_rows(frame, symbols, func)
+def _analyze_source_block(source: ParquetSource, symbols: Sequence[str],
+                          columns: Sequence[str] | None,
+                          func: Callable[[pd.DataFrame], Any]) -> tuple[list[dict], list[dict]]:
+    return _frame_rows(read_frame(source, symbols, columns), symbols, func)
 
 
 def _signal_block_returns(block: Panel, strategies: Sequence[tuple[str, dict]],
@@ -101,6 +109,19 @@ def _signal_block_returns(block: Panel, strategies: Sequence[tuple[str, dict]],
             filled = int((res.trades["status"] == "filled").sum()) if len(res.trades) else 0
             out[i] = (res.equity.sum(axis=1), filled, res.turnover.sum(), res.exposure.sum())
     return out
+
+
+def _signal_source_block(source: ParquetSource, first: str, last: str, dates: pd.DatetimeIndex,
+                         strategies: Sequence[tuple[str, dict]], market: MarketConfig, lag: int,
+                         init_cash: float) -> dict:
+    """:func:`_signal_block_returns` of the block ``first..last`` read from ``source``."""
+    return _signal_block_returns(read_trading_block(source, first, last, dates), strategies,
+                                 market, lag, init_cash)
+
+
+def _add_block_returns(a: dict, b: dict) -> dict:
+    """Two blocks' summed equity and counters together (the fold over blocks, in order)."""
+    return {i: tuple(x + y for x, y in zip(a[i], b[i], strict=True)) for i in a}
 
 
 def _portfolio_run(panel: Panel, name: str, params: dict, market: MarketConfig, lag: int,
@@ -138,31 +159,27 @@ class DistributedStockAnalyzer:
     ----------
     client : distributed.Client
         From :class:`qilin.cluster.ClusterManager` or ``distributed.Client`` directly.
-    data : Panel, or path of a long Parquet file (``date, symbol, open ...``)
-        A path is read on the workers, block by block (it must be reachable from them).
+    data : Panel, Parquet path (file, folder or glob) of long bars, or ParquetSource
+        A path is read by the workers, block by block (it must be reachable from them at
+        the same path: NFS, a mounted bucket); the client reads only the files' footers.
     block_size : int
         Default number of symbols per task.
     """
 
-    def __init__(self, client: Any, data: Panel | str | Path, block_size: int = 50) -> None:
+    def __init__(self, client: Any, data: Panel | str | os.PathLike[str] | ParquetSource,
+                 block_size: int = 50) -> None:
         self.client = client
         self.block_size = int(block_size)
+        self.source: ParquetSource | None = None
         if isinstance(data, Panel):
             self.panel: Panel | None = data
-            self.path: str | None = None
+            self.dates = data.dates
             self.symbols = list(map(str, data.symbols))
         else:
-            path = Path(data)
-            if not path.exists():
-                raise DataError(f"data file not found: {path}")
             self.panel = None
-            self.path = str(path.resolve())
-            try:
-                syms = pd.read_parquet(self.path, columns=["symbol"])["symbol"]
-            except Exception as exc:
-                raise DataError(f"{path}: cannot read a 'symbol' column ({exc})") from None
-            self.symbols = sorted(map(str, pd.unique(syms)))
-        self._panel_blocks: dict[tuple[str, ...], Any] = {}
+            self.source = open_source(data)
+            self.dates, symbols = market_axes(self.source, client)
+            self.symbols = list(symbols)
 
     # -------------------------------------------------------------------- helpers
     def _blocks(self, symbols: Iterable[str] | None, block_size: int | None
@@ -189,10 +206,16 @@ class DistributedStockAnalyzer:
         return [hold(self.client, obj) for obj in objs]
 
     def load_panel(self) -> Panel:
-        """The whole data as a Panel (read from the path when built from one)."""
+        """The whole data as a Panel (read here, in the client, when built from a path)."""
         if self.panel is None:
-            self.panel = Panel.from_long(pd.read_parquet(self.path))
+            assert self.source is not None
+            self.panel = Panel.from_long(read_frame(self.source, self.symbols))
         return self.panel
+
+    def _dates_on_cluster(self) -> Any:
+        from qilin.cluster_tasks import hold
+
+        return hold(self.client, self.dates)
 
     # ------------------------------------------------------------------- analyze
     def analyze_stocks_parallel(
@@ -240,7 +263,7 @@ class DistributedStockAnalyzer:
             futures = [self.client.submit(_analyze_frame_block, f, b, func, pure=False)
                        for f, b in zip(held, blocks, strict=True)]
         else:
-            futures = [self.client.submit(_analyze_path_block, self.path, b, cols, func,
+            futures = [self.client.submit(_analyze_source_block, self.source, b, cols, func,
                                           pure=False) for b in blocks]
         parts = self._gather(futures, progress, "analyze")
         rows = [r for part in parts for r in part[0]]
@@ -263,10 +286,13 @@ class DistributedStockAnalyzer:
         """Backtest ``(strategy name, params)`` pairs through the engine, tiled over workers.
 
         Signal templates run :func:`~qilin.backtest.engine.run_signals` per symbol block
-        (each block sent once, every strategy run on it in the same task); the result
-        of a strategy is its per-symbol accounts taken together (the sum of their equity),
-        as in :mod:`qilin.backtest.sweeps` and ``qilin backtest run``. ``momentum_topk`` runs
-        :func:`~qilin.backtest.engine.run_portfolio` on the whole Panel, one task each.
+        (each block sent once, or read by its task from a path; every strategy run on it in
+        the same task); the result of a strategy is its per-symbol accounts taken together
+        (the sum of their equity, added on the workers in block order), as in
+        :mod:`qilin.backtest.sweeps` and ``qilin backtest run``. ``momentum_topk`` runs
+        :func:`~qilin.backtest.engine.run_portfolio` on the whole market, one task each
+        (from a path, one worker reads the market's trading fields whole for them).
+        Only the summed equity per strategy comes back to the client.
 
         Returns
         -------
@@ -281,36 +307,41 @@ class DistributedStockAnalyzer:
                    strategies]
         signal_idx = [i for i, (n, _) in enumerate(checked) if n != MomentumTopK.name]
         portfolio_idx = [i for i, (n, _) in enumerate(checked) if n == MomentumTopK.name]
-        panel = self.load_panel()
-        T = panel.shape[0]
+        T, N = len(self.dates), len(self.symbols)
+        submit = self.client.submit
+        dates = None if self.panel is not None else self._dates_on_cluster()
         futures = []
         if signal_idx:
             blocks = self._blocks(None, block_size)
-            held = self._hold([panel.select(symbols=b) for b in blocks])
             sig = [checked[i] for i in signal_idx]
-            futures += [self.client.submit(_signal_block_returns, f, sig, mc, lag, init_cash,
-                                           pure=False) for f in held]
+            if self.panel is not None:
+                held = self._hold([self.panel.select(symbols=b) for b in blocks])
+                parts = [submit(_signal_block_returns, f, sig, mc, lag, init_cash, pure=False)
+                         for f in held]
+            else:
+                parts = [submit(_signal_source_block, self.source, b[0], b[-1], dates, sig, mc,
+                                lag, init_cash, pure=False) for b in blocks]
+            total = parts[0]
+            for part in parts[1:]:
+                total = submit(_add_block_returns, total, part, pure=False)
+            futures.append(total)
         n_sig_tasks = len(futures)
         if portfolio_idx:
-            [whole] = self._hold([panel])
-            futures += [self.client.submit(_portfolio_run, whole, *checked[i], mc, lag,
-                                           init_cash, pure=False) for i in portfolio_idx]
+            if self.panel is not None:
+                [whole] = self._hold([self.panel])
+            else:
+                whole = submit(read_trading_block, self.source, self.symbols[0],
+                               self.symbols[-1], dates, pure=False)
+            futures += [submit(_portfolio_run, whole, *checked[i], mc, lag, init_cash,
+                               pure=False) for i in portfolio_idx]
         parts = self._gather(futures, progress, "backtest")
-        equity = {i: np.zeros(T) for i in signal_idx}
-        stats = {i: [0, 0.0, 0.0] for i in signal_idx}
-        for part in parts[:n_sig_tasks]:
-            for k, (r, n, to, ex) in part.items():
-                i = signal_idx[k]
-                equity[i] += r
-                stats[i][0] += n
-                stats[i][1] += to
-                stats[i][2] += ex
-        N = panel.shape[1]
+        summed = parts[0] if n_sig_tasks else {}
         rows = []
         for i, (name, params) in enumerate(checked):
-            if i in equity:
-                r = equity_returns(equity[i])
-                n, to, ex = stats[i][0], stats[i][1] / (N * T), stats[i][2] / (N * T)
+            if i in signal_idx:
+                equity, n, to, ex = summed[signal_idx.index(i)]
+                r = equity_returns(equity)
+                to, ex = to / (N * T), ex / (N * T)
             else:
                 r, n, to, ex = parts[n_sig_tasks + portfolio_idx.index(i)]
             m = M.summary(r, periods_per_year=mc.periods_per_year).iloc[0]
@@ -340,9 +371,11 @@ class DistributedStockAnalyzer:
         Each tile resolves ``backend`` on its worker, so ``"auto"`` uses a worker's GPU on
         CUDA clusters. Returns the full table and the best parameters by ``objective``.
         """
-        res = run_sweep(self.load_panel(), strategy, param_grid, market=market,
+        data = self.panel if self.panel is not None else self.source
+        res = run_sweep(data, strategy, param_grid, market=market,
                         backend=backend, client=self.client, tile_size=tile_size,
-                        memory_budget=memory_budget, lag=lag, progress=progress)
+                        memory_budget=memory_budget, lag=lag, progress=progress,
+                        block_symbols=None if self.panel is not None else self.block_size)
         if objective not in res.table.columns:
             raise BacktestError(f"objective {objective!r} is not a metric of the sweep "
                              f"({', '.join(c for c in res.table.columns)})")

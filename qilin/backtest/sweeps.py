@@ -45,12 +45,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numba
 import numpy as np
@@ -72,6 +73,9 @@ from qilin.backtest.strategies import (
 from qilin.config import MarketConfig, load_market
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError
+
+if TYPE_CHECKING:
+    from qilin.data.blocks import ParquetSource
 
 METRICS = (*kcpu.METRIC_NAMES, "n_trades", "win_rate", "turnover", "exposure")
 #: Metrics where smaller is better (``best`` sorts them ascending).
@@ -612,7 +616,7 @@ def cluster_tile_size(n_combos: int, shape: tuple[int, int], client: Any) -> int
 
 
 def run_sweep(
-    panel: Panel,
+    panel: Panel | str | os.PathLike[str] | ParquetSource,
     strategy: str | Any,
     grid: ParameterGrid | Mapping[str, Any] | str,
     market: str | MarketConfig = "cn",
@@ -623,12 +627,19 @@ def run_sweep(
     lag: int = 0,
     init_cash: float = 1e6,
     progress: bool = False,
+    block_symbols: int | None = None,
 ) -> SweepResult:
     """Run every combination of ``grid`` for ``strategy`` over ``panel``.
 
     Parameters
     ----------
-    panel : Panel
+    panel : Panel, or a Parquet path (file, folder, glob) or ParquetSource of long bars
+        A path is read one symbol block at a time, by the tasks themselves on a cluster, so
+        the market never passes through the client
+        (:mod:`qilin.backtest.market_blocks`): signal sweeps run per (block, tile) and add
+        the blocks' equities on the workers (metrics equal the Panel's to rounding);
+        ``momentum_topk`` needs every symbol of a date, so its market is read whole by one
+        worker (equal bit for bit).
     strategy : str or template
         ``ma_cross``, ``rsi``, ``bollinger`` (signal mode, fused kernel) or
         ``momentum_topk`` (portfolio sweep kernel, CPU).
@@ -652,11 +663,16 @@ def run_sweep(
         Capital of each (combination, symbol) sub-account.
     progress : bool
         Show a tqdm bar over completed tiles.
+    block_symbols : int, optional
+        With a path: symbols per block (default: from ``memory_budget``,
+        :func:`~qilin.backtest.market_blocks.sweep_block_symbols`).
 
     Raises
     ------
     BacktestError
         No valid combination, unknown parameters, negative lag.
+    DataError
+        With a path: unreadable files, or no ``close`` column.
     ClusterError
         With ``client``: the scheduler was lost or no tile finished within
         ``cluster.task_timeout_s`` (lost workers are survived: their tiles are rerun).
@@ -667,6 +683,11 @@ def run_sweep(
     combos = _as_grid(grid).combinations(template)
     if not combos:
         raise BacktestError(f"the grid has no valid combination for strategy {template.name!r}")
+    if not isinstance(panel, Panel):
+        from qilin.backtest.market_blocks import sweep_source
+
+        return sweep_source(panel, template, combos, _resolve_market(market), backend, client,
+                            tile_size, memory_budget, lag, init_cash, progress, block_symbols)
     t0 = time.perf_counter()
     m = prepare_market(panel, market, portfolio=isinstance(template, MomentumTopK))
     if client is None:

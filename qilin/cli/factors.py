@@ -178,9 +178,11 @@ def _compute_streamed(args: argparse.Namespace, factors: Any) -> int:
             validate=validate, memory_limit=args.memory_limit,
             block_symbols=args.block_symbols, workers=args.workers, client=client,
             codec=args.codec, resume=not args.no_resume, progress=not args.quiet,
-            extra=_calculator_options(args))
-    print(f"wrote {res.blocks} partition{'s' * (res.blocks != 1)} ({res.computed} computed, "
-          f"{res.skipped} kept from an earlier run) with {res.rows} rows to {args.out_dir} in "
+            extra=_calculator_options(args), partition_by=args.partition_by)
+    by_year = ", split by year" if args.partition_by == "year" else ""
+    print(f"wrote {res.blocks} partition{'s' * (res.blocks != 1)}{by_year} ({res.computed} "
+          f"computed, {res.skipped} kept from an earlier run) with {res.rows} rows to "
+          f"{args.out_dir} in "
           f"{res.seconds:.1f}s ({res.cells_per_second / 1e6:.1f} M feature-cells/s, "
           f"{res.block_symbols} symbols per block, {res.workers} worker"
           f"{'s' * (res.workers != 1)}, {args.dtype})")
@@ -258,6 +260,10 @@ def register(subparsers: Any) -> None:
                               "read-ahead/write-behind threads)")
     compute.add_argument("--codec", default="zstd", choices=["zstd", "lz4", "snappy", "none"],
                          help="--out-dir: Parquet compression (default zstd, level 1)")
+    compute.add_argument("--partition-by", default="block", choices=["block", "year"],
+                         help="--out-dir: one file per symbol block (block, the default), or "
+                              "per block and calendar year in hive folders "
+                              "year=YYYY/part-NNNNN.parquet (year)")
     compute.add_argument("--no-resume", action="store_true",
                          help="--out-dir: recompute every block even if finished")
     compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -244,6 +244,7 @@ def read_block(
     fields: Iterable[str],
     adjust: bool = False,
     validate: str | None = None,
+    st: bool = False,
 ) -> Panel:
     """The bars of the symbols ``first <= symbol <= last`` as a Panel on the axis ``dates``.
 
@@ -261,6 +262,10 @@ def read_block(
     validate : {"auto", "raise", "drop", "repair"} or None
         Validate the block's bars with :func:`qilin.data.validation.validate_bars` (this goes
         through a pandas DataFrame of the block's input; None skips it).
+    st : bool
+        Set ``Panel.st`` from the ``name`` column (``ST``/``*ST`` names) as
+        :meth:`Panel.from_long` does, when the source has one (the A-share price limits of
+        the backtests read it).
 
     Raises
     ------
@@ -268,45 +273,80 @@ def read_block(
         A missing column, an unreadable file, a repeated ``(date, symbol)`` pair or a date
         outside ``dates``.
     """
-    import pyarrow.dataset as ds
-
     wanted = list(dict.fromkeys(fields))
     cols = fields_to_read(source, wanted, adjust)
-    scol, dcol = source.original("symbol"), source.original("date")
-    flt = (ds.field(scol) >= first) & (ds.field(scol) <= last)
-    names = [dcol, scol, *[source.original(c) for c in cols]]
+    if validate is not None:  # the checks need the OHLCV columns even if no factor reads them
+        from qilin.data.validation import REQUIRED_COLUMNS
+
+        cols += [c for c in REQUIRED_COLUMNS
+                 if c in source.columns and c not in cols and c not in ("date", "symbol")]
+    with_name = st and "name" in source.columns
+    names = [source.original(c) for c in ("date", "symbol", *cols)]
+    if with_name:
+        names.append(source.original("name"))
     where = f"{source.files[0]} (symbols {first}..{last})"
-    try:
-        table = source.dataset().to_table(columns=names, filter=flt)
-    except Exception as exc:
-        raise DataError(f"{where}: cannot read the block: {exc}") from exc
+    table = _read_rows(source, names, _symbol_range(source, first, last), where)
     if validate is not None:
-        return _validated_block(table, source, cols, wanted, dates, adjust, validate, where)
+        return _validated_block(table, source, cols, wanted, dates, adjust, validate, where,
+                                with_name)
     date_ns = _date_values(table.column(0), source)
     sym = table.column(1).combine_chunks().dictionary_encode()
     codes = sym.indices.to_numpy(zero_copy_only=False)
     symbols = np.asarray(sym.dictionary.to_pylist(), dtype=object).astype(str)
     values = {c: table.column(i + 2).to_numpy() for i, c in enumerate(cols)}
+    flags = _st_flags(table.column(len(cols) + 2)) if with_name else None
     del table
-    return _block_panel(date_ns, symbols, codes, values, dates, wanted, adjust, where)
+    return _block_panel(date_ns, symbols, codes, values, dates, wanted, adjust, where, flags)
+
+
+def _symbol_range(source: ParquetSource, first: str, last: str) -> Any:
+    """The ``first <= symbol <= last`` filter (row groups are skipped by their statistics)."""
+    import pyarrow.dataset as ds
+
+    scol = ds.field(source.original("symbol"))
+    return (scol >= first) & (scol <= last)
+
+
+def _read_rows(source: ParquetSource, names: list[str], flt: Any, where: str) -> Any:
+    try:
+        return source.dataset().to_table(columns=names, filter=flt)
+    except Exception as exc:
+        raise DataError(f"{where}: cannot read the block: {exc}") from exc
+
+
+def _st_flags(names: Any) -> np.ndarray:
+    """Per row: is the ``name`` an ST/*ST name (each distinct name classified once)."""
+    from qilin.data.boards import is_st_name
+
+    enc = names.combine_chunks().dictionary_encode()
+    flags = np.array([is_st_name(u) for u in enc.dictionary.to_pylist()] + [False], dtype=bool)
+    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    return flags[codes]
 
 
 def _validated_block(table: Any, source: ParquetSource, cols: list[str], wanted: list[str],
-                     dates: pd.DatetimeIndex, adjust: bool, policy: str, where: str) -> Panel:
+                     dates: pd.DatetimeIndex, adjust: bool, policy: str, where: str,
+                     with_name: bool = False) -> Panel:
+    from qilin.data.boards import is_st_name
     from qilin.data.validation import validate_bars
 
-    df = table.rename_columns(["date", "symbol", *cols]).to_pandas()
+    df = table.rename_columns(["date", "symbol", *cols, *(["name"] if with_name else [])]
+                              ).to_pandas()
     df, _ = validate_bars(df, policy=policy, source=where)  # type: ignore[arg-type]
     codes, uniques = pd.factorize(df["symbol"].astype(str))
     values = {c: df[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in cols}
     date_ns = pd.to_datetime(df["date"]).to_numpy(dtype="datetime64[ns]").view(np.int64)
+    flags = None
+    if with_name:
+        name_codes, names = pd.factorize(df["name"])
+        flags = np.array([is_st_name(u) for u in names] + [False], dtype=bool)[name_codes]
     return _block_panel(date_ns, np.asarray(uniques, dtype=str), codes, values, dates,
-                        wanted, adjust, where)
+                        wanted, adjust, where, flags)
 
 
 def _block_panel(date_ns: np.ndarray, symbols: np.ndarray, codes: np.ndarray,
                  values: dict[str, np.ndarray], dates: pd.DatetimeIndex, wanted: list[str],
-                 adjust: bool, where: str) -> Panel:
+                 adjust: bool, where: str, st_flags: np.ndarray | None = None) -> Panel:
     """Place long rows into Fortran-ordered dates x symbols arrays (one column per symbol)."""
     dates = pd.DatetimeIndex(dates).as_unit("ns")
     order = np.argsort(symbols, kind="stable")
@@ -343,8 +383,12 @@ def _block_panel(date_ns: np.ndarray, symbols: np.ndarray, codes: np.ndarray,
                                       np.nan)
             fields["vwap"] = np.asfortranarray(fields["vwap"])
     valid &= np.isfinite(fields["close"])
+    st = None
+    if st_flags is not None:
+        st = np.zeros(shape, dtype=bool, order="F")
+        st[r, c] = st_flags
     panel = Panel(dates, pd.Index(sorted_symbols, name="symbol"), fields, get_backend("cpu"),
-                  valid=valid)
+                  valid=valid, st=st)
     if adjust:
         panel = panel.adjusted()
     keep = [n for n in wanted if n in panel.fields]
@@ -352,6 +396,64 @@ def _block_panel(date_ns: np.ndarray, symbols: np.ndarray, codes: np.ndarray,
         panel = Panel(panel.dates, panel.symbols, {n: panel.fields[n] for n in keep},
                       panel.backend, panel.valid, panel.suspended, panel.info, panel.st)
     return panel
+
+
+def symbol_ranges(symbols: Sequence[str], block_symbols: int) -> list[tuple[str, str]]:
+    """``(first, last)`` of consecutive blocks of ``block_symbols`` sorted symbols.
+
+    Examples
+    --------
+    >>> symbol_ranges(["A", "B", "C", "D", "E"], 2)
+    [('A', 'B'), ('C', 'D'), ('E', 'E')]
+    """
+    size = max(1, int(block_symbols))
+    return [(str(symbols[i]), str(symbols[min(i + size, len(symbols)) - 1]))
+            for i in range(0, len(symbols), size)]
+
+
+def read_frame(source: ParquetSource, symbols: Sequence[str],
+               columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The long bars of ``symbols`` as a pandas DataFrame (columns by their qilin names).
+
+    Reads only ``columns`` (all by default; ``date`` and ``symbol`` always) and the rows of
+    these symbols: the filter carries their range, so row groups outside it are skipped by
+    their statistics, then keeps only the listed ones.
+
+    Raises
+    ------
+    DataError
+        An unknown column or an unreadable file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from qilin.data.synthetic import synthetic_bars
+    >>> from qilin.data.loader import save_bars
+    >>> path = save_bars(synthetic_bars(n_symbols=4, n_days=5, seed=1),
+    ...                  os.path.join(tempfile.mkdtemp(), "b.parquet"))
+    >>> src = ParquetSource.open(path)
+    >>> _, syms = scan_axes(src)
+    >>> df = read_frame(src, [syms[0], syms[2]], ["close"])
+    >>> list(df.columns), sorted(df["symbol"].unique()) == [syms[0], syms[2]]
+    (['date', 'symbol', 'close'], True)
+    """
+    import pyarrow.dataset as ds
+
+    wanted = list(source.columns) if columns is None else list(dict.fromkeys(
+        ["date", "symbol", *columns]))
+    unknown = [c for c in wanted if c not in source.columns]
+    if unknown:
+        raise DataError(f"{source.files[0]}: no column {unknown[0]!r}; columns: "
+                        f"{list(source.columns)}")
+    chosen = sorted(map(str, symbols))
+    where = f"{source.files[0]} ({len(chosen)} symbols)"
+    if not chosen:
+        flt = ds.scalar(False)
+    else:
+        flt = _symbol_range(source, chosen[0], chosen[-1]) & ds.field(
+            source.original("symbol")).isin(chosen)
+    table = _read_rows(source, [source.original(c) for c in wanted], flt, where)
+    return table.rename_columns(wanted).to_pandas()
 
 
 def source_path_label(source: ParquetSource) -> str:

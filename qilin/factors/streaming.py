@@ -24,10 +24,16 @@ Output layout (``out_dir``)::
     part-00000.parquet ...    columns date, symbol, <factors>; rows of existing bars,
                               sorted by symbol then date; one file per symbol block
     _qilin/dataset.json       factors, dtype, settings, the date axis and the block list
-    _qilin/blocks/*.json      one marker per finished partition
+    _qilin/blocks/*.json      one marker per finished block (its key, files and sizes)
+
+or, with ``partition_by="year"``, one file per block and calendar year in hive folders::
+
+    year=2016/part-00000.parquet ...   the block's rows of that year (same columns)
 
 ``pandas.read_parquet(out_dir)``, ``dask.dataframe.read_parquet(out_dir)`` and
-:func:`qilin.data.loader.load_bars` read it (``_``- and ``.``-prefixed names are not data).
+:func:`qilin.data.loader.load_bars` read it (``_``- and ``.``-prefixed names are not data);
+pandas and dask add a ``year`` column from the folder names of the year layout and prune
+folders by ``filters=[("year", ...)]``.
 
 Examples
 --------
@@ -78,8 +84,11 @@ log = logging.getLogger(__name__)
 #: Bump when the partition layout changes (it is part of every block key).
 LAYOUT_VERSION = "1"
 CODECS = ("zstd", "lz4", "snappy", "none")
+#: Output layouts: one file per symbol block, or per symbol block and calendar year.
+PARTITIONS = ("block", "year")
 META_DIR = "_qilin"
 _PART = re.compile(r"^part-(\d{5,})\.parquet$")
+_YEAR_DIR = re.compile(r"^year=(\d+)$")
 #: Memory model of one block, in bytes per (date, symbol) cell (see block_symbols_for_budget).
 LIVE_F64_INTERMEDIATES = 24
 #: Resident memory of a worker process before its first block (interpreter, numpy, pandas,
@@ -111,6 +120,10 @@ class StreamSettings:
         Codec level (zstd: 1 by default).
     extra : tuple of (str, str)
         Further settings that change values (e.g. a window policy), part of the key.
+    partition_by : {"block", "year"}
+        ``block``: one file per block, ``part-NNNNN.parquet``; ``year``: one per block and
+        calendar year, ``year=YYYY/part-NNNNN.parquet`` (hive layout). Part of the key (a
+        block's files are its layout's), though not of its values.
     """
 
     factors: tuple[tuple[str, str], ...]
@@ -120,12 +133,19 @@ class StreamSettings:
     codec: str = "zstd"
     level: int | None = None
     extra: tuple[tuple[str, str], ...] = ()
+    partition_by: str = "block"
 
     def key_text(self) -> str:
-        """Settings that change values, as text (the ``extra`` of the cache key)."""
-        return json.dumps({"layout": LAYOUT_VERSION, "adjust": self.adjust,
-                           "validate": self.validate, "extra": list(self.extra)},
-                          sort_keys=True)
+        """Settings that change values or files, as text (the ``extra`` of the cache key).
+
+        The default ``block`` layout adds nothing, so that datasets written before there
+        was a choice keep their keys.
+        """
+        settings: dict[str, Any] = {"layout": LAYOUT_VERSION, "adjust": self.adjust,
+                                    "validate": self.validate, "extra": list(self.extra)}
+        if self.partition_by != "block":
+            settings["partition"] = self.partition_by
+        return json.dumps(settings, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -166,6 +186,10 @@ class BlockTask:
     @property
     def marker_path(self) -> Path:
         return Path(self.out_dir) / META_DIR / "blocks" / f"part-{self.index:05d}.json"
+
+    def year_file(self, year: int) -> str:
+        """The block's file of ``year`` in the year layout, relative to ``out_dir``."""
+        return f"year={year}/{self.part_name}"
 
     def params_key(self, dates_key: str) -> str:
         """Key of everything but the data: factor set, dtype, settings, block, date axis."""
@@ -361,6 +385,7 @@ def plan_stream(
     extra: Mapping[str, Any] | None = None,
     threads: int | None = None,
     min_blocks: int | None = None,
+    partition_by: str = "block",
 ) -> StreamPlan:
     """Scan the source's axes, size the blocks and describe one task per block.
 
@@ -377,6 +402,9 @@ def plan_stream(
         raise ParameterError(f"dtype must be float32 or float64, got {dtype!r}")
     if codec not in CODECS:
         raise ParameterError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
+    if partition_by not in PARTITIONS:
+        raise ParameterError(f"partition_by must be one of {', '.join(PARTITIONS)}, got "
+                             f"{partition_by!r}")
     if validate not in (None, "auto", "raise", "drop", "repair"):
         raise ParameterError(f"validate must be auto, raise, drop, repair or None, got "
                              f"{validate!r}")
@@ -408,7 +436,7 @@ def plan_stream(
     block_symbols = max(1, min(block_symbols, len(symbols)))
     settings = StreamSettings(tuple(items), dtype, adjust, validate, codec, level,
                               tuple(sorted((str(k), json.dumps(v, sort_keys=True, default=str))
-                                           for k, v in (extra or {}).items())))
+                                           for k, v in (extra or {}).items())), partition_by)
     n_threads = threads if threads is not None else (
         max(1, (os.cpu_count() or 1) // workers))
     tasks = []
@@ -427,7 +455,8 @@ def _write_dataset_meta(plan: StreamPlan) -> None:
         "source": list(plan.source.files), "factors": [list(f) for f in plan.settings.factors],
         "dtype": plan.settings.dtype, "adjust": plan.settings.adjust,
         "validate": plan.settings.validate, "extra": dict(plan.settings.extra),
-        "codec": plan.settings.codec, "block_symbols": plan.block_symbols,
+        "codec": plan.settings.codec, "partition_by": plan.settings.partition_by,
+        "block_symbols": plan.block_symbols,
         "fields": plan.fields,
         "dates": [str(d.date()) if d == d.normalize() else d.isoformat() for d in plan.dates],
         "blocks": [{"index": t.index, "file": t.part_name, "first": t.first, "last": t.last,
@@ -436,22 +465,40 @@ def _write_dataset_meta(plan: StreamPlan) -> None:
     write_json_atomic(plan.out_dir / META_DIR / "dataset.json", meta)
 
 
-def _remove_stale(plan: StreamPlan) -> int:
-    """Delete partitions and markers of blocks that are not in this plan, and the temporary
-    files a killed run left (hidden ``.part-*.tmp`` names; one run per dataset at a time)."""
-    wanted = {t.part_name for t in plan.tasks}
+def _year_dirs(out_dir: Path) -> list[Path]:
+    """The ``year=YYYY`` folders of a dataset."""
+    if not out_dir.exists():
+        return []
+    return sorted(p for p in out_dir.iterdir() if p.is_dir() and _YEAR_DIR.match(p.name))
+
+
+def _remove_stale(plan: StreamPlan, keep: set[str] | None = None) -> int:
+    """Delete the files of blocks that are not in this plan (another budget) or of the other
+    layout, markers of blocks not in this plan, and the temporary files a killed run left
+    (hidden ``.part-*.tmp`` names; one run per dataset at a time). Returns the files removed.
+
+    ``keep`` overrides the partition names to keep (an empty set clears every partition).
+    """
+    out = plan.out_dir
+    wanted = {t.part_name for t in plan.tasks} if keep is None else keep
+    by_year = plan.settings.partition_by == "year"
     n = 0
-    if not plan.out_dir.exists():
+    if not out.exists():
         return 0
-    for folder in (plan.out_dir, plan.out_dir / META_DIR / "blocks"):
+    years = _year_dirs(out)
+    for folder in (out, out / META_DIR / "blocks", *years):
         for p in folder.glob(".part-*.tmp"):
             p.unlink(missing_ok=True)
-    for p in plan.out_dir.iterdir():
-        if _PART.match(p.name) and p.name not in wanted:
-            p.unlink(missing_ok=True)
-            (plan.out_dir / META_DIR / "blocks" / p.name.replace(".parquet", ".json")).unlink(
-                missing_ok=True)
-            n += 1
+    for folder, layout_is_year in ((out, False), *((y, True) for y in years)):
+        for p in list(folder.iterdir()):
+            if _PART.match(p.name) and (p.name not in wanted or layout_is_year != by_year):
+                p.unlink(missing_ok=True)
+                n += 1
+        if layout_is_year and not any(folder.iterdir()):
+            folder.rmdir()
+    for m in (out / META_DIR / "blocks").glob("part-*.json"):
+        if m.name.replace(".json", ".parquet") not in wanted:
+            m.unlink(missing_ok=True)
     return n
 
 
@@ -498,10 +545,71 @@ def _marker(task: BlockTask) -> dict[str, Any] | None:
         return None
 
 
+def _marker_files(part_name: str, marker: dict[str, Any]) -> dict[str, int]:
+    """The files a block's marker lists, relative to ``out_dir``, with their sizes."""
+    files = marker.get("files")
+    if isinstance(files, dict):
+        return files
+    return {part_name: marker.get("bytes", -1)}  # a marker written before the year layout
+
+
+def _files_present(out_dir: str | os.PathLike[str], files: dict[str, int]) -> bool:
+    for rel, size in files.items():
+        path = Path(out_dir) / rel
+        if not path.exists() or path.stat().st_size != size:
+            return False
+    return True
+
+
 def _finished(task: BlockTask, marker: dict[str, Any] | None) -> bool:
-    if marker is None or not task.part_path.exists():
-        return False
-    return task.part_path.stat().st_size == marker.get("bytes")
+    return marker is not None and _files_present(task.out_dir,
+                                                 _marker_files(task.part_name, marker))
+
+
+def dataset_files(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """The data files of a finished streamed dataset, block by block, from its markers.
+
+    Raises
+    ------
+    DataError
+        Not a dataset, or a block whose marker or files are missing (an unfinished run).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from qilin.data.synthetic import synthetic_bars
+    >>> from qilin.data.loader import save_bars
+    >>> d = tempfile.mkdtemp()
+    >>> src = save_bars(synthetic_bars(n_symbols=4, n_days=300, seed=1),
+    ...                 os.path.join(d, "b.parquet"))
+    >>> _ = stream_factors(src, os.path.join(d, "out"), {"r": "close / ts_delay(close, 1)"},
+    ...                    block_symbols=2, partition_by="year", progress=False)
+    >>> [f"{p.parent.name}/{p.name}" for p in dataset_files(os.path.join(d, "out"))]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['year=2016/part-00000.parquet', 'year=2017/part-00000.parquet',
+     'year=2016/part-00001.parquet', 'year=2017/part-00001.parquet']
+    """
+    out = Path(out_dir)
+    meta = read_dataset_meta(out)
+    files: list[Path] = []
+    missing = []
+    for b in meta["blocks"]:
+        part_name = f"part-{int(b['index']):05d}.parquet"
+        try:
+            marker = json.loads((out / META_DIR / "blocks" / part_name.replace(
+                ".parquet", ".json")).read_text())
+            block_files = _marker_files(part_name, marker)
+        except (OSError, ValueError):
+            block_files = {part_name: -1}
+        if not _files_present(out, block_files):
+            missing.append(part_name)
+            continue
+        files.extend(out / rel for rel in sorted(block_files))
+    if missing:
+        raise DataError(f"{out}: partition {missing[0]} is missing ({len(missing)} of "
+                        f"{len(meta['blocks'])} blocks unfinished); finish the run first "
+                        "(rerun the same compute command)")
+    return files
 
 
 def load_block(task: BlockTask, dates: pd.DatetimeIndex, fields: list[str]) -> Panel:
@@ -555,27 +663,56 @@ def partition_table(result: Any, valid: np.ndarray) -> Any:
     return pa.Table.from_arrays(cols, names=["date", "symbol", *result.names])
 
 
-def write_partition(task: BlockTask, table: Any) -> int:
-    """Write ``table`` to the task's partition atomically; returns its size in bytes."""
+def write_partition(task: BlockTask, table: Any) -> dict[str, int]:
+    """Write ``table`` to the task's files atomically; returns each file's size in bytes.
+
+    The ``block`` layout writes ``part-NNNNN.parquet``; the ``year`` layout one
+    ``year=YYYY/part-NNNNN.parquet`` per calendar year the block has rows in (each a
+    filtered copy of that year's rows, one year at a time) and removes the block's files of
+    years it no longer has. Keys are paths relative to ``out_dir``.
+    """
+    if task.settings.partition_by != "year":
+        _write_parquet(task, table, task.part_path)
+        return {task.part_name: task.part_path.stat().st_size}
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = Path(task.out_dir)
+    year_of_row = pc.year(table.column("date")).to_numpy(zero_copy_only=False)
+    years = np.unique(year_of_row)
+    files: dict[str, int] = {}
+    for year in years.tolist():
+        rows = table if len(years) == 1 else table.filter(pa.array(year_of_row == year))
+        rel = task.year_file(year)
+        _write_parquet(task, rows, out / rel)
+        files[rel] = (out / rel).stat().st_size
+        del rows
+    for old in out.glob(f"year=*/{task.part_name}"):
+        if f"{old.parent.name}/{old.name}" not in files:
+            old.unlink(missing_ok=True)
+    return files
+
+
+def _write_parquet(task: BlockTask, table: Any, path: Path) -> None:
     import pyarrow.parquet as pq
 
     s = task.settings
     level = s.level if s.level is not None else (1 if s.codec == "zstd" else None)
     floats = [n for n in table.column_names if n not in ("date", "symbol")]
-    with atomic_path(task.part_path) as tmp:
+    with atomic_path(path) as tmp:
         pq.write_table(
             table, tmp, compression=s.codec, compression_level=level,
             use_dictionary=["symbol"], write_statistics=["date", "symbol"],
             use_byte_stream_split=floats if s.codec != "none" else False,
             row_group_size=256 * 1024,
         )
-    return task.part_path.stat().st_size
 
 
 def _finish_block(task: BlockTask, key: str, params_key: str, source_sig: str, rows: int,
-                  nbytes: int, seconds: dict[str, float]) -> dict[str, Any]:
+                  files: dict[str, int], seconds: dict[str, float]) -> dict[str, Any]:
+    nbytes = sum(files.values())
     marker = {"key": key, "params_key": params_key, "source": source_sig, "rows": rows,
-              "bytes": nbytes, "first": task.first, "last": task.last,
+              "bytes": nbytes, "files": files, "first": task.first, "last": task.last,
               "n_symbols": task.n_symbols, "seconds": seconds, "pid": os.getpid()}
     write_json_atomic(task.marker_path, marker)
     return {"index": task.index, "rows": rows, "bytes": nbytes, "skipped": False,
@@ -628,10 +765,10 @@ class _BlockRun:
         t0 = time.perf_counter()
         table = partition_table(result, valid)
         rows = table.num_rows
-        nbytes = write_partition(self.task, table)
+        files = write_partition(self.task, table)
         del table
         self.seconds["write"] = time.perf_counter() - t0
-        return _finish_block(self.task, key, self.params_key, self.source_sig, rows, nbytes,
+        return _finish_block(self.task, key, self.params_key, self.source_sig, rows, files,
                              self.seconds)
 
 
@@ -810,6 +947,7 @@ def stream_factors(
     resume: bool = True,
     progress: bool = True,
     progress_stream: Any = None,
+    partition_by: str = "block",
 ) -> StreamResult:
     """Compute a time-series factor set over a Parquet market into a partitioned dataset.
 
@@ -850,6 +988,11 @@ def stream_factors(
         partitions first.
     progress : bool
         Show blocks done, cells/s and an ETA.
+    partition_by : {"block", "year"}
+        ``block`` (default): one file per symbol block, ``part-NNNNN.parquet``; ``year``:
+        one per block and calendar year, ``year=YYYY/part-NNNNN.parquet``, so that readers
+        can select years by their folders (``filters=[("year", ">=", 2020)]``). Values and
+        rows are the same in both; a rerun with the other layout recomputes every block.
 
     Returns
     -------
@@ -871,24 +1014,22 @@ def stream_factors(
         n_workers = local_workers = workers or (os.cpu_count() or 1)
     plan = plan_stream(data, out_dir, factors, dtype, adjust, validate, memory_limit,
                        block_symbols, local_workers, codec, level, extra,
-                       threads=1 if client is not None else None, min_blocks=min_blocks)
+                       threads=1 if client is not None else None, min_blocks=min_blocks,
+                       partition_by=partition_by)
     if client is None and workers is None and local_workers > 1 and \
             plan.cells < SMALL_JOB_CELLS:
         # starting processes (each loads the compiled kernels) costs more than it saves
         n_workers = local_workers = 1
         plan = plan_stream(data, out_dir, factors, dtype, adjust, validate, memory_limit,
-                           block_symbols, 1, codec, level, extra)
-    if not resume and plan.out_dir.exists():
-        for p in plan.out_dir.iterdir():
-            if _PART.match(p.name):
-                p.unlink()
-        for p in (plan.out_dir / META_DIR / "blocks").glob("*.json"):
-            p.unlink()
+                           block_symbols, 1, codec, level, extra, partition_by=partition_by)
+    if not resume:
+        _remove_stale(plan, keep=set())
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     _write_dataset_meta(plan)
     stale = _remove_stale(plan)
     if stale:
-        log.info("removed %d partition(s) of an earlier block layout", stale)
+        log.info("removed %d partition file(s) of an earlier layout (block size or "
+                 "partition_by)", stale)
     T = len(plan.dates)
     n_f = len(plan.settings.factors)
     bar = _Progress(len(plan.tasks), [T * t.n_symbols * n_f for t in plan.tasks], progress,

@@ -41,7 +41,12 @@ import pandas as pd
 from qilin.data.blocks import ParquetSource, read_block
 from qilin.errors import DataError, ParameterError
 from qilin.factors.evaluation import forward_returns, ic_statistics, information_coefficient
-from qilin.factors.streaming import PROCESS_BASE_BYTES, parse_memory, read_dataset_meta
+from qilin.factors.streaming import (
+    PROCESS_BASE_BYTES,
+    dataset_files,
+    parse_memory,
+    read_dataset_meta,
+)
 
 #: Float64 working arrays of one factor's evaluation (ranks, masks, products).
 EVAL_WORK_ARRAYS = 8
@@ -68,14 +73,14 @@ class DatasetEvaluation:
     groups: int
 
 
-def _positions(out_dir: Path, files: list[str], dates: pd.DatetimeIndex,
+def _positions(files: list[Path], dates: pd.DatetimeIndex,
                symbols: pd.Index) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per partition, each row's date and symbol position (read once: two columns)."""
+    """Per partition file, each row's date and symbol position (read once: two columns)."""
     import pyarrow.parquet as pq
 
     out = []
     for f in files:
-        t = pq.read_table(out_dir / f, columns=["date", "symbol"])
+        t = pq.read_table(f, columns=["date", "symbol"])
         d = t.column("date").to_numpy().astype("datetime64[ns]").view(np.int64)
         s = t.column("symbol").combine_chunks().dictionary_encode()
         codes = s.indices.to_numpy(zero_copy_only=False)
@@ -139,11 +144,7 @@ def evaluate_dataset(
     if unknown:
         raise DataError(f"{out}: no factor {unknown[0]!r} in the dataset; it has "
                         f"{names[:5]}{'...' if len(names) > 5 else ''}")
-    files = [b["file"] for b in meta["blocks"]]
-    missing = [f for f in files if not (out / f).exists()]
-    if missing:
-        raise DataError(f"{out}: partition {missing[0]} is missing ({len(missing)} of "
-                        f"{len(files)}); finish the run first (rerun the same compute command)")
+    files = dataset_files(out)
     hs = tuple(horizons)
     close, symbols = _closes(meta, dates)
     fwd = forward_returns(close, hs)
@@ -160,7 +161,7 @@ def evaluate_dataset(
             raise ParameterError(f"memory limit {limit / 2**30:.2f} GiB cannot evaluate one "
                                  f"factor over {T} dates x {N} symbols (needs about "
                                  f"{(fixed + per_factor) / 2**30:.2f} GiB); raise it")
-    pos = _positions(out, files, dates, symbols)
+    pos = _positions(files, dates, symbols)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -175,7 +176,7 @@ def evaluate_dataset(
             n_groups += 1
             mats = {c: np.full((T, N), np.nan, dtype=meta["dtype"]) for c in cols}
             for f, (r, c) in zip(files, pos, strict=True):
-                table = pq.read_table(out / f, columns=cols)
+                table = pq.read_table(f, columns=cols)
                 for name in cols:
                     mats[name][r, c] = table.column(name).to_numpy()
                 del table

@@ -45,9 +45,9 @@ def _dataset(folder: Path) -> pd.DataFrame:
     return pd.read_parquet(folder).reset_index(drop=True)
 
 
-def _same_partitions(a: Path, b: Path) -> None:
-    names = sorted(p.name for p in a.glob("part-*.parquet"))
-    assert names == sorted(p.name for p in b.glob("part-*.parquet")) and names
+def _same_partitions(a: Path, b: Path, pattern: str = "part-*.parquet") -> None:
+    names = sorted(p.relative_to(a).as_posix() for p in a.glob(pattern))
+    assert names == sorted(p.relative_to(b).as_posix() for p in b.glob(pattern)) and names
     for name in names:
         ta, tb = pq.read_table(a / name), pq.read_table(b / name)
         assert ta.schema.equals(tb.schema) and ta.num_rows == tb.num_rows, name
@@ -268,3 +268,108 @@ def test_dataset_evaluation_equals_the_in_memory_ic(source, tmp_path):
     (out / "part-00001.parquet").unlink()
     with pytest.raises(DataError, match="missing"):
         evaluate_dataset(out, progress=False)
+
+
+def _year_files(out: Path) -> list[str]:
+    return sorted(f"{p.parent.name}/{p.name}" for p in out.glob("year=*/part-*.parquet"))
+
+
+def test_year_partitions_hold_the_block_layout_rows_and_filter_by_year(source, tmp_path):
+    import dask.dataframe as dd
+
+    from qilin.factors.streaming import dataset_files
+    from qilin.factors.streaming_eval import evaluate_dataset
+
+    blocks, years = tmp_path / "blocks", tmp_path / "years"
+    stream_factors(source, blocks, SMALL, adjust=True, block_symbols=15, workers=1,
+                   progress=False)
+    res = stream_factors(source, years, SMALL, adjust=True, block_symbols=15, workers=1,
+                         partition_by="year", progress=False)
+    assert (res.blocks, res.computed) == (3, 3)
+    assert not list(years.glob("part-*.parquet"))
+    assert _year_files(years) == [f"year={y}/part-0000{b}.parquet" for y in (2016, 2017)
+                                  for b in range(3)]
+    meta = json.loads((years / "_qilin" / "dataset.json").read_text())
+    assert meta["partition_by"] == "year"
+    # the same rows and bits: a block's year files hold its block-layout file's rows
+    for b in range(3):
+        want = pq.read_table(blocks / f"part-0000{b}.parquet")
+        parts = [pq.read_table(years / f"year={y}/part-0000{b}.parquet") for y in (2016, 2017)]
+        assert all(t.schema.equals(want.schema) for t in parts)
+        got = pd.concat([t.to_pandas() for t in parts]).sort_values(
+            ["symbol", "date"], kind="stable")
+        assert len(got) == want.num_rows
+        for col in want.column_names:
+            x, y = got[col].to_numpy(), want[col].to_numpy()
+            if x.dtype.kind == "f":
+                x, y = x.view(f"u{x.itemsize}"), y.view(f"u{y.itemsize}")
+            assert np.array_equal(x, y), (b, col)
+    # pandas and dask read the hive layout, add `year` and prune folders by it
+    whole = pd.read_parquet(years)
+    assert list(whole.columns) == ["date", "symbol", *SMALL, "year"] and len(whole) == res.rows
+    late = pd.read_parquet(years, filters=[("year", ">=", 2017)])
+    assert len(late) == int((whole["date"].dt.year == 2017).sum()) > 0
+    assert (late["date"].dt.year == 2017).all()
+    lazy = dd.read_parquet(str(years), filters=[("year", "==", 2016)])
+    assert lazy.npartitions == 3 and len(lazy.compute()) == len(whole) - len(late)
+    # qilin's loader reads the files as data (no year column), its date range filters them
+    bars = load_bars(years, columns=["date", "symbol", "MA5"], start="2017-01-01",
+                     aliases=False)  # factor names as written (no lower-casing)
+    assert len(bars) == len(late)
+    assert [p.parent.name for p in dataset_files(years)] == ["year=2016", "year=2017"] * 3
+    ev_b = evaluate_dataset(blocks, factors=["MA5", "KMID"], horizons=(1,), progress=False)
+    ev_y = evaluate_dataset(years, factors=["MA5", "KMID"], horizons=(1,), progress=False)
+    pd.testing.assert_frame_equal(ev_b.summary, ev_y.summary, rtol=0, atol=0)
+    (years / "year=2017" / "part-00002.parquet").unlink()
+    with pytest.raises(DataError, match=r"part-00002\.parquet is missing"):
+        evaluate_dataset(years, progress=False)
+
+
+def test_year_layout_resumes_per_block_and_switches_layouts(source, tmp_path):
+    out = tmp_path / "out"
+    kw = dict(block_symbols=15, workers=1, progress=False)
+    first = stream_factors(source, out, SMALL, partition_by="year", **kw)
+    files = _year_files(out)
+    mtimes = {f: (out / f).stat().st_mtime_ns for f in files}
+    again = stream_factors(source, out, SMALL, partition_by="year", **kw)
+    assert (again.computed, again.skipped, again.rows) == (0, 3, first.rows)
+    assert mtimes == {f: (out / f).stat().st_mtime_ns for f in files}
+    # a lost year file (of a block whose marker was written): only that block is redone
+    (out / "year=2016" / "part-00001.parquet").unlink()
+    res = stream_factors(source, out, SMALL, partition_by="year", **kw)
+    assert (res.computed, res.skipped) == (1, 2) and _year_files(out) == files
+    assert {f: (out / f).stat().st_mtime_ns for f in files if "00001" not in f} == \
+        {f: t for f, t in mtimes.items() if "00001" not in f}
+    # the process pool writes the same files
+    pool = tmp_path / "pool"
+    stream_factors(source, pool, SMALL, partition_by="year", block_symbols=15, workers=2,
+                   progress=False)
+    _same_partitions(out, pool, "year=*/part-*.parquet")
+    # the block layout in the same folder: every block is rewritten, the year folders go
+    res = stream_factors(source, out, SMALL, **kw)
+    assert res.computed == 3 and not list(out.glob("year=*"))
+    assert sorted(p.name for p in out.glob("part-*.parquet")) == [
+        f"part-0000{b}.parquet" for b in range(3)]
+    # and back, with another block size: no file of either earlier layout is left
+    res = stream_factors(source, out, SMALL, partition_by="year", block_symbols=25,
+                         workers=1, progress=False)
+    assert res.computed == 2 and not list(out.glob("part-*.parquet"))
+    assert _year_files(out) == [f"year={y}/part-0000{b}.parquet" for y in (2016, 2017)
+                                for b in range(2)]
+    assert len(pd.read_parquet(out)) == res.rows == first.rows
+    assert stream_factors(source, out, SMALL, partition_by="year", block_symbols=25,
+                          workers=1, resume=False, progress=False).computed == 2
+    with pytest.raises(ParameterError, match="partition_by"):
+        stream_factors(source, out, SMALL, partition_by="month", progress=False)
+
+
+def test_cli_partition_by_year(source, tmp_path, capsys):
+    out = tmp_path / "cli"
+    inline = "; ".join(f"{k}={v}" for k, v in list(SMALL.items())[:3])
+    code = main(["factors", "compute", "--data", str(source), "--factors", inline,
+                 "--out-dir", str(out), "--partition-by", "year", "--block-symbols", "20",
+                 "--workers", "1", "-q"])
+    assert code == 0
+    assert "wrote 2 partitions, split by year (2 computed" in capsys.readouterr().out
+    assert _year_files(out) == [f"year={y}/part-0000{b}.parquet" for y in (2016, 2017)
+                                for b in range(2)]
