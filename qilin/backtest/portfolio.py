@@ -525,7 +525,10 @@ def simulate_portfolio_gpu(weights: Any, rebalance_row: Any, exec_price: Any, cl
     (:func:`qilin.backtest.sweep_kernels_cpu.topk_portfolio_sweep_gpu`) is where many accounts
     run at once.
     """
-    xp = array_module(weights, rebalance_row, exec_price, close, adj_ratio, up, down)
+    inputs = (weights, rebalance_row, exec_price, close, adj_ratio, up, down)
+    xp = array_module(*inputs)
+    weights, rebalance_row, exec_price, close, adj_ratio, up, down = (
+        xp.ascontiguousarray(a) for a in inputs)
     T, N = weights.shape
     out = _account_outputs(xp, T, N)
     state = (xp.empty(N), xp.empty(N), xp.empty(N), xp.empty(N, dtype=np.bool_),
