@@ -222,7 +222,7 @@ def floor_nb(x):
     return np.floor(x)
 
 
-@core
+@core(refcounts=False)  # called once a bar with 20 arrays
 def portfolio_bar_nb(i, rebalance, exec_price, close, adj_ratio, up, down, cash,
                      commission_rate, min_commission, slippage, stamp_duty, lot, qty, last_close,
                      target, pending, last_reject, tq, dqs, row, qty_out, value_out, rec_side,
