@@ -33,6 +33,10 @@ Semantics:
   the following bars (re-sized each time) until it fills or the next rebalance replaces the
   targets. Each name gets at most one order per
   bar, so T+1 holds by construction.
+- **Where it runs.** The account is one core, :func:`portfolio_account_nb` (bar by bar
+  through :func:`portfolio_bar_nb`, which the top-k sweep shares), compiled for the CPU
+  (:func:`simulate_portfolio_nb`) and from the same source for the GPU
+  (:func:`simulate_portfolio_gpu`); :func:`run_portfolio` runs it where the panel lives.
 
 Examples
 --------

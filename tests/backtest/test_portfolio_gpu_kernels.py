@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from realdata import load_subset
 
-from qilin.backend import Backend, DeviceKernel
+from qilin.backend import Backend, DeviceKernel, gpu_available
 from qilin.backtest import portfolio as P
 from qilin.backtest import sweep_kernels_cpu as K
 from qilin.backtest import sweeps
@@ -33,6 +33,7 @@ from qilin.backtest.signal import NO_VOLUME_PRICE, execution_inputs, resolve_mar
 from qilin.backtest.strategies import MomentumTopK
 from qilin.backtest.sweeps import ParameterGrid, prepare_market
 from qilin.data.synthetic import synthetic_market
+from qilin.errors import BackendError
 from qilin.kernels.targets import simulated
 
 pytestmark = pytest.mark.skipif(
@@ -141,6 +142,14 @@ def test_run_portfolio_on_the_gpu_route_matches_the_cpu_on_sp500_long_short(sp50
     cpu = cpu_and_gpu_runs(monkeypatch, sp500, scores=momentum(sp500, 10), top_k=4, short_k=3,
                            rebalance=3, market="us", price="open", init_cash=200_000.0)
     assert (cpu.positions < 0).any()
+
+
+def test_asking_for_the_gpu_without_one_is_an_error_not_a_fallback():
+    if gpu_available():
+        pytest.skip("a GPU is usable here")
+    panel = synthetic_market(3, 30, seed=1)
+    with pytest.raises(BackendError, match="no GPU is usable"):
+        P.run_portfolio(panel, scores=np.ones(panel.shape), top_k=1, backend="gpu")
 
 
 # ------------------------------------------------------------------------ top-k
