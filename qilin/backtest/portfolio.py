@@ -524,8 +524,9 @@ def simulate_portfolio_gpu(weights: Any, rebalance_row: Any, exec_price: Any, cl
     The outputs and the account's state are allocated in the inputs' array namespace (CuPy
     on a GPU, NumPy under numba-cuda's simulator). One account is one GPU thread, and
     ``run_portfolio`` has one account, so this launches a single thread that walks every
-    bar: it is correct (the CPU's arithmetic, from the same source) and keeps a GPU panel's
-    data on the device, but it is not fast; the top-k sweep
+    bar: it is correct (the CPU's arithmetic, from the same source; bit-identical to the CPU
+    under numba-cuda's simulator) and keeps a GPU panel's data on the device, but it is not
+    fast; the top-k sweep
     (:func:`qilin.backtest.sweep_kernels_cpu.topk_portfolio_sweep_gpu`) is where many accounts
     run at once.
     """
