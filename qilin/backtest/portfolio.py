@@ -33,6 +33,10 @@ Semantics:
   the following bars (re-sized each time) until it fills or the next rebalance replaces the
   targets. Each name gets at most one order per
   bar, so T+1 holds by construction.
+- **Where it runs.** The account is one core, :func:`portfolio_account_nb` (bar by bar
+  through :func:`portfolio_bar_nb`, which the top-k sweep shares), compiled for the CPU
+  (:func:`simulate_portfolio_nb`) and from the same source for the GPU
+  (:func:`simulate_portfolio_gpu`); :func:`run_portfolio` runs it where the panel lives.
 
 Examples
 --------
@@ -49,6 +53,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -56,7 +61,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from qilin.backend import Backend, to_host
+from qilin.backend import Backend, DeviceKernel, array_module, get_backend, to_host
 from qilin.backtest.costs import MAX_EXACT, CostModel, affordable_buy_nb, record_rejection_nb
 from qilin.backtest.result import (
     REJECT_CASH,
@@ -84,6 +89,7 @@ from qilin.backtest.signal import (
 from qilin.config import MarketConfig
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError
+from qilin.kernels.targets import core, cuda, gpu_kernel
 
 
 def rank_desc(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
@@ -201,191 +207,381 @@ def _leg_weights(sel: np.ndarray, row: np.ndarray, weighting: str) -> np.ndarray
     return sel / sel.sum()
 
 
+def _floor_gpu(x):
+    """:func:`floor_nb` on the GPU: CUDA's ``math.floor`` of a float is a float (the
+    simulator's is a Python int, which has no inf or NaN)."""
+    return float(math.floor(x)) if math.isfinite(x) else x
+
+
+@core(gpu=_floor_gpu)
+def floor_nb(x):
+    """``np.floor`` of a float as a float on both targets (numba's ``math.floor`` is an int
+    on the CPU and numba-cuda has no ``np.floor``).
+
+    Examples
+    --------
+    >>> floor_nb(-2.5), floor_nb(7.0)
+    (-3.0, 7.0)
+    """
+    return np.floor(x)
+
+
+@core(refcounts=False)  # called once a bar with 20 arrays
+def portfolio_bar_nb(i, rebalance, exec_price, close, adj_ratio, up, down, cash,
+                     commission_rate, min_commission, slippage, stamp_duty, lot, qty, last_close,
+                     target, pending, last_reject, tq, dqs, row, qty_out, value_out, rec_side,
+                     rec_status, rec_qty, rec_price, rec_cost):
+    """Bar ``i`` of one shared account (module docstring semantics); returns ``(cash,
+    day_cost, day_traded, held)`` after it, ``held`` being the marked value of the positions.
+
+    The account's state is the per-symbol arrays ``qty, last_close, target, pending,
+    last_reject`` (``tq, dqs`` are scratch), updated in place. On a ``rebalance`` bar the
+    caller has put the new target weights (0 for names to sell out) in ``target`` before the
+    call. Orders and the closing quantities and values are written to row ``row`` of the
+    2-D ``rec_*`` and ``qty_out``/``value_out`` arrays (``row = i`` for a full history,
+    a scratch row for a sweep that keeps only the daily account figures).
+    """
+    N = qty.shape[0]
+    for j in range(N):
+        if qty[j] != 0.0:
+            qty[j] *= adj_ratio[i, j]
+    if rebalance:
+        for j in range(N):
+            pending[j] = target[j] != 0.0 or qty[j] != 0.0
+            last_reject[j] = 0
+    day_cost = 0.0
+    day_traded = 0.0
+    n_pending = 0
+    for j in range(N):
+        if pending[j]:
+            n_pending += 1
+    if n_pending > 0:
+        eq = cash
+        for j in range(N):
+            if qty[j] != 0.0:
+                p = exec_price[i, j]
+                eq += qty[j] * (p if p == p and p > 0.0 else last_close[j])
+        for j in range(N):
+            tq[j] = qty[j]
+            if not pending[j]:
+                continue
+            p = exec_price[i, j]
+            if not (p == p and p > 0.0):
+                continue
+            if target[j] > 0.0 and eq > 0.0:
+                tq[j] = floor_nb(target[j] * eq / (p * (1.0 + slippage)
+                                                  * (1.0 + commission_rate)) / lot) * lot
+            elif target[j] < 0.0 and eq > 0.0:  # a short: sized like a long, negated
+                tq[j] = -(floor_nb(-target[j] * eq / (p * (1.0 + slippage)
+                                                     * (1.0 + commission_rate)) / lot) * lot)
+            else:
+                tq[j] = 0.0
+        # sells first
+        for j in range(N):
+            if not pending[j]:
+                continue
+            p = exec_price[i, j]
+            reject = 0
+            if not (p == p and p > 0.0):
+                reject = REJECT_NO_VOLUME if p == NO_VOLUME_PRICE else REJECT_SUSPENDED
+                side = 1 if (target[j] > 0.0 and qty[j] == 0.0) or (
+                    qty[j] < 0.0 and target[j] >= 0.0) else -1
+            elif tq[j] < qty[j] - QTY_EPS:
+                side = -1
+                if p <= down[i, j] + LIMIT_TOL:
+                    reject = REJECT_LIMIT_DOWN
+                else:
+                    # out of a long: all of it (fractional shares too), plus the short
+                    dq = qty[j] - tq[j] if tq[j] <= 0.0 < qty[j] else floor_nb(
+                        (qty[j] - tq[j]) / lot + QTY_EPS) * lot
+                    if not dq <= MAX_EXACT:  # a short beyond float precision
+                        reject = REJECT_PRECISION
+                    elif dq > 0.0:
+                        sell_px = p * (1.0 - slippage)
+                        notional = dq * sell_px
+                        c = max(commission_rate * notional, min_commission) \
+                            + stamp_duty * notional
+                        cash += notional - c
+                        qty[j] -= dq
+                        if abs(qty[j]) < QTY_EPS:
+                            qty[j] = 0.0
+                        rec_side[row, j] = -1
+                        rec_status[row, j] = STATUS_FILLED
+                        rec_qty[row, j] = dq
+                        rec_price[row, j] = sell_px
+                        rec_cost[row, j] = c
+                        day_cost += c + dq * (p - sell_px)
+                        day_traded += notional
+                    if reject == 0:
+                        pending[j] = False
+            elif tq[j] <= qty[j] + QTY_EPS:
+                pending[j] = False
+                if not (target[j] != 0.0 and qty[j] == 0.0):
+                    continue
+                reject = REJECT_CASH  # one lot costs more than the target's value
+                side = 1 if target[j] > 0.0 else -1
+            else:
+                continue  # a buy, handled below
+            if reject != 0:
+                if reject != last_reject[j]:
+                    record_rejection_nb(row, j, side, reject, p, rec_side, rec_status,
+                                        rec_qty, rec_price, rec_cost)
+                last_reject[j] = reject
+        # buys, scaled down together when cash is short
+        need = 0.0
+        buy_px_mult = 1.0 + slippage
+        for j in range(N):
+            dqs[j] = 0.0
+            if not pending[j]:
+                continue
+            p = exec_price[i, j]
+            if not (p == p and p > 0.0):
+                continue
+            if p >= up[i, j] - LIMIT_TOL:
+                if last_reject[j] != REJECT_LIMIT_UP:
+                    record_rejection_nb(row, j, 1, REJECT_LIMIT_UP, p, rec_side, rec_status,
+                                        rec_qty, rec_price, rec_cost)
+                last_reject[j] = REJECT_LIMIT_UP
+                continue
+            # out of a short: all of it (fractional shares too), plus the long
+            dq = tq[j] - qty[j] if qty[j] < 0.0 <= tq[j] else floor_nb(
+                (tq[j] - qty[j]) / lot + QTY_EPS) * lot
+            if not dq <= MAX_EXACT:  # too many shares for a float (or inf)
+                if last_reject[j] != REJECT_PRECISION:
+                    record_rejection_nb(row, j, 1, REJECT_PRECISION, p, rec_side, rec_status,
+                                        rec_qty, rec_price, rec_cost)
+                last_reject[j] = REJECT_PRECISION
+                dqs[j] = -1.0
+                continue
+            if dq <= 0.0:
+                pending[j] = False
+                continue
+            dqs[j] = dq
+            notional = dq * p * buy_px_mult
+            need += notional + max(commission_rate * notional, min_commission)
+        if need > cash:
+            scale = max(cash, 0.0) / need
+            for j in range(N):
+                if dqs[j] > 0.0:
+                    dqs[j] = floor_nb(dqs[j] * scale / lot) * lot
+        for j in range(N):
+            if not pending[j] or dqs[j] < 0.0:
+                continue
+            p = exec_price[i, j]
+            if not (p == p and p > 0.0) or p >= up[i, j] - LIMIT_TOL:
+                continue
+            buy_px = p * buy_px_mult
+            dq = dqs[j]
+            dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate, min_commission)
+            if dq <= 0.0:
+                if last_reject[j] != REJECT_CASH:
+                    record_rejection_nb(row, j, 1, REJECT_CASH, p, rec_side, rec_status,
+                                        rec_qty, rec_price, rec_cost)
+                last_reject[j] = REJECT_CASH
+                continue
+            notional = dq * buy_px
+            c = max(commission_rate * notional, min_commission)
+            cash -= notional + c
+            qty[j] += dq
+            if abs(qty[j]) < QTY_EPS:
+                qty[j] = 0.0
+            pending[j] = False
+            rec_side[row, j] = 1
+            rec_status[row, j] = STATUS_FILLED
+            rec_qty[row, j] = dq
+            rec_price[row, j] = buy_px
+            rec_cost[row, j] = c
+            day_cost += c + dq * (buy_px - p)
+            day_traded += notional
+    held = 0.0
+    for j in range(N):
+        c_j = close[i, j]
+        if c_j == c_j:
+            last_close[j] = c_j
+        v = qty[j] * last_close[j] if qty[j] != 0.0 else 0.0
+        qty_out[row, j] = qty[j]
+        value_out[row, j] = v
+        held += v
+    return cash, day_cost, day_traded, held
+
+
+@core
+def reset_account_nb(qty, last_close, target, pending, last_reject, tq, dqs):
+    """Put an account's per-symbol state arrays in their state before the first bar."""
+    for j in range(qty.shape[0]):
+        qty[j] = 0.0
+        last_close[j] = math.nan
+        target[j] = 0.0
+        pending[j] = False
+        last_reject[j] = 0
+        tq[j] = 0.0
+        dqs[j] = 0.0
+
+
+@core
+def portfolio_account_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
+                         init_cash, commission_rate, min_commission, slippage, stamp_duty, lot,
+                         qty, last_close, target, pending, last_reject, tq, dqs, equity,
+                         qty_out, value_out, cost_out, traded_out, rec_side, rec_status,
+                         rec_qty, rec_price, rec_cost):
+    """The account core: one shared account over all bars, its state arrays passed in.
+
+    ``weights[i]`` are the targets executing on bar ``i`` when ``rebalance_row[i]`` (NaN as
+    0). ``qty, last_close, target, pending, last_reject, tq, dqs`` (``symbols``-long, any
+    content) hold the account's state; the ``(dates, symbols)`` outputs and the ``(dates,
+    1)`` ``equity, cost_out, traded_out`` receive the history (``rec_status`` must start at 0:
+    only orders are written). Compiled for the CPU (:func:`simulate_portfolio_nb`) and, from
+    this same source, for the GPU (:func:`simulate_portfolio_gpu`).
+    """
+    T, N = weights.shape
+    reset_account_nb(qty, last_close, target, pending, last_reject, tq, dqs)
+    cash = init_cash
+    for i in range(T):
+        rebalance = rebalance_row[i]
+        if rebalance:
+            for j in range(N):
+                w = weights[i, j]
+                target[j] = w if w == w else 0.0
+        cash, day_cost, day_traded, held = portfolio_bar_nb(
+            i, rebalance, exec_price, close, adj_ratio, up, down, cash, commission_rate,
+            min_commission, slippage, stamp_duty, lot, qty, last_close, target, pending,
+            last_reject, tq, dqs, i, qty_out, value_out, rec_side, rec_status, rec_qty,
+            rec_price, rec_cost)
+        equity[i, 0] = cash + held
+        cost_out[i, 0] = day_cost
+        traded_out[i, 0] = day_traded
+
+
 @numba.njit(cache=True)
 def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
                           init_cash, commission_rate, min_commission, slippage, stamp_duty,
                           lot, equity, qty_out, value_out, cost_out, traded_out, rec_side,
                           rec_status, rec_qty, rec_price, rec_cost):
-    """One shared account trading towards target weights (module docstring semantics).
+    """One shared account trading towards target weights (module docstring semantics), on
+    the CPU: allocates the account's state and runs :func:`portfolio_account_nb`.
 
     ``weights[i]`` are the targets executing on bar ``i`` when ``rebalance_row[i]``.
     """
+    N = weights.shape[1]
+    portfolio_account_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
+                         init_cash, commission_rate, min_commission, slippage, stamp_duty, lot,
+                         np.empty(N), np.empty(N), np.empty(N), np.empty(N, dtype=np.bool_),
+                         np.empty(N, dtype=np.int64), np.empty(N), np.empty(N), equity,
+                         qty_out, value_out, cost_out, traded_out, rec_side, rec_status,
+                         rec_qty, rec_price, rec_cost)
+
+
+def _account_example() -> tuple[Any, ...]:
+    T, N = 3, 2
+    f2, f1, col = np.zeros((T, N)), np.zeros(N), np.zeros((T, 1))
+    return (f2, np.zeros(T, np.bool_), f2, f2, f2, f2, f2, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
+            f1, f1, f1, np.zeros(N, np.bool_), np.zeros(N, np.int64), f1, f1, col, f2, f2,
+            col, col, np.zeros((T, N), np.int8), np.zeros((T, N), np.int8), f2, f2, f2)
+
+
+@gpu_kernel(example=_account_example)
+def _portfolio_account_kernel(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
+                              init_cash, commission_rate, min_commission, slippage, stamp_duty,
+                              lot, qty, last_close, target, pending, last_reject, tq, dqs,
+                              equity, qty_out, value_out, cost_out, traded_out, rec_side,
+                              rec_status, rec_qty, rec_price, rec_cost):
+    if cuda.grid(1) == 0:
+        portfolio_account_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
+                             init_cash, commission_rate, min_commission, slippage, stamp_duty,
+                             lot, qty, last_close, target, pending, last_reject, tq, dqs,
+                             equity, qty_out, value_out, cost_out, traded_out, rec_side,
+                             rec_status, rec_qty, rec_price, rec_cost)
+
+
+#: Names of the outputs of :func:`simulate_portfolio` in the order the kernels take them.
+ACCOUNT_OUTPUTS = ("equity", "qty", "value", "cost", "traded", "rec_side", "rec_status",
+                   "rec_qty", "rec_price", "rec_cost")
+
+
+def _account_outputs(xp: Any, T: int, N: int) -> dict[str, Any]:
+    out = {name: xp.zeros((T, 1)) for name in ("equity", "cost", "traded")}
+    out.update({name: xp.zeros((T, N)) for name in ("qty", "value", "rec_qty", "rec_price",
+                                                    "rec_cost")})
+    out["rec_side"] = xp.zeros((T, N), dtype=np.int8)
+    out["rec_status"] = xp.zeros((T, N), dtype=np.int8)
+    return {name: out[name] for name in ACCOUNT_OUTPUTS}
+
+
+def _simulate_portfolio_cpu(weights: np.ndarray, rebalance_row: np.ndarray,
+                            exec_price: np.ndarray, close: np.ndarray, adj_ratio: np.ndarray,
+                            up: np.ndarray, down: np.ndarray, *params: float
+                            ) -> dict[str, np.ndarray]:
+    out = _account_outputs(np, *weights.shape)
+    simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
+                          *params, *out.values())
+    return out
+
+
+def simulate_portfolio_gpu(weights: Any, rebalance_row: Any, exec_price: Any, close: Any,
+                           adj_ratio: Any, up: Any, down: Any, *params: float) -> dict[str, Any]:
+    """:func:`simulate_portfolio` through the GPU kernel compiled from the account core.
+
+    The outputs and the account's state are allocated in the inputs' array namespace (CuPy
+    on a GPU, NumPy under numba-cuda's simulator). One account is one GPU thread, and
+    ``run_portfolio`` has one account, so this launches a single thread that walks every
+    bar: it is correct (the CPU's arithmetic, from the same source; bit-identical to the CPU
+    under numba-cuda's simulator) and keeps a GPU panel's data on the device, but it is not
+    fast; the top-k sweep
+    (:func:`qilin.backtest.sweep_kernels_cpu.topk_portfolio_sweep_gpu`) is where many accounts
+    run at once.
+    """
+    inputs = (weights, rebalance_row, exec_price, close, adj_ratio, up, down)
+    xp = array_module(*inputs)
+    weights, rebalance_row, exec_price, close, adj_ratio, up, down = (
+        xp.ascontiguousarray(a) for a in inputs)
     T, N = weights.shape
-    cash = init_cash
-    qty = np.zeros(N)
-    last_close = np.full(N, np.nan)
-    target = np.zeros(N)
-    pending = np.zeros(N, dtype=np.bool_)
-    last_reject = np.zeros(N, dtype=np.int64)
-    tq = np.zeros(N)
-    dqs = np.zeros(N)
-    for i in range(T):
-        for j in range(N):
-            if qty[j] != 0.0:
-                qty[j] *= adj_ratio[i, j]
-        if rebalance_row[i]:
-            for j in range(N):
-                w = weights[i, j]
-                target[j] = w if w == w else 0.0
-                pending[j] = target[j] != 0.0 or qty[j] != 0.0
-                last_reject[j] = 0
-        day_cost = 0.0
-        day_traded = 0.0
-        n_pending = 0
-        for j in range(N):
-            if pending[j]:
-                n_pending += 1
-        if n_pending > 0:
-            eq = cash
-            for j in range(N):
-                if qty[j] != 0.0:
-                    p = exec_price[i, j]
-                    eq += qty[j] * (p if p == p and p > 0.0 else last_close[j])
-            for j in range(N):
-                tq[j] = qty[j]
-                if not pending[j]:
-                    continue
-                p = exec_price[i, j]
-                if not (p == p and p > 0.0):
-                    continue
-                if target[j] > 0.0 and eq > 0.0:
-                    tq[j] = np.floor(target[j] * eq / (p * (1.0 + slippage)
-                                                        * (1.0 + commission_rate)) / lot) * lot
-                elif target[j] < 0.0 and eq > 0.0:  # a short: sized like a long, negated
-                    tq[j] = -(np.floor(-target[j] * eq / (p * (1.0 + slippage)
-                                                           * (1.0 + commission_rate)) / lot)
-                              * lot)
-                else:
-                    tq[j] = 0.0
-            # sells first
-            for j in range(N):
-                if not pending[j]:
-                    continue
-                p = exec_price[i, j]
-                reject = 0
-                if not (p == p and p > 0.0):
-                    reject = REJECT_NO_VOLUME if p == NO_VOLUME_PRICE else REJECT_SUSPENDED
-                    side = 1 if (target[j] > 0.0 and qty[j] == 0.0) or (
-                        qty[j] < 0.0 and target[j] >= 0.0) else -1
-                elif tq[j] < qty[j] - QTY_EPS:
-                    side = -1
-                    if p <= down[i, j] + LIMIT_TOL:
-                        reject = REJECT_LIMIT_DOWN
-                    else:
-                        # out of a long: all of it (fractional shares too), plus the short
-                        dq = qty[j] - tq[j] if tq[j] <= 0.0 < qty[j] else np.floor(
-                            (qty[j] - tq[j]) / lot + QTY_EPS) * lot
-                        if not dq <= MAX_EXACT:  # a short beyond float precision
-                            reject = REJECT_PRECISION
-                        elif dq > 0.0:
-                            sell_px = p * (1.0 - slippage)
-                            notional = dq * sell_px
-                            c = max(commission_rate * notional, min_commission) \
-                                + stamp_duty * notional
-                            cash += notional - c
-                            qty[j] -= dq
-                            if abs(qty[j]) < QTY_EPS:
-                                qty[j] = 0.0
-                            rec_side[i, j] = -1
-                            rec_status[i, j] = STATUS_FILLED
-                            rec_qty[i, j] = dq
-                            rec_price[i, j] = sell_px
-                            rec_cost[i, j] = c
-                            day_cost += c + dq * (p - sell_px)
-                            day_traded += notional
-                        if reject == 0:
-                            pending[j] = False
-                elif tq[j] <= qty[j] + QTY_EPS:
-                    pending[j] = False
-                    if not (target[j] != 0.0 and qty[j] == 0.0):
-                        continue
-                    reject = REJECT_CASH  # one lot costs more than the target's value
-                    side = 1 if target[j] > 0.0 else -1
-                else:
-                    continue  # a buy, handled below
-                if reject != 0:
-                    if reject != last_reject[j]:
-                        record_rejection_nb(i, j, side, reject, p, rec_side, rec_status,
-                                            rec_qty, rec_price, rec_cost)
-                    last_reject[j] = reject
-            # buys, scaled down together when cash is short
-            need = 0.0
-            buy_px_mult = 1.0 + slippage
-            for j in range(N):
-                dqs[j] = 0.0
-                if not pending[j]:
-                    continue
-                p = exec_price[i, j]
-                if not (p == p and p > 0.0):
-                    continue
-                if p >= up[i, j] - LIMIT_TOL:
-                    if last_reject[j] != REJECT_LIMIT_UP:
-                        record_rejection_nb(i, j, 1, REJECT_LIMIT_UP, p, rec_side, rec_status,
-                                            rec_qty, rec_price, rec_cost)
-                    last_reject[j] = REJECT_LIMIT_UP
-                    continue
-                # out of a short: all of it (fractional shares too), plus the long
-                dq = tq[j] - qty[j] if qty[j] < 0.0 <= tq[j] else np.floor(
-                    (tq[j] - qty[j]) / lot + QTY_EPS) * lot
-                if not dq <= MAX_EXACT:  # too many shares for a float (or inf)
-                    if last_reject[j] != REJECT_PRECISION:
-                        record_rejection_nb(i, j, 1, REJECT_PRECISION, p, rec_side, rec_status,
-                                            rec_qty, rec_price, rec_cost)
-                    last_reject[j] = REJECT_PRECISION
-                    dqs[j] = -1.0
-                    continue
-                if dq <= 0.0:
-                    pending[j] = False
-                    continue
-                dqs[j] = dq
-                notional = dq * p * buy_px_mult
-                need += notional + max(commission_rate * notional, min_commission)
-            if need > cash:
-                scale = max(cash, 0.0) / need
-                for j in range(N):
-                    if dqs[j] > 0.0:
-                        dqs[j] = np.floor(dqs[j] * scale / lot) * lot
-            for j in range(N):
-                if not pending[j] or dqs[j] < 0.0:
-                    continue
-                p = exec_price[i, j]
-                if not (p == p and p > 0.0) or p >= up[i, j] - LIMIT_TOL:
-                    continue
-                buy_px = p * buy_px_mult
-                dq = dqs[j]
-                dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate, min_commission)
-                if dq <= 0.0:
-                    if last_reject[j] != REJECT_CASH:
-                        record_rejection_nb(i, j, 1, REJECT_CASH, p, rec_side, rec_status,
-                                            rec_qty, rec_price, rec_cost)
-                    last_reject[j] = REJECT_CASH
-                    continue
-                notional = dq * buy_px
-                c = max(commission_rate * notional, min_commission)
-                cash -= notional + c
-                qty[j] += dq
-                if abs(qty[j]) < QTY_EPS:
-                    qty[j] = 0.0
-                pending[j] = False
-                rec_side[i, j] = 1
-                rec_status[i, j] = STATUS_FILLED
-                rec_qty[i, j] = dq
-                rec_price[i, j] = buy_px
-                rec_cost[i, j] = c
-                day_cost += c + dq * (buy_px - p)
-                day_traded += notional
-        held = 0.0
-        for j in range(N):
-            c_j = close[i, j]
-            if c_j == c_j:
-                last_close[j] = c_j
-            v = qty[j] * last_close[j] if qty[j] != 0.0 else 0.0
-            qty_out[i, j] = qty[j]
-            value_out[i, j] = v
-            held += v
-        equity[i, 0] = cash + held
-        cost_out[i, 0] = day_cost
-        traded_out[i, 0] = day_traded
+    out = _account_outputs(xp, T, N)
+    state = (xp.empty(N), xp.empty(N), xp.empty(N), xp.empty(N, dtype=np.bool_),
+             xp.empty(N, dtype=np.int64), xp.empty(N), xp.empty(N))
+    _portfolio_account_kernel.launch(1, weights, rebalance_row, exec_price, close, adj_ratio,
+                                     up, down, *params, *state, *out.values())
+    return out
+
+
+_simulate_portfolio = DeviceKernel("simulate_portfolio", cpu=_simulate_portfolio_cpu,
+                                   gpu=simulate_portfolio_gpu)
+
+
+def simulate_portfolio(weights: Any, rebalance_row: Any, exec_price: Any, close: Any,
+                       adj_ratio: Any, up: Any, down: Any, init_cash: float,
+                       commission_rate: float, min_commission: float, slippage: float,
+                       stamp_duty: float, lot: float) -> dict[str, Any]:
+    """Run the account over all bars on the device that holds the arrays.
+
+    Parameters
+    ----------
+    weights : (dates, symbols) float array
+        Target weights executing on each bar where ``rebalance_row`` (NaN as 0).
+    rebalance_row : (dates,) bool array
+    exec_price, close, adj_ratio, up, down : (dates, symbols) float arrays
+        The execution inputs (:func:`qilin.backtest.signal.execution_inputs`).
+    init_cash, commission_rate, min_commission, slippage, stamp_duty, lot : float
+
+    Returns
+    -------
+    dict
+        :data:`ACCOUNT_OUTPUTS` as arrays of the inputs' namespace: ``equity``, ``cost`` and
+        ``traded`` ``(dates, 1)``; ``qty``, ``value`` and the order records ``rec_*``
+        ``(dates, symbols)``. NumPy input runs :func:`simulate_portfolio_nb`, CuPy input
+        :func:`simulate_portfolio_gpu`.
+
+    Examples
+    --------
+    >>> px = np.array([[10.0], [11.0]])
+    >>> out = simulate_portfolio(np.array([[1.0], [np.nan]]), np.array([True, False]), px,
+    ...                          px, np.ones_like(px), px * 2, px / 2, 1000.0, 0.0, 0.0, 0.0,
+    ...                          0.0, 1.0)
+    >>> out["equity"][:, 0].tolist(), out["qty"][:, 0].tolist()
+    ([1000.0, 1100.0], [100.0, 100.0])
+    """
+    return _simulate_portfolio(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
+                               float(init_cash), float(commission_rate), float(min_commission),
+                               float(slippage), float(stamp_duty), float(lot))
 
 
 def run_portfolio(
@@ -405,7 +601,7 @@ def run_portfolio(
     init_cash: float = 1_000_000.0,
     costs: CostModel | Mapping[str, float] | None = None,
     rules: MarketRules | Mapping[str, Any] | None = None,
-    backend: str | Backend | None = "cpu",
+    backend: str | Backend | None = None,
 ) -> BacktestResult:
     """Backtest one account over all symbols, driven by scores (top-k) or target weights.
 
@@ -431,9 +627,12 @@ def run_portfolio(
         cash, and covering is a buy.
     market, lag, price, init_cash, costs, rules :
         As in :func:`qilin.backtest.signal.run_signals`.
-    backend :
-        Accepted for symmetry; the shared-account state machine is sequential over names
-        and always runs on the CPU (a CuPy panel is copied to the host).
+    backend : {"cpu", "gpu", "auto"}, Backend or None
+        Where the account runs; None (default): the panel's backend. The target weights
+        are chosen on the host with NumPy (the selection has no GPU path); on the GPU the
+        execution inputs go to the device and the account runs in the GPU kernel compiled
+        from the same source as the CPU one (:func:`simulate_portfolio_gpu`: one thread, as
+        the account is sequential over bars and names, so correct rather than fast).
 
     Returns
     -------
@@ -458,8 +657,7 @@ def run_portfolio(
     if int(short_k) != short_k or short_k < 0:
         raise BacktestError(f"short_k={short_k!r} must be a non-negative integer")
     check_not_empty(panel)
-    if panel.backend.is_gpu:
-        panel = panel.to("cpu")
+    be = panel.backend if backend is None else get_backend(backend)
     m, cm, mr = resolve_market(market, costs, rules)
     if short_k and not mr.allow_short:
         raise BacktestError(f"short_k={short_k}: market {m.name!r} does not allow short "
@@ -475,19 +673,17 @@ def run_portfolio(
     is_reb = shift_rows(np.isfinite(w).any(axis=1)[:, None].astype(float), shift)[:, 0] == 1.0
     w_exec = np.ascontiguousarray(shift_rows(w, shift))
     inputs = execution_inputs(panel, mr, price)
-    T, N = panel.shape
-    eq, cost, traded = np.zeros((T, 1)), np.zeros((T, 1)), np.zeros((T, 1))
-    qty, value = np.zeros((T, N)), np.zeros((T, N))
-    rec_side, rec_status = np.zeros((T, N), np.int8), np.zeros((T, N), np.int8)
-    rec_qty, rec_price, rec_cost = np.zeros((T, N)), np.zeros((T, N)), np.zeros((T, N))
-    simulate_portfolio_nb(w_exec, is_reb, inputs["exec_price"], inputs["close"],
-                          inputs["adj_ratio"], inputs["up"], inputs["down"], float(init_cash),
-                          cm.commission_rate, cm.min_commission, cm.slippage, cm.stamp_duty_rate,
-                          float(mr.lot_size), eq, qty, value, cost, traded, rec_side, rec_status,
-                          rec_qty, rec_price, rec_cost)
-    trades = gather_trades(panel.dates, panel.symbols, rec_side, rec_status, rec_qty, rec_price,
-                           rec_cost)
-    return BacktestResult(panel.dates, panel.symbols, equity=eq, positions=qty, value=value,
-                          costs=cost, traded=traded, trades=trades,
+    arrays = (w_exec, is_reb, inputs["exec_price"], inputs["close"], inputs["adj_ratio"],
+              inputs["up"], inputs["down"])
+    if be.is_gpu:
+        arrays = tuple(be.asarray(a) for a in arrays)
+    out = simulate_portfolio(*arrays, float(init_cash), cm.commission_rate, cm.min_commission,
+                             cm.slippage, cm.stamp_duty_rate, float(mr.lot_size))
+    out = {name: to_host(a) for name, a in out.items()}
+    trades = gather_trades(panel.dates, panel.symbols, out["rec_side"], out["rec_status"],
+                           out["rec_qty"], out["rec_price"], out["rec_cost"])
+    return BacktestResult(panel.dates, panel.symbols, equity=out["equity"],
+                          positions=out["qty"], value=out["value"], costs=out["cost"],
+                          traded=out["traded"], trades=trades,
                           periods_per_year=m.periods_per_year, init_cash=float(init_cash),
-                          accounts=pd.Index(["portfolio"]))
+                          accounts=pd.Index(["portfolio"]), backend=be.name)

@@ -35,14 +35,18 @@ Examples
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from qilin.backend import DeviceKernel, array_module
 from qilin.backtest.costs import MAX_EXACT, affordable_buy_nb
-from qilin.backtest.portfolio import simulate_portfolio_nb
+from qilin.backtest.portfolio import portfolio_bar_nb, reset_account_nb
+from qilin.backtest.result import STATUS_FILLED
 from qilin.backtest.signal import QTY_EPS
+from qilin.kernels.targets import core, cuda, gpu_kernel
 
 #: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
 COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_days")
@@ -710,6 +714,71 @@ def returns_metrics_nb(port: np.ndarray, periods_per_year: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- top-k
+# The top-k functions are cores compiled for the CPU (numba, the ``*_nb`` drivers below) and,
+# from the same source, for the GPU (numba-cuda kernels, one thread per ranking and one per
+# combination); see :mod:`qilin.kernels.targets`.
+def _rank_candidates_gpu(scores, tradable, lb, t, ranked):
+    """:func:`rank_candidates_nb` without allocation (GPU): the ``q``-th pick is the best
+    candidate after the ``(q - 1)``-th in the order (score descending, symbol ascending), one
+    pass over the symbols per pick."""
+    N = scores.shape[2]
+    m = 0
+    for j in range(N):
+        if tradable[t, j] and not math.isnan(scores[lb, t, j]):
+            m += 1
+    prev_v = math.inf
+    prev_j = -1
+    for q in range(min(ranked.shape[2], m)):
+        best_j = -1
+        best_v = 0.0
+        for j in range(N):
+            if not tradable[t, j]:
+                continue
+            v = scores[lb, t, j]
+            if math.isnan(v) or v > prev_v or (v == prev_v and j <= prev_j):
+                continue  # no candidate, or ranked already
+            if best_j < 0 or v > best_v:
+                best_j = j
+                best_v = v
+        ranked[lb, t, q] = best_j
+        prev_v = best_v
+        prev_j = best_j
+    return m
+
+
+@core(gpu=_rank_candidates_gpu)
+def rank_candidates_nb(scores, tradable, lb, t, ranked):
+    """Rank the tradable symbols with a score at ``(lb, t)``: ``ranked[lb, t, :]`` receives
+    the first of them by descending score (ties in symbol order), as many as fit; returns how
+    many there are. A primitive: a stable sort on the CPU, a selection without allocation on
+    the GPU (:func:`_rank_candidates_gpu`), same result."""
+    N = scores.shape[2]
+    depth = ranked.shape[2]
+    cand = np.empty(N, dtype=np.int64)
+    vals = np.empty(N)
+    m = 0
+    for j in range(N):
+        if tradable[t, j]:
+            v = scores[lb, t, j]
+            if not math.isnan(v):
+                cand[m] = j
+                vals[m] = -v
+                m += 1
+    if m > 0:
+        order = np.argsort(vals[:m], kind="mergesort")
+        for q in range(min(depth, m)):
+            ranked[lb, t, q] = cand[order[q]]
+    return m
+
+
+@core
+def topk_ranking_nb(scores, tradable, needed, lb, t, ranked, n_candidates):
+    """The ranking of lookback ``lb`` on date ``t`` (see :func:`topk_candidates_nb`)."""
+    n_candidates[lb, t] = 0
+    if needed[t]:
+        n_candidates[lb, t] = rank_candidates_nb(scores, tradable, lb, t, ranked)
+
+
 @nb.njit(cache=True, parallel=True)
 def topk_candidates_nb(scores, tradable, needed, ranked, n_candidates):
     """The best-scored tradable symbols of every (lookback, date) a combination rebalances on.
@@ -719,110 +788,216 @@ def topk_candidates_nb(scores, tradable, needed, ranked, n_candidates):
     that exist, as ``MomentumTopK.targets``). ``n_candidates[l, t]`` receives how many such
     symbols have a score, ``ranked[l, t, :]`` the first of them by descending score (ties in
     symbol order), as many as fit. Every combination with that lookback reads them, so each
-    ranking is sorted once for the whole sweep.
+    ranking is sorted once for the whole sweep. The GPU twin is
+    :func:`topk_candidates_gpu` (same core, one thread per ranking).
     """
-    L, T, N = scores.shape
-    depth = ranked.shape[2]
+    L, T = n_candidates.shape
     for lt in nb.prange(L * T):
         lb = lt // T
-        t = lt - lb * T
-        n_candidates[lb, t] = 0
-        if not needed[t]:
-            continue
-        cand = np.empty(N, dtype=np.int64)
-        vals = np.empty(N)
-        m = 0
-        for j in range(N):
-            if tradable[t, j]:
-                v = scores[lb, t, j]
-                if not math.isnan(v):
-                    cand[m] = j
-                    vals[m] = -v
-                    m += 1
-        n_candidates[lb, t] = m
-        if m > 0:
-            order = np.argsort(vals[:m], kind="mergesort")
-            for q in range(min(depth, m)):
-                ranked[lb, t, q] = cand[order[q]]
+        topk_ranking_nb(scores, tradable, needed, lb, lt - lb * T, ranked, n_candidates)
+
+
+def _candidates_example() -> tuple[Any, ...]:
+    L, T, N, depth = 2, 4, 3, 2
+    return (np.zeros((L, T, N)), np.zeros((T, N), np.bool_), np.zeros(T, np.bool_),
+            np.zeros((L, T, depth), np.int64), np.zeros((L, T), np.int64))
+
+
+@gpu_kernel(example=_candidates_example)
+def _topk_candidates_kernel(scores, tradable, needed, ranked, n_candidates):
+    lt = cuda.grid(1)
+    L, T = n_candidates.shape
+    if lt < L * T:
+        lb = lt // T
+        topk_ranking_nb(scores, tradable, needed, lb, lt - lb * T, ranked, n_candidates)
+
+
+def topk_candidates_gpu(scores: Any, tradable: Any, needed: Any, ranked: Any,
+                        n_candidates: Any) -> None:
+    """:func:`topk_candidates_nb` on the GPU: one thread per (lookback, date), no allocation
+    (each pick is a pass over the symbols, ``depth x symbols`` per ranking)."""
+    xp = array_module(scores, tradable, needed, ranked, n_candidates)
+    L, T = n_candidates.shape
+    _topk_candidates_kernel.launch(L * T, xp.ascontiguousarray(scores),
+                                   xp.ascontiguousarray(tradable), xp.ascontiguousarray(needed),
+                                   ranked, n_candidates)
 
 
 #: Column order of the per-combination counters of :func:`topk_portfolio_sweep_nb`.
 TOPK_COUNTER_NAMES = ("n_trades", "turnover_sum", "exposure_sum")
 
 
+@core
+def topk_combination_nb(c, slot, ranked, n_candidates, combos, lag, exec_price, close,
+                        adj_ratio, up, down, init_cash, commission_rate, min_commission,
+                        slippage, stamp_duty, lot, qty, last_close, target, pending,
+                        last_reject, tq, dqs, discard, rec_side, rec_status, port, counters):
+    """Combination ``c`` of the top-k sweep, bar by bar through the engine's
+    :func:`~qilin.backtest.portfolio.portfolio_bar_nb` (see :func:`topk_portfolio_sweep_nb`).
+
+    ``qty .. dqs`` are this combination's account state (``symbols``-long, any content).
+    Row ``slot`` of the 2-D ``rec_side`` and ``rec_status`` receives one bar's orders, and
+    row ``slot`` of ``discard`` every per-symbol float output the sweep does not keep
+    (closing quantities and values, order quantities, prices and costs: written, never
+    read). Writes ``port[c]`` and ``counters[c]``.
+    """
+    T, N = close.shape
+    lb = combos[c, 0]
+    k = combos[c, 1]
+    every = combos[c, 2]
+    reset_account_nb(qty, last_close, target, pending, last_reject, tq, dqs)
+    cash = init_cash
+    fills = 0.0
+    turnover = 0.0
+    exposure = 0.0
+    prev = init_cash
+    for i in range(T):
+        t = i - lag  # the signal date executing on bar i
+        rebalance = False
+        if t >= 0 and t % every == 0:
+            m = n_candidates[lb, t]
+            if m > 0:
+                kk = min(k, m)
+                for j in range(N):
+                    target[j] = 0.0
+                for q in range(kk):
+                    target[ranked[lb, t, q]] = 1.0 / kk
+                rebalance = True
+        for j in range(N):
+            rec_status[slot, j] = 0
+        cash, _, day_traded, held = portfolio_bar_nb(
+            i, rebalance, exec_price, close, adj_ratio, up, down, cash, commission_rate,
+            min_commission, slippage, stamp_duty, lot, qty, last_close, target, pending,
+            last_reject, tq, dqs, slot, discard, discard, rec_side, rec_status, discard,
+            discard, discard)
+        eq = cash + held
+        port[c, i] = eq / prev - 1.0 if i > 0 else 0.0
+        if prev > 0.0:
+            turnover += day_traded / prev
+        for j in range(N):
+            if rec_status[slot, j] == STATUS_FILLED:
+                fills += 1.0
+        if eq > 0.0:
+            exposure += held / eq
+        prev = eq
+    counters[c, 0] = fills
+    counters[c, 1] = turnover
+    counters[c, 2] = exposure
+
+
 @nb.njit(cache=True, parallel=True)
-def topk_portfolio_sweep_nb(ranked, n_candidates, lookback_idx, ks, rebalances, lag,
-                            exec_price, close, adj_ratio, up, down, init_cash,
-                            commission_rate, min_commission, slippage, stamp_duty, lot,
-                            n_workers, port, counters):
+def topk_portfolio_sweep_nb(ranked, n_candidates, combos, lag, exec_price, close, adj_ratio,
+                            up, down, init_cash, commission_rate, min_commission, slippage,
+                            stamp_duty, lot, n_workers, port, counters):
     """Momentum top-k sweep through the portfolio engine's own state machine.
 
-    Each combination ``(lookback, k, rebalance)`` is exactly ``run_portfolio(panel,
-    weights=MomentumTopK().targets(panel, ...), rebalance=1, lag=lag)``: on every
+    Each combination ``combos[c] = (lookback index, k, rebalance)`` is exactly
+    ``run_portfolio(panel, weights=MomentumTopK().targets(panel, ...), rebalance=1,
+    lag=lag)``: on every
     ``rebalance``-th date (``t % rebalance == 0``) that has ranked candidates (``ranked`` /
     ``n_candidates`` from :func:`topk_candidates_nb` over the bars that exist), the best
     ``min(k, candidates)`` get weight ``1 / min(k, candidates)`` and every other name 0;
-    the targets execute ``lag`` bars later in
-    :func:`qilin.backtest.portfolio.simulate_portfolio_nb` (lots, costs, minimum
-    commission, limits, suspensions, corporate actions). Trading arrays are the engine's
-    ``(dates, symbols)`` execution inputs.
+    the targets execute ``lag`` bars later through
+    :func:`qilin.backtest.portfolio.portfolio_bar_nb`, the bar of the engine's account core
+    (lots, costs, minimum commission, limits, suspensions, corporate actions). Trading arrays
+    are the engine's ``(dates, symbols)`` execution inputs.
 
     ``port[c]`` receives the daily returns of the account (first day 0), ``counters[c]``
     the sums named in :data:`TOPK_COUNTER_NAMES` (filled orders; traded notional / previous
     equity; position value / equity). ``n_workers`` state buffers are allocated, one per
-    parallel worker, each reused over its combinations.
+    parallel worker, each reused over its combinations (:func:`topk_combination_nb`, the
+    per-combination core that :func:`topk_portfolio_sweep_gpu` runs one thread each).
     """
-    C = ks.shape[0]
-    T, N = close.shape
+    C = combos.shape[0]
+    N = close.shape[1]
     for g in nb.prange(n_workers):
-        weights = np.zeros((T, N))
-        reb_row = np.zeros(T, dtype=np.bool_)
-        equity = np.empty((T, 1))
-        cost = np.empty((T, 1))
-        traded = np.empty((T, 1))
-        qty = np.empty((T, N))
-        value = np.empty((T, N))
-        rec_side = np.zeros((T, N), dtype=np.int8)
-        rec_status = np.zeros((T, N), dtype=np.int8)
-        rec_qty = np.empty((T, N))
-        rec_price = np.empty((T, N))
-        rec_cost = np.empty((T, N))
+        qty = np.empty(N)
+        last_close = np.empty(N)
+        target = np.empty(N)
+        pending = np.empty(N, dtype=np.bool_)
+        last_reject = np.empty(N, dtype=np.int64)
+        tq = np.empty(N)
+        dqs = np.empty(N)
+        discard = np.empty((1, N))
+        rec_side = np.empty((1, N), dtype=np.int8)
+        rec_status = np.empty((1, N), dtype=np.int8)
         for c in range(g, C, n_workers):
-            lb = lookback_idx[c]
-            k = ks[c]
-            reb_row[:] = False
-            for t in range(0, T, rebalances[c]):
-                m = n_candidates[lb, t]
-                te = t + lag
-                if m == 0 or te >= T:
-                    continue
-                kk = min(k, m)
-                weights[te, :] = 0.0
-                for q in range(kk):
-                    weights[te, ranked[lb, t, q]] = 1.0 / kk
-                reb_row[te] = True
-            rec_status[:] = 0
-            simulate_portfolio_nb(weights, reb_row, exec_price, close, adj_ratio, up, down,
-                                  init_cash, commission_rate, min_commission, slippage,
-                                  stamp_duty, lot, equity, qty, value, cost, traded, rec_side,
-                                  rec_status, rec_qty, rec_price, rec_cost)
-            fills = 0.0
-            turnover = 0.0
-            exposure = 0.0
-            prev = init_cash
-            for t in range(T):
-                eq = equity[t, 0]
-                port[c, t] = eq / prev - 1.0 if t > 0 else 0.0
-                if prev > 0.0:
-                    turnover += traded[t, 0] / prev
-                held = 0.0
-                for j in range(N):
-                    held += value[t, j]
-                    if rec_status[t, j] == 1:
-                        fills += 1.0
-                if eq > 0.0:
-                    exposure += held / eq
-                prev = eq
-            counters[c, 0] = fills
-            counters[c, 1] = turnover
-            counters[c, 2] = exposure
+            topk_combination_nb(c, 0, ranked, n_candidates, combos, lag, exec_price, close,
+                                adj_ratio, up, down, init_cash, commission_rate,
+                                min_commission, slippage, stamp_duty, lot, qty, last_close,
+                                target, pending, last_reject, tq, dqs, discard, rec_side,
+                                rec_status, port, counters)
+
+
+def _sweep_example() -> tuple[Any, ...]:
+    L, T, N, C, depth = 2, 4, 3, 5, 2
+    f2 = np.zeros((T, N))
+
+    def rows(dtype: Any = np.float64) -> np.ndarray:
+        return np.zeros((N, C), dtype).T
+
+    return (np.zeros((L, T, depth), np.int64), np.zeros((L, T), np.int64),
+            np.ones((C, 3), np.int64), 0, f2, f2, f2, f2, f2, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
+            rows(), rows(), rows(), rows(np.bool_), rows(np.int64), rows(), rows(), rows(),
+            rows(np.int8), rows(np.int8), np.zeros((C, T)),
+            np.zeros((C, len(TOPK_COUNTER_NAMES))))
+
+
+@gpu_kernel(example=_sweep_example)
+def _topk_sweep_kernel(ranked, n_candidates, combos, lag, exec_price, close, adj_ratio, up,
+                       down, init_cash, commission_rate, min_commission, slippage, stamp_duty,
+                       lot, qty, last_close, target, pending, last_reject, tq, dqs, discard,
+                       rec_side, rec_status, port, counters):
+    c = cuda.grid(1)
+    if c < combos.shape[0]:
+        topk_combination_nb(c, c, ranked, n_candidates, combos, lag, exec_price, close,
+                            adj_ratio, up, down, init_cash, commission_rate, min_commission,
+                            slippage, stamp_duty, lot, qty[c], last_close[c], target[c],
+                            pending[c], last_reject[c], tq[c], dqs[c], discard, rec_side,
+                            rec_status, port, counters)
+
+
+def topk_portfolio_sweep_gpu(ranked: Any, n_candidates: Any, combos: Any, lag: int,
+                             exec_price: Any, close: Any, adj_ratio: Any, up: Any, down: Any,
+                             init_cash: float, commission_rate: float, min_commission: float,
+                             slippage: float, stamp_duty: float, lot: float, port: Any,
+                             counters: Any) -> None:
+    """:func:`topk_portfolio_sweep_nb` on the GPU: one thread per combination, each with its
+    row of ``(combinations, symbols)`` state and scratch arrays, allocated in the inputs'
+    namespace (CuPy on a GPU, NumPy under numba-cuda's simulator). The rows are columns of
+    ``(symbols, combinations)`` memory, so the threads of a warp touch neighbouring
+    addresses."""
+    xp = array_module(ranked, n_candidates, combos, exec_price, close, port, counters)
+    C = combos.shape[0]
+    N = close.shape[1]
+
+    def rows(dtype: Any = np.float64) -> Any:
+        return xp.empty((N, C), dtype=dtype).T
+
+    ranked, n_candidates, combos, exec_price, close, adj_ratio, up, down = (
+        xp.ascontiguousarray(a) for a in (ranked, n_candidates, combos, exec_price, close,
+                                          adj_ratio, up, down))
+    _topk_sweep_kernel.launch(
+        C, ranked, n_candidates, combos, int(lag), exec_price, close, adj_ratio, up, down,
+        float(init_cash), float(commission_rate), float(min_commission), float(slippage),
+        float(stamp_duty), float(lot), rows(), rows(), rows(), rows(np.bool_), rows(np.int64),
+        rows(), rows(), rows(), rows(np.int8), rows(np.int8), port, counters)
+
+
+def _topk_sweep_cpu(ranked: np.ndarray, n_candidates: np.ndarray, combos: np.ndarray, lag: int,
+                    *args: Any) -> None:
+    workers = max(1, min(combos.shape[0], nb.get_num_threads()))
+    topk_portfolio_sweep_nb(ranked, n_candidates, combos, int(lag), *args[:-2], workers,
+                            *args[-2:])
+
+
+#: Rankings of :func:`topk_candidates_nb` on the device that holds the arrays.
+topk_candidates = DeviceKernel("topk_candidates", cpu=topk_candidates_nb,
+                               gpu=topk_candidates_gpu)
+#: The top-k sweep on the device that holds the arrays: ``topk_portfolio_sweep(ranked,
+#: n_candidates, combos, lag, exec_price, close, adj_ratio, up, down, init_cash,
+#: commission_rate, min_commission, slippage, stamp_duty, lot, port, counters)``
+#: (:func:`topk_portfolio_sweep_nb` with its worker count chosen, or
+#: :func:`topk_portfolio_sweep_gpu`).
+topk_portfolio_sweep = DeviceKernel("topk_portfolio_sweep", cpu=_topk_sweep_cpu,
+                                    gpu=topk_portfolio_sweep_gpu)

@@ -53,12 +53,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numba
 import numpy as np
 import pandas as pd
 
 from qilin.atomic import atomic_path
-from qilin.backend import BackendName, get_backend, task_numba_threads, to_host
+from qilin.backend import Backend, BackendName, get_backend, task_numba_threads, to_host
 from qilin.backtest import sweep_kernels_cpu as kcpu
 from qilin.backtest.rules import MarketRules, limit_hits, no_volume
 from qilin.backtest.signal import adj_ratio, check_not_empty, execution_inputs
@@ -414,36 +413,45 @@ def _metrics_table(combos: list[dict[str, Any]], port: np.ndarray, counters: np.
     return table
 
 
-def _topk_port(m: SweepMarket, combos: list[dict[str, Any]], lag: int, init_cash: float
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _topk_port(m: SweepMarket, combos: list[dict[str, Any]], lag: int, init_cash: float,
+               backend: str | Backend = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Daily returns (C, T) and counters (C, 3) of momentum top-k combinations, each run
     through the portfolio engine (:func:`~qilin.backtest.sweep_kernels_cpu
-    .topk_portfolio_sweep_nb`)."""
+    .topk_portfolio_sweep_nb`).
+
+    On a GPU ``backend`` the rankings and the combinations run in the GPU kernels compiled
+    from the same cores (one thread per ranking, one per combination); the momentum scores
+    are computed on the host and the results come back to it.
+    """
     if m.portfolio is None:
         raise BacktestError("momentum_topk sweeps need prepare_market(..., portfolio=True)")
+    be = get_backend(backend)
     mc = m.market
     e = m.portfolio
     lookbacks = sorted({c["lookback"] for c in combos})
     scores = np.stack([kcpu.momentum_nb(m.signal_px, lb).T for lb in lookbacks])
-    li = np.array([lookbacks.index(c["lookback"]) for c in combos], dtype=np.int64)
-    ks = np.array([c["k"] for c in combos], dtype=np.int64)
-    reb = np.array([c["rebalance"] for c in combos], dtype=np.int64)
+    table = np.array([(lookbacks.index(c["lookback"]), c["k"], c["rebalance"])
+                      for c in combos], dtype=np.int64).reshape(-1, 3)
     T = m.shape[1]
     needed = np.zeros(T, dtype=np.bool_)
-    for r in set(reb.tolist()):
+    for r in set(table[:, 2].tolist()):
         needed[::r] = True
-    ranked = np.zeros((len(lookbacks), T, int(ks.max())), dtype=np.int64)
-    n_candidates = np.zeros((len(lookbacks), T), dtype=np.int64)
-    kcpu.topk_candidates_nb(scores, e["valid"], needed, ranked, n_candidates)
-    port = np.zeros((len(combos), T))
-    counters = np.zeros((len(combos), len(kcpu.TOPK_COUNTER_NAMES)))
-    workers = max(1, min(len(combos), numba.get_num_threads()))
-    kcpu.topk_portfolio_sweep_nb(
-        ranked, n_candidates, li, ks, reb, int(lag), e["exec_price"], e["close"],
-        e["adj_ratio"], e["up"], e["down"], float(init_cash), float(mc.commission_rate),
-        float(mc.min_commission), float(mc.slippage_bps) / 1e4, float(mc.stamp_duty_rate),
-        float(mc.lot_size), workers, port, counters)
-    return port, counters
+    arrays = (scores, e["valid"], needed, table, e["exec_price"], e["close"], e["adj_ratio"],
+              e["up"], e["down"])
+    scores, valid, needed, table, exec_price, close, ratio, up, down = (
+        tuple(be.asarray(a) for a in arrays) if be.is_gpu else arrays)
+    xp = be.xp
+    ranked = xp.zeros((len(lookbacks), T, int(max(c["k"] for c in combos))), dtype=np.int64)
+    n_candidates = xp.zeros((len(lookbacks), T), dtype=np.int64)
+    kcpu.topk_candidates(scores, valid, needed, ranked, n_candidates)
+    port = xp.zeros((len(combos), T))
+    counters = xp.zeros((len(combos), len(kcpu.TOPK_COUNTER_NAMES)))
+    kcpu.topk_portfolio_sweep(
+        ranked, n_candidates, table, int(lag), exec_price, close, ratio, up, down,
+        float(init_cash), float(mc.commission_rate), float(mc.min_commission),
+        float(mc.slippage_bps) / 1e4, float(mc.stamp_duty_rate), float(mc.lot_size), port,
+        counters)
+    return to_host(port), to_host(counters)
 
 
 def run_tile(m: SweepMarket, strategy: str | Any, combos: list[dict[str, Any]],

@@ -55,7 +55,8 @@ _GPU_VARIANTS: dict[Callable[..., Any], Callable[..., Any]] = {}
 _lock = threading.RLock()
 
 
-def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None = None) -> Any:
+def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None = None,
+         refcounts: bool = True) -> Any:
     """Compile ``fn`` for the CPU (``njit(cache=True)``); :func:`device` compiles it for the GPU.
 
     Parameters
@@ -65,6 +66,12 @@ def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None
     gpu : callable, optional
         A primitive's GPU implementation (same signature and result) used in place of ``fn``
         when a GPU kernel is compiled.
+    refcounts : bool
+        False compiles the CPU version without numba's reference counting (``_nrt=False``):
+        for a core called in a hot loop with many array arguments, whose every call would
+        otherwise count each array's references up and down atomically. Such a core must
+        return scalars only (no array it made or sliced) and must not allocate. No effect on
+        the GPU.
 
     Returns
     -------
@@ -75,8 +82,9 @@ def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None
     def wrap(f: Callable[..., Any]) -> Any:
         if gpu is not None:
             _GPU_VARIANTS[f] = gpu
+        options = {} if refcounts else {"_nrt": False}
         # numba caches only functions defined in a file (not in a doctest or a notebook cell)
-        return njit(cache=not f.__code__.co_filename.startswith("<"))(f)
+        return njit(cache=not f.__code__.co_filename.startswith("<"), **options)(f)
 
     return wrap(fn) if fn is not None else wrap
 
