@@ -55,7 +55,8 @@ _GPU_VARIANTS: dict[Callable[..., Any], Callable[..., Any]] = {}
 _lock = threading.RLock()
 
 
-def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None = None) -> Any:
+def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None = None,
+         **options: Any) -> Any:
     """Compile ``fn`` for the CPU (``njit(cache=True)``); :func:`device` compiles it for the GPU.
 
     Parameters
@@ -65,6 +66,9 @@ def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None
     gpu : callable, optional
         A primitive's GPU implementation (same signature and result) used in place of ``fn``
         when a GPU kernel is compiled.
+    **options
+        Further ``numba.njit`` options of the CPU compilation (``inline="always"``,
+        ``fastmath={"reassoc"}``); the GPU compilation does not see them.
 
     Returns
     -------
@@ -75,7 +79,7 @@ def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None
     def wrap(f: Callable[..., Any]) -> Any:
         if gpu is not None:
             _GPU_VARIANTS[f] = gpu
-        return njit(cache=True)(f)
+        return njit(cache=True, **options)(f)
 
     return wrap(fn) if fn is not None else wrap
 
