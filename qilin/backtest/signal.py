@@ -17,7 +17,7 @@ Semantics (pinned; the fused sweep kernels reproduce them exactly):
 - **Sizing.** ``E = cash + qty * p`` at the execution price ``p``; the target quantity is
   ``floor(e * E / (p * (1 + s) * (1 + commission_rate)) / lot) * lot`` (the buy-side fill
   price is used for both directions). Buys are whole lots, cut to what cash affords after
-  costs (closed form, :func:`~qilin.backtest.costs.affordable_buy_nb`); more than 2**53
+  costs (closed form, :func:`~qilin.kernels.orders.affordable_buy_nb`); more than 2**53
   shares is rejected ``beyond_precision``; a desired exposure of 0 sells the whole position.
 - **Fills and costs.** Buys fill at ``p * (1 + s)``, sells at ``p * (1 - s)``,
   ``s = slippage_bps / 1e4``; commission ``max(rate * notional, min_commission)`` per order,
@@ -60,31 +60,30 @@ import numpy as np
 import pandas as pd
 
 from qilin.backend import Backend, get_backend, to_host
-from qilin.backtest.costs import (
-    AFFORDABLE_BUY_CUDA,
-    MAX_EXACT,
-    CostModel,
-    affordable_buy_nb,
-    record_rejection_nb,
-)
-from qilin.backtest.result import (
-    REJECT_CASH,
-    REJECT_LIMIT_DOWN,
-    REJECT_LIMIT_UP,
-    REJECT_NO_VOLUME,
-    REJECT_PRECISION,
-    REJECT_SUSPENDED,
-    STATUS_FILLED,
-    BacktestResult,
-    gather_trades,
-)
+from qilin.backtest.costs import AFFORDABLE_BUY_CUDA, CostModel
+from qilin.backtest.result import BacktestResult, gather_trades
 from qilin.backtest.rules import LIMIT_TOL, MarketRules, ffill_rows, limit_arrays, no_volume
 from qilin.config import MarketConfig, load_market
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError
+from qilin.kernels.orders import (
+    QTY_EPS,
+    REJECT_CASH,
+    REJECT_LIMIT_DOWN,
+    REJECT_LIMIT_UP,
+    REJECT_NO_VOLUME,
+    REJECT_SUSPENDED,
+    STATUS_FILLED,
+    STATUS_NONE,
+    buy_nb,
+    holding_after_sell_nb,
+    record_fill_nb,
+    record_rejection_nb,
+    sell_nb,
+    target_quantity_nb,
+)
 
 ExecPrice = Literal["close", "open"]
-QTY_EPS = 1e-9
 #: Execution price marking a bar that has a price but no volume (not tradable, recorded as
 #: ``no_volume``); NaN marks a missing or suspended bar (``suspended``).
 NO_VOLUME_PRICE = -1.0
@@ -136,67 +135,43 @@ def simulate_signals_nb(target, exec_price, close, adj_ratio, up, down, init_cas
                         side = -1
                 else:
                     eq = cash + qty * p
-                    buy_px = p * (1.0 + slippage)
-                    tq = 0.0
-                    if desired > 0.0 and eq > 0.0:
-                        tq = np.floor(desired * eq / (buy_px * (1.0 + commission_rate)) / lot) \
-                            * lot
+                    tq = target_quantity_nb(desired, eq, p, slippage, commission_rate, lot)
                     if tq > qty + QTY_EPS:
                         side = 1
-                        if p >= up[i, j] - LIMIT_TOL:
-                            reject = REJECT_LIMIT_UP
+                        blocked = REJECT_LIMIT_UP if p >= up[i, j] - LIMIT_TOL else 0
+                        status, dq, fill_px, notional, c = buy_nb(
+                            blocked, tq, qty, p, cash, lot, commission_rate, min_commission,
+                            slippage)
+                        if status == STATUS_FILLED:
+                            cash -= notional + c
+                            qty += dq
+                            pending = False
+                            record_fill_nb(i, j, 1, dq, fill_px, c, rec_side, rec_status,
+                                           rec_qty, rec_price, rec_cost)
+                            day_cost = c + dq * (fill_px - p)
+                            day_traded = notional
+                        elif status == STATUS_NONE:
+                            pending = False
                         else:
-                            dq = np.floor((tq - qty) / lot + QTY_EPS) * lot
-                            if not dq <= MAX_EXACT:  # too many shares for a float (or inf)
-                                reject = REJECT_PRECISION
-                            elif dq <= 0.0:
-                                pending = False
-                            else:
-                                dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate,
-                                                       min_commission)
-                                if dq <= 0.0:
-                                    reject = REJECT_CASH
-                                else:
-                                    notional = dq * buy_px
-                                    c = max(commission_rate * notional, min_commission)
-                                    cash -= notional + c
-                                    qty += dq
-                                    pending = False
-                                    rec_side[i, j] = 1
-                                    rec_status[i, j] = STATUS_FILLED
-                                    rec_qty[i, j] = dq
-                                    rec_price[i, j] = buy_px
-                                    rec_cost[i, j] = c
-                                    day_cost = c + dq * (buy_px - p)
-                                    day_traded = notional
+                            reject = status
                     elif tq < qty - QTY_EPS:
                         side = -1
-                        if p <= down[i, j] + LIMIT_TOL:
-                            reject = REJECT_LIMIT_DOWN
+                        blocked = REJECT_LIMIT_DOWN if p <= down[i, j] + LIMIT_TOL else 0
+                        status, dq, fill_px, notional, c = sell_nb(
+                            blocked, tq, qty, p, lot, commission_rate, min_commission, slippage,
+                            stamp_duty)
+                        if status == STATUS_FILLED:
+                            cash += notional - c
+                            qty = holding_after_sell_nb(qty, dq)
+                            pending = False
+                            record_fill_nb(i, j, -1, dq, fill_px, c, rec_side, rec_status,
+                                           rec_qty, rec_price, rec_cost)
+                            day_cost = c + dq * (p - fill_px)
+                            day_traded = notional
+                        elif status == STATUS_NONE:
+                            pending = False
                         else:
-                            if tq <= 0.0:
-                                dq = qty
-                            else:
-                                dq = np.floor((qty - tq) / lot + QTY_EPS) * lot
-                            if dq <= 0.0:
-                                pending = False
-                            else:
-                                sell_px = p * (1.0 - slippage)
-                                notional = dq * sell_px
-                                c = max(commission_rate * notional, min_commission) \
-                                    + stamp_duty * notional
-                                cash += notional - c
-                                qty -= dq
-                                if qty < QTY_EPS:
-                                    qty = 0.0
-                                pending = False
-                                rec_side[i, j] = -1
-                                rec_status[i, j] = STATUS_FILLED
-                                rec_qty[i, j] = dq
-                                rec_price[i, j] = sell_px
-                                rec_cost[i, j] = c
-                                day_cost = c + dq * (p - sell_px)
-                                day_traded = notional
+                            reject = status
                     else:
                         pending = False
                         if desired > 0.0 and qty == 0.0:  # one lot costs more than the equity

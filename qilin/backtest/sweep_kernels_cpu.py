@@ -40,9 +40,18 @@ import numba as nb
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from qilin.backtest.costs import MAX_EXACT, affordable_buy_nb
 from qilin.backtest.portfolio import simulate_portfolio_nb
-from qilin.backtest.signal import QTY_EPS
+from qilin.kernels.orders import (
+    QTY_EPS,
+    REJECT_LIMIT_DOWN,
+    REJECT_LIMIT_UP,
+    STATUS_FILLED,
+    STATUS_NONE,
+    buy_nb,
+    holding_after_sell_nb,
+    sell_nb,
+    target_quantity_nb,
+)
 
 #: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
 COUNTER_NAMES = ("n_trades", "n_wins", "n_closed", "turnover_sum", "exposure_days")
@@ -438,55 +447,42 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
         moved = False
         if pending and p == p and p > 0.0:
             eq = cash + qty * p
-            buy_px = p * (1.0 + slip)
-            tq = 0.0
-            if desired and eq > 0.0:
-                tq = math.floor(eq / (buy_px * (1.0 + commission_rate)) / lot) * lot
+            tq = target_quantity_nb(1.0 if desired else 0.0, eq, p, slip, commission_rate, lot)
             if tq > qty + QTY_EPS:
-                if buy_ok[t]:
-                    # from flat, tq is already whole lots: (k * lot) / lot == k exactly
-                    dq = tq if qty == 0.0 else math.floor((tq - qty) / lot + QTY_EPS) * lot
-                    if not dq <= MAX_EXACT:  # beyond float precision: rejected, as the engine
-                        pass
-                    elif dq <= 0.0:
-                        pending = False
-                    else:
-                        dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate,
-                                               min_commission)
-                        if dq > 0.0:
-                            notional = dq * buy_px
-                            fee = max(commission_rate * notional, min_commission)
-                            cash -= notional + fee
-                            qty += dq
-                            pending = False
-                            moved = True
-                            bought += notional + fee
-                            n_trades += 1.0
-                            turnover += notional * prev_inv
+                status, dq, _, notional, fee = buy_nb(
+                    0 if buy_ok[t] else REJECT_LIMIT_UP, tq, qty, p, cash, lot,
+                    commission_rate, min_commission, slip)
+                if status == STATUS_FILLED:
+                    cash -= notional + fee
+                    qty += dq
+                    pending = False
+                    moved = True
+                    bought += notional + fee
+                    n_trades += 1.0
+                    turnover += notional * prev_inv
+                elif status == STATUS_NONE:
+                    pending = False
+                # rejected (limit, no volume, cash, precision): the order waits
             elif tq < qty - QTY_EPS:
-                if sell_ok[t]:
-                    dq = qty if tq <= 0.0 else math.floor((qty - tq) / lot + QTY_EPS) * lot
-                    if dq <= 0.0:
-                        pending = False
-                    else:
-                        notional = dq * (p * (1.0 - slip))
-                        fee = max(commission_rate * notional, min_commission) \
-                            + stamp_duty * notional
-                        cash += notional - fee
-                        qty -= dq
-                        if qty < QTY_EPS:
-                            qty = 0.0
-                        pending = False
-                        moved = True
-                        sold += notional - fee
-                        n_trades += 1.0
-                        turnover += notional * prev_inv
-                        if qty == 0.0:
-                            n_closed += 1.0
-                            if sold > bought:
-                                n_wins += 1.0
-                            sold = 0.0
-                            bought = 0.0
+                status, dq, _, notional, fee = sell_nb(
+                    0 if sell_ok[t] else REJECT_LIMIT_DOWN, tq, qty, p, lot, commission_rate,
+                    min_commission, slip, stamp_duty)
+                if status == STATUS_FILLED:
+                    cash += notional - fee
+                    qty = holding_after_sell_nb(qty, dq)
+                    pending = False
+                    moved = True
+                    sold += notional - fee
+                    n_trades += 1.0
+                    turnover += notional * prev_inv
+                    if qty == 0.0:
+                        n_closed += 1.0
+                        if sold > bought:
+                            n_wins += 1.0
+                        sold = 0.0
+                        bought = 0.0
+                elif status == STATUS_NONE:
+                    pending = False
             else:
                 pending = False
         if p == p:
