@@ -59,8 +59,8 @@ import pandas as pd
 from qilin.atomic import atomic_path
 from qilin.backend import BackendName, get_backend, task_numba_threads, to_host
 from qilin.backtest import sweep_kernels_cpu as kcpu
-from qilin.backtest.rules import MarketRules, limit_hits, no_volume
-from qilin.backtest.signal import adj_ratio, check_not_empty, execution_inputs
+from qilin.backtest.rules import MarketRules, adj_ratio, limit_hits, no_volume
+from qilin.backtest.signal import check_not_empty, execution_inputs
 from qilin.backtest.strategies import (
     MomentumTopK,
     StrategyTemplate,

@@ -76,7 +76,7 @@ def _floor_gpu(x):
     return whole - 1.0 if whole > x else whole
 
 
-@core(gpu=_floor_gpu)
+@core(gpu=_floor_gpu, inline="always")
 def floor_nb(x):
     """``floor(x)`` as a float, inf and NaN passing through (NumPy's ``floor``).
 
@@ -98,7 +98,7 @@ def halted_nb(reason):
     return reason == REJECT_SUSPENDED or reason == REJECT_NO_VOLUME
 
 
-@core
+@core(inline="always")
 def commission_nb(notional, commission_rate, min_commission):
     """``max(commission_rate * notional, min_commission)`` of one order."""
     return max(commission_rate * notional, min_commission)
@@ -111,7 +111,7 @@ def buy_fits_nb(q, buy_px, cash, commission_rate, min_commission):
     return cash - notional - max(commission_rate * notional, min_commission) >= 0.0
 
 
-@core
+@core(inline="always")
 def affordable_buy_nb(dq, buy_px, cash, lot, commission_rate, min_commission):
     """The largest multiple of ``lot`` up to ``dq`` whose notional plus commission ``cash``
     covers; 0 when not even one lot is affordable.
@@ -150,7 +150,7 @@ def affordable_buy_nb(dq, buy_px, cash, lot, commission_rate, min_commission):
     return max(est, 0.0)
 
 
-@core
+@core(inline="always")
 def target_quantity_nb(exposure, equity, price, slippage, commission_rate, lot):
     """Whole lots worth ``exposure`` of ``equity``:
     ``floor(exposure * equity / (p * (1 + slippage) * (1 + commission_rate)) / lot) * lot``;
@@ -161,7 +161,7 @@ def target_quantity_nb(exposure, equity, price, slippage, commission_rate, lot):
     return 0.0
 
 
-@core
+@core(inline="always")
 def buy_nb(blocked, target_qty, qty, price, cash, lot, commission_rate, min_commission,
            slippage):
     """Fill a buy from ``qty`` towards ``target_qty`` within ``cash`` and whole lots.
@@ -193,7 +193,7 @@ def buy_nb(blocked, target_qty, qty, price, cash, lot, commission_rate, min_comm
     return status, dq, fill_px, notional, cost
 
 
-@core
+@core(inline="always")
 def sell_nb(blocked, target_qty, qty, price, lot, commission_rate, min_commission, slippage,
             stamp_duty):
     """Fill a sell from ``qty`` down to ``target_qty`` (everything when it is 0) in whole
@@ -219,7 +219,7 @@ def sell_nb(blocked, target_qty, qty, price, lot, commission_rate, min_commissio
     return status, dq, fill_px, notional, cost
 
 
-@core
+@core(inline="always")
 def holding_after_sell_nb(qty, sold):
     """Shares left after selling ``sold`` of ``qty`` (a remainder below :data:`QTY_EPS` is 0)."""
     left = qty - sold
