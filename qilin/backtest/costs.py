@@ -26,33 +26,6 @@ from typing import Any
 from qilin.config import MarketConfig, load_market
 from qilin.errors import BacktestError
 
-#: :func:`qilin.kernels.orders.affordable_buy_nb` as a C macro for the CUDA kernels (same
-#: operations in the same
-#: order; compiled with ``--fmad=false`` so that it rounds like numba). ``DQ`` is an lvalue
-#: updated in place.
-AFFORDABLE_BUY_CUDA = r"""
-#ifndef QILIN_AFFORDABLE_BUY
-#define QILIN_MAX_EXACT 9007199254740992.0
-#define QILIN_BUY_FITS(Q, PX, CASH, CR, MC) \
-    ((CASH) - (Q) * (PX) - fmax((CR) * ((Q) * (PX)), (MC)) >= 0.0)
-#define QILIN_AFFORDABLE_BUY(DQ, PX, CASH, LOT, CR, MC) do { \
-    if (!((DQ) > 0.0)) { (DQ) = 0.0; break; } \
-    double room_ = fmin((CASH) / (1.0 + (CR)), (CASH) - (MC)); \
-    double est_ = 0.0; \
-    if (room_ > 0.0) est_ = floor(room_ / ((PX) * (LOT))) * (LOT); \
-    if (!(est_ <= (DQ))) est_ = (DQ); \
-    if (est_ + (LOT) <= (DQ) && QILIN_BUY_FITS(est_ + (LOT), PX, CASH, CR, MC)) \
-        est_ += (LOT); \
-    for (int k_ = 0; k_ < 2; ++k_) { \
-        if (est_ <= 0.0 || QILIN_BUY_FITS(est_, PX, CASH, CR, MC)) break; \
-        est_ -= (LOT); \
-    } \
-    if (est_ > 0.0 && !QILIN_BUY_FITS(est_, PX, CASH, CR, MC)) est_ = 0.0; \
-    (DQ) = fmax(est_, 0.0); \
-} while (0)
-#endif
-"""
-
 
 @dataclass(frozen=True)
 class CostModel:

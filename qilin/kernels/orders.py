@@ -178,7 +178,10 @@ def buy_nb(blocked, target_qty, qty, price, cash, lot, commission_rate, min_comm
     if blocked != 0:
         status = int(blocked)
     else:
-        step = floor_nb((target_qty - qty) / lot + QTY_EPS) * lot
+        if qty == 0.0 and target_qty <= MAX_EXACT:
+            step = target_qty  # already whole lots, exactly (no division needed)
+        else:
+            step = floor_nb((target_qty - qty) / lot + QTY_EPS) * lot
         if not step <= MAX_EXACT:  # too many shares for a float (or inf)
             status = REJECT_PRECISION
         elif step > 0.0:

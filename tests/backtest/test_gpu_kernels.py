@@ -206,3 +206,101 @@ def test_run_signals_through_the_gpu_kernel(monkeypatch, synthetic):
     for name in ("equity", "positions", "value", "costs", "traded"):
         np.testing.assert_array_equal(getattr(gpu, name), getattr(cpu, name), err_msg=name)
     pd.testing.assert_frame_equal(gpu.trades, cpu.trades, check_exact=True)
+
+
+# --------------------------------------------------------------------- the fused sweep
+def _sweep_case(panel, strategy, grid, market, lag, init_cash=1e6):
+    from qilin.backtest.strategies import compute_series
+    from qilin.backtest.sweeps import ParameterGrid, _rule_arrays, prepare_market
+
+    m = prepare_market(panel, market)
+    template = get_strategy(strategy)
+    combos = ParameterGrid(grid).combinations(template)
+    keys, idx, coef = _rule_arrays(template, combos)
+    N, T = m.shape
+    stack = np.stack([compute_series(k, m.signal_px) for k in keys] + [np.zeros((N, T))])
+    mc = m.market
+    args = (lag, init_cash, float(mc.lot_size), mc.commission_rate, mc.min_commission,
+            mc.slippage_bps / 1e4, mc.stamp_duty_rate, mc.t_plus_one)
+    return (stack, idx, coef, m.close, m.buy_reject, m.sell_reject, m.adj_ratio), args
+
+
+def assert_sweep_gpu_equals_cpu(arrays, args, init_cash=1e6):
+    from qilin.backtest import sweep_kernels_cpu as kc
+    from qilin.backtest import sweep_kernels_gpu as kg
+
+    C, T = arrays[1].shape[0], arrays[3].shape[1]
+    port, counters = np.zeros((C, T)), np.zeros((C, 5))
+    kc.simulate_signals_nb(*arrays, *args, port, counters, kc.combo_group(C))
+    gpu_port, gpu_counters = np.zeros_like(port), np.zeros_like(counters)
+    kg.simulate_block(*arrays, args, gpu_port, gpu_counters)
+    # money: relative to the capital (a day's change can be ~0); counters relative
+    np.testing.assert_allclose(gpu_port, port, rtol=1e-12, atol=1e-12 * init_cash)
+    np.testing.assert_allclose(gpu_counters, counters, rtol=1e-12)
+    assert counters[:, 0].sum() > 0
+    return port, counters
+
+
+@pytest.mark.parametrize("strategy,grid,market,lag", [
+    ("ma_cross", "fast=2,3,4 slow=8,12,20 ma=sma,ema", "cn", 0),
+    ("bollinger", "window=5,8,12 k=1.0,2.0 mode=reversion,breakout", "us", 1),
+    ("rsi", "window=3,5,9 lower=25,30 upper=60,75", "cn", 2)])
+def test_sweep_gpu_kernel_on_synthetic_rules(synthetic, strategy, grid, market, lag):
+    arrays, args = _sweep_case(synthetic, strategy, grid, market, lag)
+    assert arrays[1].shape[0] * synthetic.shape[1] > 128  # more columns than one block
+    assert (arrays[4] == orders.REJECT_NO_VOLUME).any() and (arrays[6] != 1.0).any()
+    assert_sweep_gpu_equals_cpu(arrays, args)
+
+
+@pytest.mark.parametrize("market,lag", [("cn", 0), ("us", 1)])
+def test_sweep_gpu_kernel_on_real_a_shares(ashare, market, lag):
+    arrays, args = _sweep_case(ashare, "ma_cross", "fast=2,5 slow=10,30 ma=sma,ema", market,
+                               lag)
+    if market == "cn":
+        assert (arrays[4] == orders.REJECT_LIMIT_UP).any()
+    assert_sweep_gpu_equals_cpu(arrays, args)
+
+
+def test_sweep_gpu_kernel_on_real_sp500(sp500):
+    arrays, args = _sweep_case(sp500, "bollinger", "window=5,20 k=1.0 mode=reversion,breakout",
+                               "us", 0)
+    assert_sweep_gpu_equals_cpu(arrays, args)
+
+
+@pytest.mark.parametrize("market,init_cash", [("cn", 1e6), ("us", 1e18)])
+def test_sweep_gpu_kernel_on_extreme_inputs(market, init_cash):
+    T = 90
+    t = np.arange(T)[:, None]
+    close = np.array([1e-10, 1e12, 10.0, 25.0]) * (1.0 + 0.05 * np.sin(t / 3.0 + np.arange(4)))
+    volume = np.full(close.shape, 1e4)
+    volume[20:50, 2:] = 0.0
+    panel = Panel.from_arrays({"close": close, "volume": volume},
+                              pd.bdate_range("2021-01-04", periods=T),
+                              ["600000.SH", "000001.SZ", "600519.SH", "300750.SZ"])
+    arrays, args = _sweep_case(panel, "ma_cross", "fast=2,3 slow=5,9", market, 0, init_cash)
+    assert_sweep_gpu_equals_cpu(arrays, args, init_cash)
+
+
+def test_sweep_gpu_kernel_in_scratch_chunks(monkeypatch, synthetic):
+    """Combinations launched in several chunks when the scratch budget is small."""
+    from qilin.backtest import sweep_kernels_gpu as kg
+
+    arrays, args = _sweep_case(synthetic, "ma_cross", "fast=2,3,4 slow=8,12", "cn", 0)
+    monkeypatch.setattr(kg, "SCRATCH_BYTES", 2 * 8 * 7 * synthetic.shape[1])  # 2 combos
+    assert_sweep_gpu_equals_cpu(arrays, args)
+
+
+def test_run_sweep_through_the_gpu_kernel(monkeypatch, synthetic):
+    """``run_sweep`` end to end (several symbol blocks) with the block dispatch sending
+    NumPy arrays to the GPU kernel: the same table as on the CPU."""
+    from qilin.backtest import sweep_kernels_gpu as kg
+    from qilin.backtest import sweeps
+
+    grid = "fast=2,4 slow=8,20 ma=sma,ema"
+    cpu = sweeps.run_sweep(synthetic, "ma_cross", grid, market="cn", backend="cpu",
+                           memory_budget=60_000)
+    monkeypatch.setattr(sweeps, "simulate_block", sweeps.DeviceKernel("gpu",
+                                                                      cpu=kg.simulate_block))
+    gpu = sweeps.run_sweep(synthetic, "ma_cross", grid, market="cn", backend="cpu",
+                           memory_budget=60_000)
+    pd.testing.assert_frame_equal(gpu.table, cpu.table, rtol=1e-9, atol=1e-12)
