@@ -304,3 +304,35 @@ def test_run_sweep_through_the_gpu_kernel(monkeypatch, synthetic):
     gpu = sweeps.run_sweep(synthetic, "ma_cross", grid, market="cn", backend="cpu",
                            memory_budget=60_000)
     pd.testing.assert_frame_equal(gpu.table, cpu.table, rtol=1e-9, atol=1e-12)
+
+
+def test_backtest_kernels_compile_without_fused_multiply_adds():
+    """The kernels' PTX (compiled without the simulator or a driver) has no fused
+    multiply-add and only correctly rounded float64 arithmetic, so a real GPU rounds every
+    operation as the CPU does."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(r"""
+        import re
+        import qilin.backtest.signal, qilin.backtest.sweep_kernels_gpu
+        from qilin.kernels.targets import KERNELS
+        for k in KERNELS:
+            if k.name in ("simulate_signals_kernel", "symbol_bars_kernel",
+                          "sweep_columns_kernel"):
+                ptx = k.ptx()
+                fma = len(re.findall(r"\sfma\.", ptx))
+                loose = len(re.findall(r"\s(?:mul|add|sub|div)\.f64", ptx))  # no .rn
+                print("ptx", k.name, fma, loose, len(ptx))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("ptx ")]
+    assert sorted(r[1] for r in rows) == ["simulate_signals_kernel", "sweep_columns_kernel",
+                                          "symbol_bars_kernel"]
+    for _, name, fma, loose, _size in rows:
+        assert (fma, loose) == ("0", "0"), (name, fma, loose)
