@@ -3,6 +3,8 @@
 A :class:`CostModel` is built from a market profile (:func:`qilin.config.load_market`) and
 can be overridden field by field. Fill prices move against the trader by the slippage;
 commission and stamp duty are charged on the notional at the fill price and paid from cash.
+The kernels apply the same rules through the order primitives of :mod:`qilin.kernels.orders`
+(sizing, buys within cash and lots, sells, rejections).
 
 Examples
 --------
@@ -18,107 +20,11 @@ Examples
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numba
-
 from qilin.config import MarketConfig, load_market
 from qilin.errors import BacktestError
-
-#: Largest share count (and traded notional) a float64 holds exactly: 2**53. An order
-#: beyond it (or a non-finite one, e.g. from a price near 0) is rejected with the reason
-#: ``beyond_precision`` instead of being sized with lost units.
-MAX_EXACT = 9007199254740992.0
-
-
-@numba.njit(cache=True, inline="always")
-def buy_fits_nb(q: float, buy_px: float, cash: float, commission_rate: float,
-                min_commission: float) -> bool:
-    """Whether ``cash`` covers ``q`` shares at ``buy_px`` plus ``max(rate * n, min)``."""
-    notional = q * buy_px
-    return cash - notional - max(commission_rate * notional, min_commission) >= 0.0
-
-
-@numba.njit(cache=True, inline="always")
-def affordable_buy_nb(dq: float, buy_px: float, cash: float, lot: float,
-                      commission_rate: float, min_commission: float) -> float:
-    """The largest multiple of ``lot`` up to ``dq`` whose notional plus commission ``cash``
-    covers; 0 when not even one lot is affordable.
-
-    The commission is ``max(commission_rate * notional, min_commission)``, so a notional
-    ``n`` is affordable when ``n <= min(cash / (1 + rate), cash - min_commission)``. That
-    bound gives the quantity in closed form; rounding is then corrected by at most one lot
-    up and two lots down, so the cost is constant whatever the quantities (no loop over
-    lots). ``dq`` must be a whole number of lots no larger than :data:`MAX_EXACT` (callers
-    reject larger orders first). Shared by the signal, portfolio and sweep kernels; the
-    CUDA kernels use :data:`AFFORDABLE_BUY_CUDA`, the same arithmetic.
-
-    Examples
-    --------
-    >>> affordable_buy_nb(1000.0, 10.0, 5000.0, 100.0, 0.001, 5.0)
-    400.0
-    >>> affordable_buy_nb(100.0, 1e12, 1e6, 100.0, 0.0, 0.0)
-    0.0
-    """
-    if not dq > 0.0:
-        return 0.0
-    room = min(cash / (1.0 + commission_rate), cash - min_commission)
-    est = 0.0
-    if room > 0.0:
-        est = math.floor(room / (buy_px * lot)) * lot
-    if not est <= dq:  # also when the division overflowed
-        est = dq
-    if est + lot <= dq and buy_fits_nb(est + lot, buy_px, cash, commission_rate,
-                                       min_commission):
-        est += lot
-    for _ in range(2):
-        if est <= 0.0 or buy_fits_nb(est, buy_px, cash, commission_rate, min_commission):
-            break
-        est -= lot
-    if est > 0.0 and not buy_fits_nb(est, buy_px, cash, commission_rate, min_commission):
-        est = 0.0
-    return max(est, 0.0)
-
-
-#: :func:`affordable_buy_nb` as a C macro for the CUDA kernels (same operations in the same
-#: order; compiled with ``--fmad=false`` so that it rounds like numba). ``DQ`` is an lvalue
-#: updated in place.
-AFFORDABLE_BUY_CUDA = r"""
-#ifndef QILIN_AFFORDABLE_BUY
-#define QILIN_MAX_EXACT 9007199254740992.0
-#define QILIN_BUY_FITS(Q, PX, CASH, CR, MC) \
-    ((CASH) - (Q) * (PX) - fmax((CR) * ((Q) * (PX)), (MC)) >= 0.0)
-#define QILIN_AFFORDABLE_BUY(DQ, PX, CASH, LOT, CR, MC) do { \
-    if (!((DQ) > 0.0)) { (DQ) = 0.0; break; } \
-    double room_ = fmin((CASH) / (1.0 + (CR)), (CASH) - (MC)); \
-    double est_ = 0.0; \
-    if (room_ > 0.0) est_ = floor(room_ / ((PX) * (LOT))) * (LOT); \
-    if (!(est_ <= (DQ))) est_ = (DQ); \
-    if (est_ + (LOT) <= (DQ) && QILIN_BUY_FITS(est_ + (LOT), PX, CASH, CR, MC)) \
-        est_ += (LOT); \
-    for (int k_ = 0; k_ < 2; ++k_) { \
-        if (est_ <= 0.0 || QILIN_BUY_FITS(est_, PX, CASH, CR, MC)) break; \
-        est_ -= (LOT); \
-    } \
-    if (est_ > 0.0 && !QILIN_BUY_FITS(est_, PX, CASH, CR, MC)) est_ = 0.0; \
-    (DQ) = fmax(est_, 0.0); \
-} while (0)
-#endif
-"""
-
-
-
-@numba.njit(cache=True)
-def record_rejection_nb(i, j, side, reason, price, rec_side, rec_status, rec_qty, rec_price,
-                        rec_cost):
-    """Write an order that did not fill (``reason``, a ``REJECT_*`` code) at ``[i, j]``."""
-    rec_side[i, j] = side
-    rec_status[i, j] = reason
-    rec_qty[i, j] = 0.0
-    rec_price[i, j] = price
-    rec_cost[i, j] = 0.0
 
 
 @dataclass(frozen=True)

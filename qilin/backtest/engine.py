@@ -1,7 +1,7 @@
 """The backtest engine's entry points: signal mode and portfolio mode.
 
 - :func:`run_signals` — every column trades its own capital from entry/exit signals or
-  target exposures (numba kernel ``simulate_signals_nb`` over columns, CuPy kernel on GPU).
+  target exposures (one column core: numba ``prange`` over columns, or numba-cuda on a GPU).
 - :func:`run_portfolio` — one account over all symbols from scores (top-k with a drop band
   or TopkDropout) or target weights.
 

@@ -28,7 +28,7 @@ Semantics:
   (p * (1 + s) * (1 + commission_rate)) / lot) * lot``. Sells first (a weight of 0 sells
   everything), then buys; when cash is short, all buy quantities are scaled by
   ``cash / needed`` (rounded down to lots) and then cut to what cash affords
-  (:func:`~qilin.backtest.costs.affordable_buy_nb`). Fill prices, costs, suspensions,
+  (:func:`~qilin.kernels.orders.affordable_buy_nb`). Fill prices, costs, suspensions,
   price limits, adjustments and marking follow signal mode; a rejected order is retried on
   the following bars (re-sized each time) until it fills or the next rebalance replaces the
   targets. Each name gets at most one order per
@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from qilin.backend import Backend, DeviceKernel, array_module, get_backend, to_host
-from qilin.backtest.costs import MAX_EXACT, CostModel, affordable_buy_nb, record_rejection_nb
+from qilin.backtest.costs import CostModel
 from qilin.backtest.result import (
     REJECT_CASH,
     REJECT_LIMIT_DOWN,
@@ -89,6 +89,7 @@ from qilin.backtest.signal import (
 from qilin.config import MarketConfig
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError
+from qilin.kernels.orders import MAX_EXACT, affordable_buy_nb, record_rejection_nb
 from qilin.kernels.targets import core, cuda, gpu_kernel
 
 

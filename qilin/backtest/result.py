@@ -26,17 +26,19 @@ import numpy as np
 import pandas as pd
 
 from qilin.backtest import metrics as M
+from qilin.kernels.orders import (
+    REJECT_CASH,
+    REJECT_LIMIT_DOWN,
+    REJECT_LIMIT_UP,
+    REJECT_NO_VOLUME,
+    REJECT_PRECISION,
+    REJECT_SUSPENDED,
+    REJECT_T_PLUS_ONE,
+    STATUS_FILLED,
+)
 
-#: Status codes used by the kernels (``rec_status``) and their names in trade records.
-STATUS_NONE = 0
-STATUS_FILLED = 1
-REJECT_SUSPENDED = 2
-REJECT_LIMIT_UP = 3
-REJECT_LIMIT_DOWN = 4
-REJECT_CASH = 5
-REJECT_T_PLUS_ONE = 6
-REJECT_NO_VOLUME = 7
-REJECT_PRECISION = 8
+#: Names in trade records of the kernels' status codes (``rec_status``, defined with the
+#: order primitives in :mod:`qilin.kernels.orders`).
 REASONS = {
     STATUS_FILLED: "",
     REJECT_SUSPENDED: "suspended",

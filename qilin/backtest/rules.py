@@ -1,9 +1,11 @@
 """Market rules: lots, T+1, daily price limits and suspensions, as arrays for the kernels.
 
-The kernels never look at symbols or boards: they receive, per (date, symbol), the up and
-down limit prices (``+inf``/``-inf`` where no limit applies) and the execution price (NaN on
-a missing or suspended bar, on which nothing trades). This module builds those arrays from a
-:class:`~qilin.data.panel.Panel` and a market profile.
+The kernels never look at symbols, boards or limit prices: :func:`trading_arrays` turns a
+:class:`~qilin.data.panel.Panel` and a market profile's :class:`MarketRules` into what every
+kernel reads, per (date, symbol): the execution price (NaN on a missing or suspended bar),
+the marking close, the corporate-action quantity ratio, and whether a buy and a sell may
+fill there, as rejection codes (0: allowed; else ``suspended``, ``no_volume``, ``limit_up``
+or ``limit_down``, the codes of :mod:`qilin.kernels.orders`).
 
 Limits are relative to the previous close: the ``preclose`` field when the Panel has it
 (the exchange's previous close, which accounts for ex-dividend adjustments), else the last
@@ -22,6 +24,9 @@ Examples
 ([inf, 11.0, 12.1], [-inf, 9.0, 9.9])
 >>> limit_hits(p, MarketRules(price_limits=True))[0][:, 0].tolist()
 [False, True, True]
+>>> arrays = trading_arrays(p, MarketRules(price_limits=True))
+>>> arrays.buy_reject[:, 0].tolist(), arrays.sell_reject[:, 0].tolist()  # 3 = limit_up
+([0, 3, 3], [0, 0, 0])
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ from qilin.config import MarketConfig, load_market
 from qilin.data.boards import limit_pct_matrix, limit_prices
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError
+from qilin.kernels.orders import (
+    REJECT_LIMIT_DOWN,
+    REJECT_LIMIT_UP,
+    REJECT_NO_VOLUME,
+    REJECT_SUSPENDED,
+)
 
 #: Tolerance for "at the limit" comparisons (prices are quoted in cents).
 LIMIT_TOL = 1e-9
@@ -144,6 +155,86 @@ def limit_hits(panel: Panel, rules: MarketRules, price: str = "close") -> tuple[
     px = to_host(panel[price]).astype(np.float64)
     with np.errstate(invalid="ignore"):
         return px >= up - LIMIT_TOL, px <= down + LIMIT_TOL
+
+
+@dataclass(frozen=True)
+class TradingArrays:
+    """What every kernel reads about the market, as host ``(dates, symbols)`` arrays.
+
+    Attributes
+    ----------
+    price : float64
+        Execution price (the chosen field); NaN where the bar is missing or suspended. Bars
+        with a price but no volume keep it (their codes say they cannot trade).
+    close : float64
+        Close for marking positions; NaN where the bar is missing.
+    adj_ratio : float64
+        Held-quantity multiplier at the start of each bar (corporate actions; 1 if none).
+    buy_reject, sell_reject : int8
+        0 where a buy (a sell) may fill; else why not: ``REJECT_SUSPENDED`` (no usable
+        price: missing, suspended, not positive), ``REJECT_NO_VOLUME``, ``REJECT_LIMIT_UP``
+        (buys only), ``REJECT_LIMIT_DOWN`` (sells only). A bar closed to both sides carries
+        the same code in both (:func:`qilin.kernels.orders.halted_nb`).
+    up, down : float64
+        Limit prices (:func:`limit_arrays`) the codes were derived from.
+    """
+
+    price: np.ndarray
+    close: np.ndarray
+    adj_ratio: np.ndarray
+    buy_reject: np.ndarray
+    sell_reject: np.ndarray
+    up: np.ndarray
+    down: np.ndarray
+
+
+def trading_arrays(panel: Panel, rules: MarketRules, price: str = "close") -> TradingArrays:
+    """The one translation of ``panel`` under ``rules`` into kernel inputs.
+
+    A buy is blocked at/above the up limit (``price >= up - LIMIT_TOL``), a sell at/below
+    the down limit, both on a bar without a usable price (``suspended``) or, where the rules
+    block it, without volume (``no_volume``, which wins over ``suspended``).
+
+    Parameters
+    ----------
+    panel : Panel
+    rules : MarketRules
+    price : str
+        The field orders execute at (``"close"`` or ``"open"``).
+
+    Raises
+    ------
+    BacktestError
+        When the panel has no ``price`` field.
+    """
+    if price not in panel:
+        raise BacktestError(f"price={price!r} needs a {price!r} field in the panel")
+    tradable = to_host(panel.valid) & ~to_host(panel.suspended)
+    px = np.where(tradable, to_host(panel[price]).astype(np.float64), np.nan)
+    close = np.where(to_host(panel.valid), to_host(panel["close"]).astype(np.float64), np.nan)
+    halted_no_volume = tradable & no_volume(panel, rules)
+    usable = (px > 0.0) & ~halted_no_volume  # NaN compares False
+    closed = np.where(halted_no_volume, REJECT_NO_VOLUME, REJECT_SUSPENDED).astype(np.int8)
+    up, down = limit_arrays(panel, rules)
+    with np.errstate(invalid="ignore"):
+        at_up = px >= up - LIMIT_TOL
+        at_down = px <= down + LIMIT_TOL
+    buy = np.where(usable, np.where(at_up, REJECT_LIMIT_UP, 0), closed).astype(np.int8)
+    sell = np.where(usable, np.where(at_down, REJECT_LIMIT_DOWN, 0), closed).astype(np.int8)
+    return TradingArrays(px, close, adj_ratio(panel), buy, sell, up, down)
+
+
+def adj_ratio(panel: Panel) -> np.ndarray:
+    """Per-bar quantity multiplier ``adj_factor[t] / adj_factor[previous bar]`` (1 if none)."""
+    T, N = panel.shape
+    if "adj_factor" not in panel:
+        return np.ones((T, N))
+    adj = to_host(panel["adj_factor"]).astype(np.float64)
+    prev = np.full((T, N), np.nan)
+    prev[1:] = ffill_rows(adj)[:-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = adj / prev
+    return np.where(np.isfinite(r) & (r > 0), r, 1.0)
 
 
 def ffill_rows(a: np.ndarray) -> np.ndarray:

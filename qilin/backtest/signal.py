@@ -17,22 +17,29 @@ Semantics (pinned; the fused sweep kernels reproduce them exactly):
 - **Sizing.** ``E = cash + qty * p`` at the execution price ``p``; the target quantity is
   ``floor(e * E / (p * (1 + s) * (1 + commission_rate)) / lot) * lot`` (the buy-side fill
   price is used for both directions). Buys are whole lots, cut to what cash affords after
-  costs (closed form, :func:`~qilin.backtest.costs.affordable_buy_nb`); more than 2**53
+  costs (closed form, :func:`~qilin.kernels.orders.affordable_buy_nb`); more than 2**53
   shares is rejected ``beyond_precision``; a desired exposure of 0 sells the whole position.
 - **Fills and costs.** Buys fill at ``p * (1 + s)``, sells at ``p * (1 - s)``,
   ``s = slippage_bps / 1e4``; commission ``max(rate * notional, min_commission)`` per order,
   stamp duty on sells; all paid from cash.
-- **Rules.** No order on a missing/suspended bar (NaN execution price) nor on a priced bar
-  with zero volume (execution price ``NO_VOLUME_PRICE``, reason ``no_volume``); with price limits no
-  buy when ``p >= up_limit - 1e-9`` and no sell when ``p <= down_limit + 1e-9`` (same test
-  for open and close executions). A blocked order is recorded as rejected and retried on the
-  next bar while the desire still differs; a rejection is recorded once per reason while it
-  repeats. T+1: a column sends at most one order per bar, so shares bought on a day are never
-  sold that day (T+1 holds by construction with daily bars).
+- **Rules** (:func:`qilin.backtest.rules.trading_arrays`, read by the kernel as codes). No
+  order on a missing/suspended bar (reason ``suspended``) nor on a priced bar with zero
+  volume (``no_volume``; its execution price is recorded as ``NO_VOLUME_PRICE``); with price
+  limits no buy when ``p >= up_limit - 1e-9`` and no sell when ``p <= down_limit + 1e-9``
+  (same test for open and close executions). A blocked order is recorded as rejected and
+  retried on the next bar while the desire still differs; a rejection is recorded once per
+  reason while it repeats. T+1: a column sends at most one order per bar, so shares bought
+  on a day are never sold that day (T+1 holds by construction with daily bars).
 - **Corporate actions.** With an ``adj_factor`` field the held quantity is multiplied by
   ``adj_factor[t] / adj_factor[previous bar]`` at the start of day ``t``; trading uses raw prices.
 - **Marking.** ``equity_t = cash_t + qty_t * last valid close``; returns
   ``equity_t / equity_{t-1} - 1`` (0 on the first day).
+
+One source for both devices: :func:`signal_column_nb` is a column's account, a
+:func:`~qilin.kernels.targets.core` filling orders through :mod:`qilin.kernels.orders`; the
+CPU runs it over columns in a numba ``prange`` (:func:`simulate_signals_nb`), the GPU one
+thread per column (:data:`simulate_signals_kernel`). :data:`simulate_signals` dispatches on
+the arrays' type.
 
 Examples
 --------
@@ -52,6 +59,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -59,319 +67,216 @@ import numba
 import numpy as np
 import pandas as pd
 
-from qilin.backend import Backend, get_backend, to_host
-from qilin.backtest.costs import (
-    AFFORDABLE_BUY_CUDA,
-    MAX_EXACT,
-    CostModel,
-    affordable_buy_nb,
-    record_rejection_nb,
-)
-from qilin.backtest.result import (
-    REJECT_CASH,
-    REJECT_LIMIT_DOWN,
-    REJECT_LIMIT_UP,
-    REJECT_NO_VOLUME,
-    REJECT_PRECISION,
-    REJECT_SUSPENDED,
-    STATUS_FILLED,
-    BacktestResult,
-    gather_trades,
-)
-from qilin.backtest.rules import LIMIT_TOL, MarketRules, ffill_rows, limit_arrays, no_volume
+from qilin.backend import Backend, DeviceKernel, array_module, get_backend, to_host
+from qilin.backtest.costs import CostModel
+from qilin.backtest.result import BacktestResult, gather_trades
+from qilin.backtest.rules import MarketRules, trading_arrays
 from qilin.config import MarketConfig, load_market
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError
+from qilin.kernels.orders import (
+    QTY_EPS,
+    REJECT_CASH,
+    REJECT_NO_VOLUME,
+    STATUS_FILLED,
+    STATUS_NONE,
+    buy_nb,
+    halted_nb,
+    holding_after_sell_nb,
+    record_fill_nb,
+    record_rejection_nb,
+    sell_nb,
+    target_quantity_nb,
+)
+from qilin.kernels.targets import core, cuda, gpu_kernel
 
 ExecPrice = Literal["close", "open"]
-QTY_EPS = 1e-9
 #: Execution price marking a bar that has a price but no volume (not tradable, recorded as
 #: ``no_volume``); NaN marks a missing or suspended bar (``suspended``).
 NO_VOLUME_PRICE = -1.0
 
 
-@numba.njit(parallel=True, cache=True)
-def simulate_signals_nb(target, exec_price, close, adj_ratio, up, down, init_cash,
-                        commission_rate, min_commission, slippage, stamp_duty, lot,
-                        rebalance_threshold, equity, qty_out, value_out, cost_out,
-                        traded_out, rec_side, rec_status, rec_qty, rec_price, rec_cost):
-    """Per-column account state machine (see the module docstring for the semantics).
+#: Input arrays of the engine kernels, in argument order (``(dates, columns)`` each).
+KERNEL_INPUTS = ("target", "exec_price", "close", "adj_ratio", "buy_reject", "sell_reject")
+#: Output arrays, in argument order: float64 then the int8 records.
+KERNEL_OUTPUTS = ("equity", "qty", "value", "cost", "traded", "rec_side", "rec_status",
+                  "rec_qty", "rec_price", "rec_cost")
+_INT8_OUTPUTS = ("rec_side", "rec_status")
 
-    All 2-D arrays are (bars, columns) and already aligned on execution bars: ``target[i]``
-    is the desired exposure whose order executes on bar ``i`` (NaN: no new target).
-    Outputs are written in place; records are dense (one slot per bar and column).
+
+@core
+def signal_column_nb(j, target, exec_price, close, adj_ratio, buy_reject, sell_reject,
+                     init_cash, commission_rate, min_commission, slippage, stamp_duty, lot,
+                     rebalance_threshold, equity, qty_out, value_out, cost_out, traded_out,
+                     rec_side, rec_status, rec_qty, rec_price, rec_cost):
+    """Column ``j``'s account through every bar (see the module docstring for the rules).
+
+    All 2-D arrays are ``(bars, columns)`` and already aligned on execution bars:
+    ``target[i]`` is the desired exposure whose order executes on bar ``i`` (NaN: no new
+    target); ``buy_reject``/``sell_reject`` are :func:`~qilin.backtest.rules.trading_arrays`
+    codes. Writes column ``j`` of the outputs and of the dense order records; fills go
+    through the primitives of :mod:`qilin.kernels.orders`.
     """
-    T, N = target.shape
-    for j in numba.prange(N):
-        cash = init_cash
-        qty = 0.0
-        last_close = np.nan
-        desired = 0.0
-        pending = False
-        last_reject = 0
-        for i in range(T):
-            if qty != 0.0:
-                qty *= adj_ratio[i, j]
-            s = target[i, j]
-            if s == s and s != desired:
-                desired = s
+    T = target.shape[0]
+    cash = init_cash
+    qty = 0.0
+    last_close = math.nan
+    desired = 0.0
+    pending = False
+    last_reject = 0
+    for i in range(T):
+        if qty != 0.0:
+            qty *= adj_ratio[i, j]
+        s = target[i, j]
+        if s == s and s != desired:
+            desired = s
+            pending = True
+            last_reject = 0
+        p = exec_price[i, j]
+        closed = buy_reject[i, j]
+        valid = not halted_nb(closed)
+        if rebalance_threshold > 0.0 and not pending and valid:
+            eq0 = cash + qty * p
+            if eq0 > 0.0 and abs(desired - qty * p / eq0) > rebalance_threshold:
                 pending = True
                 last_reject = 0
-            p = exec_price[i, j]
-            valid = p == p and p > 0.0
-            if rebalance_threshold > 0.0 and not pending and valid:
-                eq0 = cash + qty * p
-                if eq0 > 0.0 and abs(desired - qty * p / eq0) > rebalance_threshold:
-                    pending = True
-                    last_reject = 0
-            day_cost = 0.0
-            day_traded = 0.0
-            if pending:
-                reject = 0
-                side = 0
-                if not valid:
-                    reject = REJECT_NO_VOLUME if p == NO_VOLUME_PRICE else REJECT_SUSPENDED
+        day_cost = 0.0
+        day_traded = 0.0
+        if pending:
+            reject = 0
+            side = 0
+            if not valid:
+                reject = closed
+                side = 1
+                if qty != 0.0 and desired * (cash + qty * last_close) <= qty * last_close:
+                    side = -1
+            else:
+                eq = cash + qty * p
+                tq = target_quantity_nb(desired, eq, p, slippage, commission_rate, lot)
+                if tq > qty + QTY_EPS:
                     side = 1
-                    if qty != 0.0 and desired * (cash + qty * last_close) <= qty * last_close:
-                        side = -1
-                else:
-                    eq = cash + qty * p
-                    buy_px = p * (1.0 + slippage)
-                    tq = 0.0
-                    if desired > 0.0 and eq > 0.0:
-                        tq = np.floor(desired * eq / (buy_px * (1.0 + commission_rate)) / lot) \
-                            * lot
-                    if tq > qty + QTY_EPS:
-                        side = 1
-                        if p >= up[i, j] - LIMIT_TOL:
-                            reject = REJECT_LIMIT_UP
-                        else:
-                            dq = np.floor((tq - qty) / lot + QTY_EPS) * lot
-                            if not dq <= MAX_EXACT:  # too many shares for a float (or inf)
-                                reject = REJECT_PRECISION
-                            elif dq <= 0.0:
-                                pending = False
-                            else:
-                                dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate,
-                                                       min_commission)
-                                if dq <= 0.0:
-                                    reject = REJECT_CASH
-                                else:
-                                    notional = dq * buy_px
-                                    c = max(commission_rate * notional, min_commission)
-                                    cash -= notional + c
-                                    qty += dq
-                                    pending = False
-                                    rec_side[i, j] = 1
-                                    rec_status[i, j] = STATUS_FILLED
-                                    rec_qty[i, j] = dq
-                                    rec_price[i, j] = buy_px
-                                    rec_cost[i, j] = c
-                                    day_cost = c + dq * (buy_px - p)
-                                    day_traded = notional
-                    elif tq < qty - QTY_EPS:
-                        side = -1
-                        if p <= down[i, j] + LIMIT_TOL:
-                            reject = REJECT_LIMIT_DOWN
-                        else:
-                            if tq <= 0.0:
-                                dq = qty
-                            else:
-                                dq = np.floor((qty - tq) / lot + QTY_EPS) * lot
-                            if dq <= 0.0:
-                                pending = False
-                            else:
-                                sell_px = p * (1.0 - slippage)
-                                notional = dq * sell_px
-                                c = max(commission_rate * notional, min_commission) \
-                                    + stamp_duty * notional
-                                cash += notional - c
-                                qty -= dq
-                                if qty < QTY_EPS:
-                                    qty = 0.0
-                                pending = False
-                                rec_side[i, j] = -1
-                                rec_status[i, j] = STATUS_FILLED
-                                rec_qty[i, j] = dq
-                                rec_price[i, j] = sell_px
-                                rec_cost[i, j] = c
-                                day_cost = c + dq * (p - sell_px)
-                                day_traded = notional
-                    else:
+                    status, dq, fill_px, notional, c = buy_nb(
+                        buy_reject[i, j], tq, qty, p, cash, lot, commission_rate,
+                        min_commission, slippage)
+                    if status == STATUS_FILLED:
+                        cash -= notional + c
+                        qty += dq
                         pending = False
-                        if desired > 0.0 and qty == 0.0:  # one lot costs more than the equity
-                            side = 1
-                            reject = REJECT_CASH
-                if reject != 0 and reject != last_reject:
-                    record_rejection_nb(i, j, side, reject, p, rec_side, rec_status,
-                                        rec_qty, rec_price, rec_cost)
-                if reject != 0:
-                    last_reject = reject
-            c_i = close[i, j]
-            if c_i == c_i:
-                last_close = c_i
-            held = qty * last_close if qty != 0.0 else 0.0
-            equity[i, j] = cash + held
-            qty_out[i, j] = qty
-            value_out[i, j] = held
-            cost_out[i, j] = day_cost
-            traded_out[i, j] = day_traded
+                        record_fill_nb(i, j, 1, dq, fill_px, c, rec_side, rec_status, rec_qty,
+                                       rec_price, rec_cost)
+                        day_cost = c + dq * (fill_px - p)
+                        day_traded = notional
+                    elif status == STATUS_NONE:
+                        pending = False
+                    else:
+                        reject = status
+                elif tq < qty - QTY_EPS:
+                    side = -1
+                    status, dq, fill_px, notional, c = sell_nb(
+                        sell_reject[i, j], tq, qty, p, lot, commission_rate, min_commission,
+                        slippage, stamp_duty)
+                    if status == STATUS_FILLED:
+                        cash += notional - c
+                        qty = holding_after_sell_nb(qty, dq)
+                        pending = False
+                        record_fill_nb(i, j, -1, dq, fill_px, c, rec_side, rec_status,
+                                       rec_qty, rec_price, rec_cost)
+                        day_cost = c + dq * (p - fill_px)
+                        day_traded = notional
+                    elif status == STATUS_NONE:
+                        pending = False
+                    else:
+                        reject = status
+                else:
+                    pending = False
+                    if desired > 0.0 and qty == 0.0:  # one lot costs more than the equity
+                        side = 1
+                        reject = REJECT_CASH
+            if reject != 0 and reject != last_reject:
+                record_rejection_nb(i, j, side, reject, p, rec_side, rec_status, rec_qty,
+                                    rec_price, rec_cost)
+            if reject != 0:
+                last_reject = reject
+        c_i = close[i, j]
+        if c_i == c_i:
+            last_close = c_i
+        held = qty * last_close if qty != 0.0 else 0.0
+        equity[i, j] = cash + held
+        qty_out[i, j] = qty
+        value_out[i, j] = held
+        cost_out[i, j] = day_cost
+        traded_out[i, j] = day_traded
 
 
-_CUDA_SOURCE = AFFORDABLE_BUY_CUDA + r"""
-#define NAN_D __longlong_as_double(0x7ff8000000000000ULL)
-extern "C" __global__ void simulate_signals_cuda(
-    const double* target, const double* exec_price, const double* close,
-    const double* adj_ratio, const double* up, const double* down,
-    const int T, const int N, const double init_cash, const double commission_rate,
-    const double min_commission, const double slippage, const double stamp_duty,
-    const double lot, const double rebalance_threshold, const double limit_tol,
-    const double qty_eps, const double no_volume_price,
-    double* equity, double* qty_out, double* value_out, double* cost_out, double* traded_out,
-    signed char* rec_side, signed char* rec_status, double* rec_qty, double* rec_price,
-    double* rec_cost)
-{
-    int j = blockDim.x * blockIdx.x + threadIdx.x;
-    if (j >= N) return;
-    double cash = init_cash, qty = 0.0, last_close = NAN_D, desired = 0.0;
-    bool pending = false;
-    int last_reject = 0;
-    for (int i = 0; i < T; ++i) {
-        long k = (long)i * N + j;
-        if (qty != 0.0) qty *= adj_ratio[k];
-        double s = target[k];
-        if (s == s && s != desired) { desired = s; pending = true; last_reject = 0; }
-        double p = exec_price[k];
-        bool valid = (p == p) && p > 0.0;
-        if (rebalance_threshold > 0.0 && !pending && valid) {
-            double eq0 = cash + qty * p;
-            if (eq0 > 0.0 && fabs(desired - qty * p / eq0) > rebalance_threshold) {
-                pending = true; last_reject = 0;
-            }
-        }
-        double day_cost = 0.0, day_traded = 0.0;
-        if (pending) {
-            int reject = 0, side = 0;
-            if (!valid) {
-                reject = (p == no_volume_price) ? 7 : 2;
-                side = 1;
-                if (qty != 0.0 && desired * (cash + qty * last_close) <= qty * last_close)
-                    side = -1;
-            } else {
-                double eq = cash + qty * p;
-                double buy_px = p * (1.0 + slippage);
-                double tq = 0.0;
-                if (desired > 0.0 && eq > 0.0)
-                    tq = floor(desired * eq / (buy_px * (1.0 + commission_rate)) / lot) * lot;
-                if (tq > qty + qty_eps) {
-                    side = 1;
-                    if (p >= up[k] - limit_tol) { reject = 3; }
-                    else {
-                        double dq = floor((tq - qty) / lot + qty_eps) * lot;
-                        if (!(dq <= QILIN_MAX_EXACT)) { reject = 8; }
-                        else if (dq <= 0.0) { pending = false; }
-                        else {
-                            QILIN_AFFORDABLE_BUY(dq, buy_px, cash, lot, commission_rate,
-                                                 min_commission);
-                            if (dq <= 0.0) { reject = 5; }
-                            else {
-                                double notional = dq * buy_px;
-                                double c = fmax(commission_rate * notional, min_commission);
-                                cash -= notional + c;
-                                qty += dq;
-                                pending = false;
-                                rec_side[k] = 1; rec_status[k] = 1; rec_qty[k] = dq;
-                                rec_price[k] = buy_px; rec_cost[k] = c;
-                                day_cost = c + dq * (buy_px - p);
-                                day_traded = notional;
-                            }
-                        }
-                    }
-                } else if (tq < qty - qty_eps) {
-                    side = -1;
-                    if (p <= down[k] + limit_tol) { reject = 4; }
-                    else {
-                        double dq = (tq <= 0.0) ? qty : floor((qty - tq) / lot + qty_eps) * lot;
-                        if (dq <= 0.0) { pending = false; }
-                        else {
-                            double sell_px = p * (1.0 - slippage);
-                            double notional = dq * sell_px;
-                            double c = fmax(commission_rate * notional, min_commission)
-                                       + stamp_duty * notional;
-                            cash += notional - c;
-                            qty -= dq;
-                            if (qty < qty_eps) qty = 0.0;
-                            pending = false;
-                            rec_side[k] = -1; rec_status[k] = 1; rec_qty[k] = dq;
-                            rec_price[k] = sell_px; rec_cost[k] = c;
-                            day_cost = c + dq * (p - sell_px);
-                            day_traded = notional;
-                        }
-                    }
-                } else {
-                    pending = false;
-                    if (desired > 0.0 && qty == 0.0) { side = 1; reject = 5; }
-                }
-            }
-            if (reject != 0 && reject != last_reject) {
-                rec_side[k] = (signed char)side; rec_status[k] = (signed char)reject;
-                rec_qty[k] = 0.0; rec_price[k] = p; rec_cost[k] = 0.0;
-            }
-            if (reject != 0) last_reject = reject;
-        }
-        double c_i = close[k];
-        if (c_i == c_i) last_close = c_i;
-        double held = (qty != 0.0) ? qty * last_close : 0.0;
-        equity[k] = cash + held;
-        qty_out[k] = qty;
-        value_out[k] = held;
-        cost_out[k] = day_cost;
-        traded_out[k] = day_traded;
-    }
-}
-"""
+@numba.njit(parallel=True, cache=True)
+def simulate_signals_nb(target, exec_price, close, adj_ratio, buy_reject, sell_reject,
+                        init_cash, commission_rate, min_commission, slippage, stamp_duty, lot,
+                        rebalance_threshold, equity, qty_out, value_out, cost_out,
+                        traded_out, rec_side, rec_status, rec_qty, rec_price, rec_cost):
+    """Every column's account (:func:`signal_column_nb`), columns in parallel on the CPU."""
+    for j in numba.prange(target.shape[1]):
+        signal_column_nb(j, target, exec_price, close, adj_ratio, buy_reject, sell_reject,
+                         init_cash, commission_rate, min_commission, slippage, stamp_duty, lot,
+                         rebalance_threshold, equity, qty_out, value_out, cost_out,
+                         traded_out, rec_side, rec_status, rec_qty, rec_price, rec_cost)
 
 
-def _simulate_cpu(inputs: dict[str, np.ndarray], params: tuple) -> dict[str, np.ndarray]:
+def _kernel_example() -> tuple:
+    T, N = 3, 2
+    f = np.zeros((T, N))
+    codes = np.zeros((T, N), np.int8)
+    params = (1e6, 0.0003, 5.0, 0.0005, 0.0005, 100.0, 0.0)
+    return (f, f, f, f, codes, codes, *params, f, f, f, f, f, codes, codes, f, f, f)
+
+
+@gpu_kernel(example=_kernel_example)
+def simulate_signals_kernel(target, exec_price, close, adj_ratio, buy_reject, sell_reject,
+                            init_cash, commission_rate, min_commission, slippage, stamp_duty,
+                            lot, rebalance_threshold, equity, qty_out, value_out, cost_out,
+                            traded_out, rec_side, rec_status, rec_qty, rec_price, rec_cost):
+    """:func:`signal_column_nb` on the GPU, one thread per column."""
+    j = cuda.grid(1)
+    if j < target.shape[1]:
+        signal_column_nb(j, target, exec_price, close, adj_ratio, buy_reject, sell_reject,
+                         init_cash, commission_rate, min_commission, slippage, stamp_duty, lot,
+                         rebalance_threshold, equity, qty_out, value_out, cost_out,
+                         traded_out, rec_side, rec_status, rec_qty, rec_price, rec_cost)
+
+
+def _simulate_cpu(target: np.ndarray, exec_price: np.ndarray, close: np.ndarray,
+                  adj_ratio: np.ndarray, buy_reject: np.ndarray, sell_reject: np.ndarray,
+                  params: tuple) -> dict[str, np.ndarray]:
     # column-major arrays: each column's history is contiguous for the per-column loop
-    T, N = inputs["target"].shape
-    out = {name: np.zeros((T, N), order="F") for name in (
-        "equity", "qty", "value", "cost", "traded", "rec_qty", "rec_price", "rec_cost")}
-    out["rec_side"] = np.zeros((T, N), np.int8, order="F")
-    out["rec_status"] = np.zeros((T, N), np.int8, order="F")
-    f = {k: np.asfortranarray(v, dtype=np.float64) for k, v in inputs.items()}
-    simulate_signals_nb(f["target"], f["exec_price"], f["close"],
-                        f["adj_ratio"], f["up"], f["down"], *params,
-                        out["equity"], out["qty"], out["value"], out["cost"], out["traded"],
-                        out["rec_side"], out["rec_status"], out["rec_qty"], out["rec_price"],
-                        out["rec_cost"])
+    T, N = target.shape
+    out = {name: np.zeros((T, N), np.int8 if name in _INT8_OUTPUTS else np.float64, order="F")
+           for name in KERNEL_OUTPUTS}
+    floats = [np.asfortranarray(a, dtype=np.float64)
+              for a in (target, exec_price, close, adj_ratio)]
+    codes = [np.asfortranarray(a, dtype=np.int8) for a in (buy_reject, sell_reject)]
+    simulate_signals_nb(*floats, *codes, *params, *out.values())
     return out
 
 
-def _simulate_gpu(inputs: dict[str, np.ndarray], params: tuple, backend: Backend
-                  ) -> dict[str, np.ndarray]:
-    cp = backend.xp
-    # no fused multiply-add: the GPU must round exactly like the numba kernel (lot flooring)
-    kernel = cp.RawKernel(_CUDA_SOURCE, "simulate_signals_cuda", options=("--fmad=false",))
-    T, N = inputs["target"].shape
-    dev = {k: cp.ascontiguousarray(cp.asarray(v, dtype=cp.float64)) for k, v in inputs.items()}
-    out = {name: cp.zeros((T, N), dtype=cp.float64) for name in (
-        "equity", "qty", "value", "cost", "traded", "rec_qty", "rec_price", "rec_cost")}
-    out["rec_side"] = cp.zeros((T, N), dtype=cp.int8)
-    out["rec_status"] = cp.zeros((T, N), dtype=cp.int8)
-    (init_cash, rate, min_comm, slip, duty, lot, thr) = params
-    threads = 128
-    blocks = (N + threads - 1) // threads
-    kernel((blocks,), (threads,), (
-        dev["target"], dev["exec_price"], dev["close"], dev["adj_ratio"], dev["up"],
-        dev["down"], np.int32(T), np.int32(N), np.float64(init_cash), np.float64(rate),
-        np.float64(min_comm), np.float64(slip), np.float64(duty), np.float64(lot),
-        np.float64(thr), np.float64(LIMIT_TOL), np.float64(QTY_EPS),
-        np.float64(NO_VOLUME_PRICE), out["equity"], out["qty"], out["value"], out["cost"],
-        out["traded"],
-        out["rec_side"], out["rec_status"], out["rec_qty"], out["rec_price"], out["rec_cost"]))
-    backend.synchronize()
-    return {k: cp.asnumpy(v) for k, v in out.items()}
+def _simulate_gpu(target: Any, exec_price: Any, close: Any, adj_ratio: Any, buy_reject: Any,
+                  sell_reject: Any, params: tuple) -> dict[str, Any]:
+    # outputs in the inputs' namespace: CuPy on a GPU, NumPy under numba-cuda's simulator
+    xp = array_module(target)
+    T, N = target.shape
+    floats = [xp.ascontiguousarray(a, dtype=xp.float64)
+              for a in (target, exec_price, close, adj_ratio)]
+    codes = [xp.ascontiguousarray(a, dtype=xp.int8) for a in (buy_reject, sell_reject)]
+    out = {name: xp.zeros((T, N), xp.int8 if name in _INT8_OUTPUTS else xp.float64)
+           for name in KERNEL_OUTPUTS}
+    simulate_signals_kernel.launch(N, *floats, *codes, *(float(p) for p in params),
+                                   *out.values())
+    return out
+
+
+#: The signal engine's kernel: the CPU driver for NumPy inputs, the GPU kernel for CuPy ones.
+#: Takes the :data:`KERNEL_INPUTS` arrays and the parameters ``(init_cash, commission_rate,
+#: min_commission, slippage, stamp_duty, lot, rebalance_threshold)``; returns the
+#: :data:`KERNEL_OUTPUTS` arrays in the inputs' namespace.
+simulate_signals = DeviceKernel("simulate_signals", cpu=_simulate_cpu, gpu=_simulate_gpu)
 
 
 # ------------------------------------------------------------------------ preparation
@@ -431,19 +336,6 @@ def execution_shift(lag: int, price: str) -> int:
     return int(lag) + (1 if price == "open" else 0)
 
 
-def adj_ratio(panel: Panel) -> np.ndarray:
-    """Per-bar quantity multiplier ``adj_factor[t] / adj_factor[previous bar]`` (1 if none)."""
-    T, N = panel.shape
-    if "adj_factor" not in panel:
-        return np.ones((T, N))
-    adj = to_host(panel["adj_factor"]).astype(np.float64)
-    prev = np.full((T, N), np.nan)
-    prev[1:] = ffill_rows(adj)[:-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = adj / prev
-    return np.where(np.isfinite(r) & (r > 0), r, 1.0)
-
-
 def check_not_empty(panel: Panel) -> None:
     """Raise BacktestError for a panel without dates or symbols (nothing to backtest)."""
     if panel.shape[0] == 0 or panel.shape[1] == 0:
@@ -463,16 +355,17 @@ def resolve_market(market: MarketConfig | str, costs: CostModel | Mapping[str, f
 
 
 def execution_inputs(panel: Panel, rules: MarketRules, price: str) -> dict[str, np.ndarray]:
-    """Host arrays the kernels need: execution price, close, adj ratio, limit prices."""
-    if price not in panel:
-        raise BacktestError(f"price={price!r} needs a {price!r} field in the panel")
-    valid = to_host(panel.valid) & ~to_host(panel.suspended)
-    px = np.where(valid, to_host(panel[price]).astype(np.float64), np.nan)
-    px = np.where(valid & no_volume(panel, rules), NO_VOLUME_PRICE, px)
-    close = np.where(to_host(panel.valid), to_host(panel["close"]).astype(np.float64), np.nan)
-    up, down = limit_arrays(panel, rules)
-    return {"exec_price": np.ascontiguousarray(px), "close": np.ascontiguousarray(close),
-            "adj_ratio": adj_ratio(panel), "up": up, "down": down}
+    """The engines' host inputs: :func:`~qilin.backtest.rules.trading_arrays` as a dict.
+
+    ``exec_price`` is :data:`NO_VOLUME_PRICE` on bars that have a price but no volume (the
+    price the engines record for an order rejected there; NaN on a missing or suspended
+    bar). Keys: ``exec_price close adj_ratio buy_reject sell_reject up down``.
+    """
+    arrays = trading_arrays(panel, rules, price)
+    px = np.where(arrays.buy_reject == REJECT_NO_VOLUME, NO_VOLUME_PRICE, arrays.price)
+    return {"exec_price": np.ascontiguousarray(px), "close": arrays.close,
+            "adj_ratio": arrays.adj_ratio, "buy_reject": arrays.buy_reject,
+            "sell_reject": arrays.sell_reject, "up": arrays.up, "down": arrays.down}
 
 
 def run_signals(
@@ -537,7 +430,8 @@ def run_signals(
     params = (float(init_cash), cm.commission_rate, cm.min_commission, cm.slippage,
               cm.stamp_duty_rate, float(mr.lot_size), float(rebalance_threshold))
     be = panel.backend if backend is None else get_backend(backend)
-    out = _simulate_gpu(inputs, params, be) if be.is_gpu else _simulate_cpu(inputs, params)
+    out = simulate_signals(*(be.asarray(inputs[name]) for name in KERNEL_INPUTS), params)
+    out = {name: to_host(a) for name, a in out.items()}
     trades = gather_trades(panel.dates, panel.symbols, out["rec_side"], out["rec_status"],
                            out["rec_qty"], out["rec_price"], out["rec_cost"])
     return BacktestResult(panel.dates, panel.symbols, equity=out["equity"], positions=out["qty"],

@@ -1,4 +1,4 @@
-"""Fused CPU (numba) kernels for parameter sweeps: indicators, signal-mode simulation, metrics.
+"""Fused kernels for parameter sweeps: indicators, signal-mode simulation, metrics.
 
 The sweep never materialises a dates x symbols x parameters array. Indicator series are
 computed once per distinct window (``K`` series, each symbols x dates) and the fused kernel
@@ -16,6 +16,14 @@ bars with an unfilled order, and missing-price or corporate-action bars while ho
 the per-bar rules. The arithmetic is the per-bar arithmetic. The tests hold the returns to
 the engine's bar-by-bar ``run_signals`` within 1e-14, and to an independent per-bar
 reference on real A-share and S&P data.
+
+One source for both devices: a column's bits (:func:`_column_bits_nb`) and its account
+(:func:`_column_nb`, filling orders through :mod:`qilin.kernels.orders`) are
+:func:`~qilin.kernels.targets.core` functions. :func:`simulate_signals_nb` runs them on the
+CPU (groups of combinations in a ``prange``, symbol by symbol); the GPU kernel of
+:mod:`~qilin.backtest.sweep_kernels_gpu` runs the same functions one thread per column. Two
+primitives differ by device: adding into the accumulators (atomic on the GPU) and counting
+trailing zero bits.
 
 Layout: every per-symbol array is ``(symbols, dates)`` C-contiguous so that a column's
 history is contiguous in memory. A combination's rule is 4 *sides* (entry lhs, entry rhs,
@@ -42,10 +50,16 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from qilin.backend import DeviceKernel, array_module
-from qilin.backtest.costs import MAX_EXACT, affordable_buy_nb
 from qilin.backtest.portfolio import portfolio_bar_nb, reset_account_nb
-from qilin.backtest.result import STATUS_FILLED
-from qilin.backtest.signal import QTY_EPS
+from qilin.kernels.orders import (
+    QTY_EPS,
+    STATUS_FILLED,
+    STATUS_NONE,
+    buy_nb,
+    holding_after_sell_nb,
+    sell_nb,
+    target_quantity_nb,
+)
 from qilin.kernels.targets import core, cuda, gpu_kernel
 
 #: Column order of the per-combination counters returned by :func:`simulate_signals_nb`.
@@ -247,7 +261,29 @@ def momentum_nb(x: np.ndarray, lookback: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- simulation
-@nb.njit(cache=True, inline="always")
+def _trailing_zeros_gpu(bits):
+    lowest = bits & (~bits + np.uint64(1))  # bits != 0
+    return cuda.popc(lowest - np.uint64(1))
+
+
+@core(gpu=_trailing_zeros_gpu, inline="always")
+def _trailing_zeros_nb(bits):
+    """Number of zero bits below the lowest set bit of ``bits`` (a nonzero uint64)."""
+    return trailing_zeros(bits)
+
+
+def _accumulate_gpu(row, t, value):
+    cuda.atomic.add(row, t, value)
+
+
+@core(gpu=_accumulate_gpu)
+def _accumulate_nb(row, t, value):
+    """``row[t] += value``; atomic on the GPU, where the columns of a combination's symbols
+    add into its row at the same time (the CPU adds symbol after symbol)."""
+    row[t] += value
+
+
+@core(inline="always")
 def _signal_bits_nb(e0, f0, m0, a0, e1, f1, m1, a1, e2, f2, m2, a2, e3, f3, m3, a3, scaled,
                     mirrored, n, entry_words, exit_words):
     """Entry and exit bits of bars ``s < n`` (bar ``s`` is bit ``s % 64`` of word ``s // 64``):
@@ -285,7 +321,7 @@ def _signal_bits_nb(e0, f0, m0, a0, e1, f1, m1, a1, e2, f2, m2, a2, e3, f3, m3, 
         exit_words[w] = ext
 
 
-@nb.njit(cache=True, inline="always")
+@core(inline="always")
 def _first_bit_nb(words, start, stop):
     """First ``s`` in ``[start, stop)`` whose bit is set in ``words``, else ``stop``."""
     if start >= stop:
@@ -297,10 +333,10 @@ def _first_bit_nb(words, start, stop):
         if w * 64 >= stop:
             return stop
         bits = words[w]
-    return min(w * 64 + int(trailing_zeros(bits)), stop)
+    return min(w * 64 + int(_trailing_zeros_nb(bits)), stop)
 
 
-@nb.njit(cache=True, inline="always")
+@core(inline="always")
 def _bit_nb(words, s):
     return (words[s >> 6] >> np.uint64(s & 63)) & np.uint64(1) != 0
 
@@ -309,7 +345,18 @@ def _bit_nb(words, s):
 RUN_FIELDS = 5
 
 
-@nb.njit(cache=True, fastmath={"reassoc"})
+def _runs_full_gpu(runs, n_runs):
+    return n_runs == runs.shape[0]
+
+
+@core(gpu=_runs_full_gpu)
+def _runs_full_nb(runs, n_runs):
+    """Whether a column's hold-run slots are full. Never on the CPU, whose buffer holds every
+    run of a column (runs are at least one bar apart); a GPU thread has a few slots."""
+    return False
+
+
+@core(fastmath={"reassoc"})
 def _hold_runs_nb(px, runs, n_runs, port_row):
     """Add the equity changes of a column's hold runs to ``port_row``; returns their
     exposure sum.
@@ -326,7 +373,7 @@ def _hold_runs_nb(px, runs, n_runs, port_row):
         held = qty * px[start]
         equity = cash + held
         exposure += held / equity if equity > 0.0 else 0.0
-        port_row[start] += equity - prev_eq
+        _accumulate_nb(port_row, start, equity - prev_eq)
         now = px[start + 1:stop]
         out = port_row[start + 1:stop]
         for u in range(now.shape[0]):
@@ -334,11 +381,20 @@ def _hold_runs_nb(px, runs, n_runs, port_row):
             before = equity
             equity = cash + held
             exposure += held / equity if equity > 0.0 else 0.0
-            out[u] += equity - before
+            _accumulate_nb(out, u, equity - before)
     return exposure
 
 
-@nb.njit(cache=True)
+@core
+def _has_corporate_actions_nb(ratio):
+    """Whether a symbol's quantity ratios ever differ from 1."""
+    for t in range(ratio.shape[0]):
+        if ratio[t] != 1.0:
+            return True
+    return False
+
+
+@core
 def _symbol_bars_nb(px, ratio, corporate_actions, irregular, last_price):
     """Per bar of one symbol: ``irregular[t]``, the first bar at or after ``t`` with no
     price or a corporate action; ``last_price[t]``, the last price at or before ``t``."""
@@ -354,7 +410,7 @@ def _symbol_bars_nb(px, ratio, corporate_actions, irregular, last_price):
         last_price[t] = last
 
 
-@nb.njit(cache=True, inline="always")
+@core(inline="always")
 def _column_bits_nb(S, idx, coef, c, j, start, stop, entry_words, exit_words):
     """Entry and exit bits of combination ``c`` on symbol ``j`` for bars ``[start, stop)``
     (``start`` a multiple of 64)."""
@@ -381,14 +437,14 @@ def _column_bits_nb(S, idx, coef, c, j, start, stop, entry_words, exit_words):
                     mirrored, stop - start, entry_words[start // 64:], exit_words[start // 64:])
 
 
-@nb.njit(cache=True, inline="always")
-def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, commission_rate,
+@core(inline="always")
+def _column_nb(j, close, buy_reject, sell_reject, adj_ratio, lag, init_cash, lot, commission_rate,
                min_commission, slip, stamp_duty, port_row, counters_row,
                corporate_actions, irregular, last_price, entry_words, exit_words, runs):
     T = close.shape[1]
     px = close[j]
-    buy_ok = can_buy[j]
-    sell_ok = can_sell[j]
+    buy_codes = buy_reject[j]
+    sell_codes = sell_reject[j]
     ratio = adj_ratio[j]
     cash = init_cash
     qty = 0.0
@@ -418,6 +474,9 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
                 nxt = _first_bit_nb(words, t - lag, irregular[t] - lag) + lag
             if nxt > t:
                 if qty != 0.0:  # recorded; their returns are added in one call at the end
+                    if _runs_full_nb(runs, n_runs):
+                        exposure += _hold_runs_nb(px, runs, n_runs, port_row)
+                        n_runs = 0
                     runs[n_runs, 0] = t
                     runs[n_runs, 1] = nxt
                     runs[n_runs, 2] = cash
@@ -442,55 +501,41 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
         moved = False
         if pending and p == p and p > 0.0:
             eq = cash + qty * p
-            buy_px = p * (1.0 + slip)
-            tq = 0.0
-            if desired and eq > 0.0:
-                tq = math.floor(eq / (buy_px * (1.0 + commission_rate)) / lot) * lot
+            tq = target_quantity_nb(1.0 if desired else 0.0, eq, p, slip, commission_rate, lot)
             if tq > qty + QTY_EPS:
-                if buy_ok[t]:
-                    # from flat, tq is already whole lots: (k * lot) / lot == k exactly
-                    dq = tq if qty == 0.0 else math.floor((tq - qty) / lot + QTY_EPS) * lot
-                    if not dq <= MAX_EXACT:  # beyond float precision: rejected, as the engine
-                        pass
-                    elif dq <= 0.0:
-                        pending = False
-                    else:
-                        dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate,
-                                               min_commission)
-                        if dq > 0.0:
-                            notional = dq * buy_px
-                            fee = max(commission_rate * notional, min_commission)
-                            cash -= notional + fee
-                            qty += dq
-                            pending = False
-                            moved = True
-                            bought += notional + fee
-                            n_trades += 1.0
-                            turnover += notional * prev_inv
+                status, dq, _, notional, fee = buy_nb(
+                    buy_codes[t], tq, qty, p, cash, lot, commission_rate, min_commission, slip)
+                if status == STATUS_FILLED:
+                    cash -= notional + fee
+                    qty += dq
+                    pending = False
+                    moved = True
+                    bought += notional + fee
+                    n_trades += 1.0
+                    turnover += notional * prev_inv
+                elif status == STATUS_NONE:
+                    pending = False
+                # rejected (limit, no volume, cash, precision): the order waits
             elif tq < qty - QTY_EPS:
-                if sell_ok[t]:
-                    dq = qty if tq <= 0.0 else math.floor((qty - tq) / lot + QTY_EPS) * lot
-                    if dq <= 0.0:
-                        pending = False
-                    else:
-                        notional = dq * (p * (1.0 - slip))
-                        fee = max(commission_rate * notional, min_commission) \
-                            + stamp_duty * notional
-                        cash += notional - fee
-                        qty -= dq
-                        if qty < QTY_EPS:
-                            qty = 0.0
-                        pending = False
-                        moved = True
-                        sold += notional - fee
-                        n_trades += 1.0
-                        turnover += notional * prev_inv
-                        if qty == 0.0:
-                            n_closed += 1.0
-                            if sold > bought:
-                                n_wins += 1.0
-                            sold = 0.0
-                            bought = 0.0
+                status, dq, _, notional, fee = sell_nb(
+                    sell_codes[t], tq, qty, p, lot, commission_rate, min_commission, slip,
+                    stamp_duty)
+                if status == STATUS_FILLED:
+                    cash += notional - fee
+                    qty = holding_after_sell_nb(qty, dq)
+                    pending = False
+                    moved = True
+                    sold += notional - fee
+                    n_trades += 1.0
+                    turnover += notional * prev_inv
+                    if qty == 0.0:
+                        n_closed += 1.0
+                        if sold > bought:
+                            n_wins += 1.0
+                        sold = 0.0
+                        bought = 0.0
+                elif status == STATUS_NONE:
+                    pending = False
             else:
                 pending = False
         if p == p:
@@ -500,20 +545,20 @@ def _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot, comm
             equity = cash + held
             inv = 1.0 / equity if equity > 0.0 else 0.0
             exposure += held * inv
-            port_row[t] += equity - prev_eq
+            _accumulate_nb(port_row, t, equity - prev_eq)
             prev_inv = inv
             prev_eq = equity
         t += 1
     exposure += _hold_runs_nb(px, runs, n_runs, port_row)
-    counters_row[0] += n_trades
-    counters_row[1] += n_wins
-    counters_row[2] += n_closed
-    counters_row[3] += turnover
-    counters_row[4] += exposure
+    _accumulate_nb(counters_row, 0, n_trades)
+    _accumulate_nb(counters_row, 1, n_wins)
+    _accumulate_nb(counters_row, 2, n_closed)
+    _accumulate_nb(counters_row, 3, turnover)
+    _accumulate_nb(counters_row, 4, exposure)
 
 
 @nb.njit(cache=True, parallel=True)
-def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, init_cash,
+def simulate_signals_nb(S, idx, coef, close, buy_reject, sell_reject, adj_ratio, lag, init_cash,
                         lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one,
                         port, counters, group=COMBO_GROUP, order=None):
     """Run every (combination, symbol) column of one symbol tile, accumulating in place.
@@ -528,8 +573,9 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
         Per side ``(coef, const)``.
     close : float64 array (symbols, dates)
         Raw (traded) close; NaN on missing bars.
-    can_buy, can_sell : bool arrays (symbols, dates)
-        Bar exists and is not at the up (down) price limit.
+    buy_reject, sell_reject : int8 arrays (symbols, dates)
+        Rejection codes of :func:`~qilin.backtest.rules.trading_arrays` (0: a buy, a sell,
+        may fill).
     adj_ratio : float64 array (symbols, dates)
         Held quantity multiplier at the start of each day (corporate actions).
     t_plus_one : bool
@@ -552,10 +598,7 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
     N, T = close.shape
     has_ca = np.zeros(N, dtype=np.bool_)
     for j in range(N):
-        for t in range(T):
-            if adj_ratio[j, t] != 1.0:
-                has_ca[j] = True
-                break
+        has_ca[j] = _has_corporate_actions_nb(adj_ratio[j])
     # cache blocking: a group of combinations walks the symbols together, so a symbol's
     # prices and indicator rows come from memory about once per group
     n_signal = max(T - lag, 0)  # bars with a signal (bar s decides bar s + lag)
@@ -580,7 +623,7 @@ def simulate_signals_nb(S, idx, coef, close, can_buy, can_sell, adj_ratio, lag, 
                                     exit_bits[i - lo])
             for i in range(lo, hi):
                 c = order[i]
-                _column_nb(j, close, can_buy, can_sell, adj_ratio, lag, init_cash, lot,
+                _column_nb(j, close, buy_reject, sell_reject, adj_ratio, lag, init_cash, lot,
                            commission_rate, min_commission, slip, stamp_duty, port[c],
                            counters[c], has_ca[j], irregular, last_price,
                            entry_bits[i - lo], exit_bits[i - lo], runs)

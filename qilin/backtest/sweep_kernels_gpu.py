@@ -1,219 +1,156 @@
-"""Fused GPU (CuPy RawKernel) sweep kernel: one CUDA thread per (combination, symbol) column.
+"""Fused GPU sweep kernel: the CPU kernel's column cores, one thread per (combination, symbol).
 
-The same pinned signal-mode semantics as :func:`qilin.backtest.sweep_kernels_cpu
-.simulate_signals_nb`, compiled with ``--fmad=false`` so that sizing and cost arithmetic
-round like the CPU kernel. Each thread keeps its column's state (cash, quantity, desired
-state, counters) in registers and walks the dates; per date a warp shuffle sums the 32
-columns' equity changes and one lane adds them into the combination's ``port[c, t]`` row, so
-nothing of size dates x symbols x combinations is ever stored. Device arrays are laid out
-``(dates, symbols)`` so that the lanes of a warp read consecutive addresses.
+The GPU runs the very Python functions the CPU kernel
+(:func:`qilin.backtest.sweep_kernels_cpu.simulate_signals_nb`) compiles with numba:
+:func:`~qilin.backtest.sweep_kernels_cpu._column_bits_nb` (a column's entry/exit bit words)
+and :func:`~qilin.backtest.sweep_kernels_cpu._column_nb` (its account, event by event, with
+the order primitives of :mod:`qilin.kernels.orders`), compiled by numba-cuda through
+:mod:`qilin.kernels.targets`. What differs is only what a GPU thread cannot do like a CPU
+loop, passed in or swapped as a primitive:
 
-CuPy is imported lazily: importing this module needs no GPU.
+- scratch is allocated here, not in the kernel: each thread's bit words and
+  :data:`HOLD_RUN_SLOTS` hold-run slots (the column adds its hold runs whenever the slots are
+  full; the CPU has room for all of them and adds them at the end);
+- each symbol's bar summary (:func:`~qilin.backtest.sweep_kernels_cpu._symbol_bars_nb`) is
+  computed once per symbol by :data:`symbol_bars_kernel`, as the CPU does once per symbol and
+  group;
+- the columns of a combination's symbols add into its ``port[c, t]`` row and counters with
+  atomic additions (``_accumulate_nb``'s GPU version), so the order of those additions,
+  and so the last bits of the sums, differ from the CPU's symbol-after-symbol order (the
+  tests hold them to 1e-12 relative).
+
+Device arrays are laid out ``(dates, symbols)`` and reach the cores as transposed views, so
+the lanes of a warp (consecutive symbols of one combination) read consecutive addresses.
+:func:`simulate_block` takes arrays of either namespace: CuPy on a GPU, NumPy under
+numba-cuda's simulator (``NUMBA_ENABLE_CUDASIM=1``, how CI runs it).
 
 Examples
 --------
->>> KERNEL_NAME
-'simulate_signals'
+>>> HOLD_RUN_SLOTS
+1
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
 
-from qilin.backtest.costs import AFFORDABLE_BUY_CUDA
-from qilin.backtest.strategies import compute_series
+from qilin.backend import array_module
+from qilin.backtest.sweep_kernels_cpu import (
+    RUN_FIELDS,
+    _column_bits_nb,
+    _column_nb,
+    _has_corporate_actions_nb,
+    _symbol_bars_nb,
+)
+from qilin.kernels.targets import cuda, gpu_kernel
 
-KERNEL_NAME = "simulate_signals"
-THREADS_PER_BLOCK = 128
-
-_SOURCE = AFFORDABLE_BUY_CUDA + r"""
-#ifndef WARP_SUM
-#define WARP_SUM(x) for (int off = 16; off > 0; off >>= 1) \
-    x += __shfl_down_sync(0xffffffffu, x, off)
-#define LANE_ZERO ((threadIdx.x & 31) == 0)
-#endif
-extern "C" __global__ void simulate_signals(
-    const double* __restrict__ S, const long long* __restrict__ idx,
-    const double* __restrict__ coef, const double* __restrict__ close,
-    const unsigned char* __restrict__ can_buy, const unsigned char* __restrict__ can_sell,
-    const double* __restrict__ adj_ratio, const int T, const int N, const int lag,
-    const double init_cash, const double lot, const double cr, const double min_comm,
-    const double slip, const double stamp, const int t_plus_one,
-    double* __restrict__ port, double* __restrict__ counters)
-{
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    const int c = blockIdx.y;
-    const bool active = j < N;
-    const int jj = active ? j : 0;
-    const long long TN = (long long)T * N;
-    const double* B[4];
-    const double* K[4];
-    double M[4], A[4];
-    for (int s = 0; s < 4; ++s) {
-        long long b = idx[(c * 4 + s) * 2];
-        long long k = idx[(c * 4 + s) * 2 + 1];
-        B[s] = b >= 0 ? S + b * TN : (const double*)0;
-        K[s] = k >= 0 ? S + k * TN : (const double*)0;
-        M[s] = coef[(c * 4 + s) * 2];
-        A[s] = coef[(c * 4 + s) * 2 + 1];
-    }
-    double cash = init_cash, qty = 0.0, last_close = nan(""), prev_inv = 1.0 / init_cash;
-    double prev_eq = init_cash;
-    double bought = 0.0, sold = 0.0, n_trades = 0.0, n_wins = 0.0, n_closed = 0.0;
-    double turnover = 0.0, exposure = 0.0;
-    const double eps = 1e-9;
-    bool desired = false, pending = false;
-    for (int t = 0; t < T; ++t) {
-        const long long o = (long long)t * N + jj;
-        if (qty != 0.0) qty *= adj_ratio[o];
-        const int s = t - lag;
-        if (s >= 0) {
-            const long long os = (long long)s * N + jj;
-            double v[4];
-            for (int q = 0; q < 4; ++q) {
-                double x = A[q];
-                if (B[q]) x += B[q][os];
-                if (K[q]) x += M[q] * K[q][os];
-                v[q] = x;
-            }
-            const bool entry = v[0] > v[1];
-            const bool ex = v[2] > v[3];
-            if (entry != ex && entry != desired) {
-                desired = entry;
-                pending = true;
-            }
-        }
-        const double p = close[o];
-        if (pending && p == p && p > 0.0) {
-            const double eq = cash + qty * p;
-            const double buy_px = p * (1.0 + slip);
-            double tq = 0.0;
-            if (desired && eq > 0.0) tq = floor(eq / (buy_px * (1.0 + cr)) / lot) * lot;
-            if (tq > qty + eps) {
-                if (can_buy[o]) {
-                    double dq = floor((tq - qty) / lot + eps) * lot;
-                    if (!(dq <= QILIN_MAX_EXACT)) {
-                        // beyond float precision: rejected (the order waits), as the engine
-                    } else if (dq <= 0.0) {
-                        pending = false;
-                    } else {
-                        QILIN_AFFORDABLE_BUY(dq, buy_px, cash, lot, cr, min_comm);
-                        if (dq > 0.0) {
-                            const double notional = dq * buy_px;
-                            const double fee = fmax(cr * notional, min_comm);
-                            cash -= notional + fee;
-                            qty += dq;
-                            pending = false;
-                            bought += notional + fee;
-                            n_trades += 1.0;
-                            turnover += notional * prev_inv;
-                        }
-                    }
-                }
-            } else if (tq < qty - eps) {
-                if (can_sell[o]) {
-                    const double dq = tq <= 0.0 ? qty : floor((qty - tq) / lot + eps) * lot;
-                    if (dq <= 0.0) {
-                        pending = false;
-                    } else {
-                        const double notional = dq * (p * (1.0 - slip));
-                        const double fee = fmax(cr * notional, min_comm) + stamp * notional;
-                        cash += notional - fee;
-                        qty -= dq;
-                        if (qty < eps) qty = 0.0;
-                        pending = false;
-                        sold += notional - fee;
-                        n_trades += 1.0;
-                        turnover += notional * prev_inv;
-                        if (qty == 0.0) {
-                            n_closed += 1.0;
-                            if (sold > bought) n_wins += 1.0;
-                            sold = 0.0;
-                            bought = 0.0;
-                        }
-                    }
-                }
-            } else {
-                pending = false;
-            }
-        }
-        if (p == p) last_close = p;
-        const double held = qty != 0.0 ? qty * last_close : 0.0;
-        const double equity = cash + held;
-        const double inv = equity > 0.0 ? 1.0 / equity : 0.0;
-        exposure += held * inv;
-        double r = active ? equity - prev_eq : 0.0;  // change of the combined equity
-        prev_inv = inv;
-        prev_eq = equity;
-        WARP_SUM(r);
-        if (LANE_ZERO && r != 0.0) atomicAdd(&port[(long long)c * T + t], r);
-    }
-    double cnt[5] = {n_trades, n_wins, n_closed, turnover, exposure};
-    for (int q = 0; q < 5; ++q) {
-        double x = active ? cnt[q] : 0.0;
-        WARP_SUM(x);
-        if (LANE_ZERO && x != 0.0) atomicAdd(&counters[c * 5 + q], x);
-    }
-}
-"""
+#: Hold runs a GPU thread buffers before adding their returns (one: each run is added when
+#: the next one starts).
+HOLD_RUN_SLOTS = 1
+#: Most bytes of per-column scratch (bit words and hold-run slots) one launch allocates;
+#: combinations are launched in chunks below it.
+SCRATCH_BYTES = 1 << 28
 
 
-@functools.cache
-def _kernel() -> Any:
-    import cupy as cp  # type: ignore[import-not-found]
-
-    return cp.RawKernel(_SOURCE, KERNEL_NAME, options=("--fmad=false",))
-
-
-def launch(S: Any, idx: Any, coef: Any, close: Any, can_buy: Any, can_sell: Any,
-           adj_ratio: Any, args: tuple, port: Any, counters: Any) -> None:
-    """Launch the fused kernel on device arrays laid out ``(K, dates, symbols)``/``(dates,
-    symbols)``; ``args`` as for the CPU kernel (lag ... t_plus_one). Accumulates in place."""
-    lag, init_cash, lot, cr, min_comm, slip, stamp, t1 = args
-    T, N = close.shape
-    C = idx.shape[0]
-    grid = ((N + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, C)
-    _kernel()(grid, (THREADS_PER_BLOCK,), (
-        S, idx, coef, close, can_buy, can_sell, adj_ratio, np.int32(T), np.int32(N),
-        np.int32(lag), np.float64(init_cash), np.float64(lot), np.float64(cr),
-        np.float64(min_comm), np.float64(slip), np.float64(stamp), np.int32(bool(t1)),
-        port, counters,
-    ))
+def _symbol_bars_example() -> tuple:
+    T, N = 3, 2
+    f = np.zeros((T, N)).T
+    return f, f, np.zeros(N, np.bool_), np.zeros((T, N), np.int64).T, f
 
 
-def _to_device(a: np.ndarray, sl: slice, dtype: Any) -> Any:
-    """Rows ``sl`` of a host ``(symbols, dates)`` array as a device ``(dates, symbols)``."""
-    import cupy as cp
+@gpu_kernel(example=_symbol_bars_example)
+def symbol_bars_kernel(close, adj_ratio, corporate_actions, irregular, last_price):
+    """Per symbol ``j`` (one thread each): whether it has corporate actions, and its
+    :func:`~qilin.backtest.sweep_kernels_cpu._symbol_bars_nb` rows."""
+    j = cuda.grid(1)
+    if j < close.shape[0]:
+        ca = _has_corporate_actions_nb(adj_ratio[j])
+        corporate_actions[j] = ca
+        _symbol_bars_nb(close[j], adj_ratio[j], ca, irregular[j], last_price[j])
 
-    return cp.ascontiguousarray(cp.asarray(np.ascontiguousarray(a[sl].T), dtype=dtype))
+
+def _columns_example() -> tuple:
+    T, N, C = 3, 2, 1
+    S = np.zeros((2, T, N)).transpose(0, 2, 1)
+    f = np.zeros((T, N)).T
+    codes = np.zeros((T, N), np.int8).T
+    idx = np.zeros((C, 4, 2), np.int64)
+    words = np.zeros((1, N * C), np.uint64).T
+    runs = np.zeros((N * C, HOLD_RUN_SLOTS, RUN_FIELDS))
+    return (S, idx, np.zeros((C, 4, 2)), 0, C, f, codes, codes, f, np.zeros(N, np.bool_),
+            np.zeros((T, N), np.int64).T, f, 0, 1e6, 100.0, 0.0003, 5.0, 0.0005, 0.0005,
+            np.zeros((C, T)), np.zeros((C, 5)), words, words, runs)
 
 
-def simulate_signals_gpu(m: Any, keys: list, idx: np.ndarray, coef: np.ndarray, args: tuple,
-                         block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run a parameter tile on the GPU, symbol block by symbol block.
+@gpu_kernel(example=_columns_example)
+def sweep_columns_kernel(S, idx, coef, first_combo, n_combos, close, buy_reject, sell_reject,
+                         adj_ratio, corporate_actions, irregular, last_price, lag, init_cash,
+                         lot, commission_rate, min_commission, slip, stamp_duty, port,
+                         counters, entry_bits, exit_bits, runs):
+    """Column ``(first_combo + k, j)`` per thread ``k * symbols + j``: its entry/exit bits,
+    then its account, added into ``port[c]`` and ``counters[c]`` (atomically)."""
+    col = cuda.grid(1)
+    n_symbols = close.shape[0]
+    if col < n_combos * n_symbols:
+        k = col // n_symbols
+        j = col - k * n_symbols
+        c = first_combo + k
+        n_signal = max(close.shape[1] - lag, 0)  # bars with a signal (s decides s + lag)
+        _column_bits_nb(S, idx, coef, c, j, 0, n_signal, entry_bits[col], exit_bits[col])
+        _column_nb(j, close, buy_reject, sell_reject, adj_ratio, lag, init_cash, lot,
+                   commission_rate, min_commission, slip, stamp_duty, port[c], counters[c],
+                   corporate_actions[j], irregular[j], last_price[j], entry_bits[col],
+                   exit_bits[col], runs[col])
 
-    Indicator series are computed on the host once per distinct key and block (numba) and
-    copied to the device; returns host ``port (C, T)`` and ``counters (C, 5)``.
+
+def _on_device(xp: Any, a: Any) -> Any:
+    """A C-contiguous array ready for a kernel: CuPy as is; NumPy (numba-cuda's simulator)
+    copied once to a numba device array, so views of it stay views in the kernel."""
+    return cuda.to_device(a) if xp is np else a
+
+
+def _transposed_view(xp: Any, a: Any, axes: tuple[int, ...]) -> Any:
+    """``a`` stored transposed by ``axes`` on the device and viewed back in ``a``'s shape."""
+    return _on_device(xp, xp.ascontiguousarray(a.transpose(axes))).transpose(axes)
+
+
+def simulate_block(S: Any, idx: Any, coef: Any, close: Any, buy_reject: Any, sell_reject: Any,
+                   adj_ratio: Any, args: tuple, port: Any, counters: Any, group: int = 0,
+                   order: Any = None) -> None:
+    """The GPU counterpart of :func:`~qilin.backtest.sweep_kernels_cpu.simulate_signals_nb`
+    on one symbol block: same arrays and layout (``S`` ``(K + 1, symbols, dates)`` with the
+    all-zero series last, market arrays ``(symbols, dates)``), ``args`` its ``(lag,
+    init_cash, lot, commission_rate, min_commission, slip, stamp_duty, t_plus_one)``.
+    Accumulates into ``port`` and ``counters`` in place. ``group`` and ``order`` (the CPU's
+    cache blocking) are accepted and ignored.
     """
-    import cupy as cp
-
-    N, T = m.shape
+    xp = array_module(S, close, port)
+    lag, init_cash, lot, rate, min_comm, slip, stamp, _ = args
+    N, T = close.shape
     C = idx.shape[0]
-    port = cp.zeros((C, T))
-    counters = cp.zeros((C, 5))
-    d_idx = cp.asarray(idx, dtype=cp.int64)
-    d_coef = cp.asarray(coef, dtype=cp.float64)
-    for lo in range(0, N, block):
-        sl = slice(lo, min(N, lo + block))
-        px = np.ascontiguousarray(m.signal_px[sl])
-        S = cp.empty((max(1, len(keys)), T, sl.stop - lo))
-        for k, key in enumerate(keys):
-            S[k] = cp.asarray(np.ascontiguousarray(compute_series(key, px).T))
-        launch(S, d_idx, d_coef, _to_device(m.close, sl, cp.float64),
-               _to_device(m.can_buy, sl, cp.uint8), _to_device(m.can_sell, sl, cp.uint8),
-               _to_device(m.adj_ratio, sl, cp.float64), args, port, counters)
-    cp.cuda.Stream.null.synchronize()
-    return port.get(), counters.get()
+    swap = (1, 0)
+    stack = _transposed_view(xp, xp.asarray(S, dtype=xp.float64), (0, 2, 1))
+    px = _transposed_view(xp, xp.asarray(close, dtype=xp.float64), swap)
+    buy = _transposed_view(xp, xp.asarray(buy_reject, dtype=xp.int8), swap)
+    sell = _transposed_view(xp, xp.asarray(sell_reject, dtype=xp.int8), swap)
+    ratio = _transposed_view(xp, xp.asarray(adj_ratio, dtype=xp.float64), swap)
+    rules = [_on_device(xp, xp.ascontiguousarray(a)) for a in (idx, coef)]
+    corporate_actions = _on_device(xp, xp.zeros(N, dtype=xp.bool_))
+    irregular = _on_device(xp, xp.zeros((T, N), dtype=xp.int64)).T
+    last_price = _on_device(xp, xp.zeros((T, N))).T
+    symbol_bars_kernel.launch(N, px, ratio, corporate_actions, irregular, last_price)
+    words = (T + 63) // 64
+    per_column = 8 * (2 * words + HOLD_RUN_SLOTS * RUN_FIELDS)
+    chunk = max(1, min(C, SCRATCH_BYTES // (per_column * N)))
+    for first in range(0, C, chunk):
+        n = min(chunk, C - first)
+        entry_bits = _on_device(xp, xp.zeros((words, n * N), dtype=xp.uint64)).T
+        exit_bits = _on_device(xp, xp.zeros((words, n * N), dtype=xp.uint64)).T
+        runs = _on_device(xp, xp.zeros((n * N, HOLD_RUN_SLOTS, RUN_FIELDS)))
+        sweep_columns_kernel.launch(
+            n * N, stack, *rules, first, n, px, buy, sell, ratio, corporate_actions,
+            irregular, last_price, int(lag), float(init_cash), float(lot), float(rate),
+            float(min_comm), float(slip), float(stamp), port, counters, entry_bits, exit_bits,
+            runs)

@@ -2,8 +2,9 @@
 
 A sweep runs every parameter combination of a strategy template over every symbol of a
 Panel in one batched computation. Indicators are computed once per distinct window; the
-fused kernel (:mod:`~qilin.backtest.sweep_kernels_cpu`, or the CuPy kernel on a GPU) walks
-each (combination, symbol) column through time under the pinned signal-mode semantics of
+fused kernel (:mod:`~qilin.backtest.sweep_kernels_cpu`; on a GPU the same column cores compiled
+by numba-cuda, :mod:`~qilin.backtest.sweep_kernels_gpu`) walks each (combination, symbol)
+column through time under the pinned signal-mode semantics of
 :func:`qilin.backtest.engine.run_signals` (costs, lots, T+1, price limits, suspensions,
 zero-volume bars, corporate actions) and only writes, per combination, the daily change of
 its combined equity plus trade counters; metrics follow from those.
@@ -57,10 +58,18 @@ import numpy as np
 import pandas as pd
 
 from qilin.atomic import atomic_path
-from qilin.backend import Backend, BackendName, get_backend, task_numba_threads, to_host
+from qilin.backend import (
+    Backend,
+    BackendName,
+    DeviceKernel,
+    get_backend,
+    task_numba_threads,
+    to_host,
+)
 from qilin.backtest import sweep_kernels_cpu as kcpu
-from qilin.backtest.rules import MarketRules, limit_hits, no_volume
-from qilin.backtest.signal import adj_ratio, check_not_empty, execution_inputs
+from qilin.backtest import sweep_kernels_gpu as kgpu
+from qilin.backtest.rules import MarketRules, trading_arrays
+from qilin.backtest.signal import check_not_empty, execution_inputs
 from qilin.backtest.strategies import (
     MomentumTopK,
     StrategyTemplate,
@@ -272,9 +281,12 @@ class SweepMarket:
 
     dates: pd.DatetimeIndex
     symbols: pd.Index
+    #: Raw close, the price orders fill at and positions are marked at; NaN where the bar is
+    #: missing or suspended.
     close: np.ndarray
-    can_buy: np.ndarray
-    can_sell: np.ndarray
+    #: int8 rejection codes of :func:`~qilin.backtest.rules.trading_arrays` (0: allowed).
+    buy_reject: np.ndarray
+    sell_reject: np.ndarray
     adj_ratio: np.ndarray
     signal_px: np.ndarray
     market: MarketConfig
@@ -308,23 +320,19 @@ def prepare_market(panel: Panel, market: str | MarketConfig = "cn",
     check_not_empty(panel)
     mc = _resolve_market(market)
     rules = MarketRules.from_market(mc)
-    tradable = to_host(panel.valid) & ~to_host(panel.suspended)
-    close = np.where(tradable, to_host(panel["close"]).astype(np.float64), np.nan)
-    valid = np.isfinite(close) & (close > 0)
-    valid &= ~no_volume(panel, rules)  # priced but not tradable: the order waits
-    up_hit, down_hit = limit_hits(panel, rules)
-    can_buy = valid & ~up_hit
-    can_sell = valid & ~down_hit
-    ratio = adj_ratio(panel)
+    arrays = trading_arrays(panel, rules, "close")
     engine = None
     if portfolio:
         engine = execution_inputs(panel, rules, "close")
         engine["valid"] = np.ascontiguousarray(to_host(panel.valid))
+
+    def by_symbol(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a.T)
+
     return SweepMarket(
-        panel.dates, panel.symbols,
-        np.ascontiguousarray(close.T), np.ascontiguousarray(can_buy.T),
-        np.ascontiguousarray(can_sell.T), np.ascontiguousarray(ratio.T),
-        np.ascontiguousarray(signal_close(panel).T), mc, engine,
+        panel.dates, panel.symbols, by_symbol(arrays.price), by_symbol(arrays.buy_reject),
+        by_symbol(arrays.sell_reject), by_symbol(arrays.adj_ratio),
+        by_symbol(signal_close(panel)), mc, engine,
     )
 
 
@@ -362,6 +370,21 @@ def symbol_block_size(n_series: int, n_symbols: int, n_dates: int,
     return int(max(1, min(n_symbols, budget // per_symbol)))
 
 
+def _simulate_block_cpu(S: np.ndarray, idx: np.ndarray, coef: np.ndarray, close: np.ndarray,
+                        buy_reject: np.ndarray, sell_reject: np.ndarray, adj_ratio: np.ndarray,
+                        args: tuple, port: np.ndarray, counters: np.ndarray, group: int,
+                        order: np.ndarray) -> None:
+    kcpu.simulate_signals_nb(S, idx, coef, close, buy_reject, sell_reject, adj_ratio, *args,
+                             port, counters, group, order)
+
+
+#: The fused signal-sweep kernel on one symbol block, for NumPy (numba, CPU) or CuPy (GPU)
+#: arrays: :func:`~qilin.backtest.sweep_kernels_cpu.simulate_signals_nb` or
+#: :func:`~qilin.backtest.sweep_kernels_gpu.simulate_block`, the same column cores.
+simulate_block = DeviceKernel("simulate_block", cpu=_simulate_block_cpu,
+                              gpu=kgpu.simulate_block)
+
+
 def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[str, Any]],
                  backend: str, memory_budget: int | None, lag: int, init_cash: float
                  ) -> tuple[np.ndarray, np.ndarray, str]:
@@ -374,25 +397,24 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
             float(mc.min_commission), float(mc.slippage_bps) / 1e4, float(mc.stamp_duty_rate),
             bool(mc.t_plus_one))
     block = symbol_block_size(len(keys), N, T, memory_budget)
-    if be.is_gpu:
-        from qilin.backtest import sweep_kernels_gpu as kgpu
-
-        pnl, counters = kgpu.simulate_signals_gpu(m, keys, idx, coef, args, block)
-        return kcpu.pnl_returns(pnl, N * float(init_cash)), counters, be.name
-    port = np.zeros((len(combos), T))
-    counters = np.zeros((len(combos), len(kcpu.COUNTER_NAMES)))
     block = -(-N // -(-N // block))  # equal blocks
-    memory = np.empty((len(keys) + 1) * block * T)  # reused by every symbol block
     group = kcpu.combo_group(len(combos))
     order = kcpu.deal_groups(kcpu.combo_order(idx), group)
+    idx_d, coef_d, order_d = (be.asarray(a) for a in (idx, coef, order))
+    port = be.xp.zeros((len(combos), T))
+    counters = be.xp.zeros((len(combos), len(kcpu.COUNTER_NAMES)))
+    memory = np.empty((len(keys) + 1) * block * T)  # reused by every symbol block
     for lo in range(0, N, block):
         sl = slice(lo, min(N, lo + block))
         S = memory[:(len(keys) + 1) * (sl.stop - lo) * T].reshape(len(keys) + 1, -1, T)
         compute_stack(keys, m.signal_px[sl], S)
         S[-1] = 0.0
-        kcpu.simulate_signals_nb(S, idx, coef, m.close[sl], m.can_buy[sl], m.can_sell[sl],
-                                 m.adj_ratio[sl], *args, port, counters, group, order)
-    return kcpu.pnl_returns(port, N * float(init_cash)), counters, be.name
+        simulate_block(be.asarray(S), idx_d, coef_d,
+                       *(be.asarray(a[sl]) for a in (m.close, m.buy_reject, m.sell_reject,
+                                                     m.adj_ratio)),
+                       args, port, counters, group, order_d)
+    returns = kcpu.pnl_returns(to_host(port), N * float(init_cash))
+    return returns, to_host(counters), be.name
 
 
 def _metrics_table(combos: list[dict[str, Any]], port: np.ndarray, counters: np.ndarray | None,

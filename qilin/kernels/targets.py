@@ -36,11 +36,12 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numba
@@ -56,7 +57,7 @@ _lock = threading.RLock()
 
 
 def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None = None,
-         refcounts: bool = True) -> Any:
+         refcounts: bool = True, **options: Any) -> Any:
     """Compile ``fn`` for the CPU (``njit(cache=True)``); :func:`device` compiles it for the GPU.
 
     Parameters
@@ -72,6 +73,9 @@ def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None
         otherwise count each array's references up and down atomically. Such a core must
         return scalars only (no array it made or sliced) and must not allocate. No effect on
         the GPU.
+    **options
+        Further ``numba.njit`` options of the CPU compilation (``inline="always"``,
+        ``fastmath={"reassoc"}``); the GPU compilation does not see them.
 
     Returns
     -------
@@ -82,9 +86,9 @@ def core(fn: Callable[..., Any] | None = None, *, gpu: Callable[..., Any] | None
     def wrap(f: Callable[..., Any]) -> Any:
         if gpu is not None:
             _GPU_VARIANTS[f] = gpu
-        options = {} if refcounts else {"_nrt": False}
+        cpu_options = options if refcounts else {**options, "_nrt": False}
         # numba caches only functions defined in a file (not in a doctest or a notebook cell)
-        return njit(cache=not f.__code__.co_filename.startswith("<"), **options)(f)
+        return njit(cache=not f.__code__.co_filename.startswith("<"), **cpu_options)(f)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -179,8 +183,39 @@ def _device(py: Callable[..., Any]) -> Any:
         return cuda_module().jit(device=True, inline="always")(rebind(py, device))
 
 
+@contextlib.contextmanager
+def _without_fma() -> Iterator[None]:
+    """numba-cuda compilations inside this block use NVVM's ``-fma=0``.
+
+    NVVM contracts ``a * b + c`` into one fused multiply-add by default (``-fma=1``, whatever
+    ``fastmath`` says), which rounds once where numba's CPU code rounds twice; numba-cuda has
+    no option for it (NVIDIA/numba-cuda#118). So that a core rounds alike on both targets,
+    NVVM's compile call gets ``fma=False`` here (``fastmath=True`` still turns it on).
+    """
+    if simulated():
+        yield
+        return
+    from numba.cuda.cudadrv import nvvm
+
+    with _lock:
+        original = nvvm.compile_ir
+
+        def compile_ir(llvmir: Any, **options: Any) -> Any:
+            options.setdefault("fma", False)
+            return original(llvmir, **options)
+
+        nvvm.compile_ir = compile_ir
+        try:
+            yield
+        finally:
+            nvvm.compile_ir = original
+
+
 class GPUKernel:
     """A GPU kernel written in Python, compiled with numba-cuda on first launch.
+
+    Kernels are compiled without fused multiply-adds, so that their arithmetic rounds as the
+    CPU compilation of the same cores does.
 
     Parameters
     ----------
@@ -217,7 +252,8 @@ class GPUKernel:
         if n_threads <= 0:
             return
         blocks = math.ceil(n_threads / threads)
-        self.compiled[blocks, min(threads, n_threads)](*args)
+        with _without_fma():  # the first launch of a signature compiles it
+            self.compiled[blocks, min(threads, n_threads)](*args)
 
     def ptx(self, *example_args: Any, cc: tuple[int, int] = (9, 0)) -> str:
         """PTX for the argument types of ``example_args`` (default: the kernel's ``example``),
@@ -228,7 +264,8 @@ class GPUKernel:
                 raise TypeError(f"GPU kernel {self.name} declares no example arguments")
             example_args = self.example()
         sig = tuple(numba.typeof(a) for a in example_args)
-        ptx, _ = cuda.compile_ptx(rebind(self.fn, device), sig, cc=cc)
+        with _without_fma():
+            ptx, _ = cuda.compile_ptx(rebind(self.fn, device), sig, cc=cc)
         return ptx
 
 
