@@ -12,9 +12,9 @@ arrays equal the same symbols' columns of the whole Panel bit for bit.
 
 **Signal sweeps** (``ma_cross``, ``rsi``, ``bollinger``) are per symbol: a combination's
 account is the sum of its per-symbol sub-accounts. Each task runs one parameter tile over
-one symbol block with the sweep's own kernel (:func:`qilin.backtest.sweeps._signal_port`)
-and returns the block's combined equity per combination; the blocks' equities are added on
-the workers in block order, and only the metrics table of each tile comes back. The sum
+one symbol block with the sweep's own kernel (:func:`qilin.backtest.sweeps.signal_pnl`)
+and returns the block's daily equity changes per combination; the blocks' changes are added
+on the workers in block order, and only the metrics table of each tile comes back. The sum
 runs in another order than the in-memory sweep's (per block, then across blocks), so
 metrics agree with ``run_sweep(panel, ...)`` to rounding (about 1e-13 relative), trade
 counts exactly; local and cluster runs over a path agree bit for bit.
@@ -50,8 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qilin.backend import task_numba_threads, to_host
-from qilin.backtest.result import equity_returns
+from qilin.backend import task_numba_threads
 from qilin.backtest.strategies import MomentumTopK, StrategyTemplate
 from qilin.config import MarketConfig
 from qilin.data.blocks import ParquetSource, read_block, scan_axes, symbol_ranges
@@ -142,60 +141,41 @@ def sweep_block_symbols(n_dates: int, memory_budget: int | None) -> int:
 # --------------------------------------------------------------------------- tasks
 def block_market(source: ParquetSource, first: str, last: str, dates: pd.DatetimeIndex,
                  market: MarketConfig) -> Any:
-    """One block's sweep arrays (:func:`~qilin.backtest.sweeps.prepare_market`), with a
-    leading bar on which no symbol exists.
+    """One block's sweep arrays (:func:`~qilin.backtest.sweeps.prepare_market`)."""
+    from qilin.backtest.sweeps import prepare_market
 
-    The sweep kernel reports each account's daily *returns*, whose first day is 0 by
-    definition; a block's equity is then ``start x cumprod(1 + returns)`` only if nothing
-    traded on the first day. On the leading bar nothing can trade (no price), so the real
-    first day's return carries that day's costs and the block equities can be added.
-    """
-    from qilin.backtest.sweeps import SweepMarket, prepare_market
-
-    m = prepare_market(read_trading_block(source, first, last, dates), market)
-
-    def lead(a: np.ndarray, value: Any) -> np.ndarray:
-        out = np.empty((a.shape[0], a.shape[1] + 1), dtype=a.dtype)
-        out[:, 0] = value
-        out[:, 1:] = a
-        return out
-
-    padded = m.dates.insert(0, m.dates[0] - pd.Timedelta(days=1)) if len(m.dates) else m.dates
-    return SweepMarket(padded, m.symbols, lead(m.close, np.nan), lead(m.can_buy, False),
-                       lead(m.can_sell, False), lead(m.adj_ratio, 1.0),
-                       lead(m.signal_px, np.nan), m.market)
+    return prepare_market(read_trading_block(source, first, last, dates), market)
 
 
 def block_equity(m: Any, template: StrategyTemplate, combos: list[dict[str, Any]],
                  backend: str, memory_budget: int | None, lag: int, init_cash: float
                  ) -> tuple[np.ndarray, np.ndarray, frozenset[str]]:
-    """Combined equity ``(combinations, dates)`` and counters of one tile on one block
+    """Daily equity changes ``(combinations, dates)`` and counters of one tile on one block
     (``m`` from :func:`block_market`), and the backend the kernel ran on."""
-    from qilin.backtest.sweeps import _signal_port
+    from qilin.backtest.sweeps import signal_pnl
 
     with task_numba_threads():
-        returns, counters, used = _signal_port(m, template, combos, backend, memory_budget,
-                                               lag, init_cash)
-    start = m.shape[0] * float(init_cash)
-    equity = start * np.cumprod(1.0 + to_host(returns), axis=1)
-    return np.ascontiguousarray(equity[:, 1:]), to_host(counters), frozenset([used])
+        pnl, counters, used = signal_pnl(m, template, combos, backend, memory_budget, lag,
+                                         init_cash)
+    return pnl, counters, frozenset([used])
 
 
 def add_block_equity(a: tuple[np.ndarray, np.ndarray, frozenset[str]],
                      b: tuple[np.ndarray, np.ndarray, frozenset[str]]
                      ) -> tuple[np.ndarray, np.ndarray, frozenset[str]]:
-    """Two blocks' equities and counters together (the fold over blocks)."""
+    """Two blocks' equity changes and counters together (the fold over blocks)."""
     return a[0] + b[0], a[1] + b[1], a[2] | b[2]
 
 
 def tile_table(part: tuple[np.ndarray, np.ndarray, frozenset[str]],
                combos: list[dict[str, Any]], n_symbols: int, n_dates: int,
-               periods_per_year: float) -> pd.DataFrame:
-    """The metrics table of a tile from its equity summed over every block."""
+               periods_per_year: float, init_cash: float) -> pd.DataFrame:
+    """The metrics table of a tile from its equity changes summed over every block."""
+    from qilin.backtest.sweep_kernels_cpu import pnl_returns
     from qilin.backtest.sweeps import _metrics_table
 
-    equity, counters, used = part
-    returns = equity_returns(equity.T).T
+    pnl, counters, used = part
+    returns = pnl_returns(pnl, n_symbols * float(init_cash))
     table = _metrics_table(combos, np.ascontiguousarray(returns), counters,
                            n_symbols * n_dates, periods_per_year)
     table["backend"] = ",".join(sorted(used))
@@ -275,7 +255,7 @@ def sweep_source(
                                         init_cash)
                     sums[i] = part if sums[i] is None else add_block_equity(sums[i], part)
                 del m
-            parts = [tile_table(s, t, N, T, market.periods_per_year)
+            parts = [tile_table(s, t, N, T, market.periods_per_year, init_cash)
                      for s, t in zip(sums, tiles, strict=True)]
     else:
         from qilin.cluster_tasks import gather_within, hold
@@ -297,7 +277,8 @@ def sweep_source(
                     sums[i] = part if sums[i] is None else client.submit(
                         add_block_equity, sums[i], part, pure=False)
             futures = [client.submit(tile_table, s, t, N, T, market.periods_per_year,
-                                     pure=False) for s, t in zip(sums, tiles, strict=True)]
+                                     init_cash, pure=False)
+                       for s, t in zip(sums, tiles, strict=True)]
         parts = gather_within(client, futures, what=what, progress=what if progress else None)
     table = pd.concat(parts, ignore_index=True)
     used = ",".join(sorted({b for cell in table.pop("backend") for b in cell.split(",")}))

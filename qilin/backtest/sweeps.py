@@ -389,6 +389,20 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
                  backend: str, memory_budget: int | None, lag: int, init_cash: float
                  ) -> tuple[np.ndarray, np.ndarray, str]:
     """Daily returns (C, T) of each combination's combined account, and counters (C, 5)."""
+    pnl, counters, used = signal_pnl(m, template, combos, backend, memory_budget, lag,
+                                     init_cash)
+    return kcpu.pnl_returns(pnl, m.shape[0] * float(init_cash)), counters, used
+
+
+def signal_pnl(m: SweepMarket, template: StrategyTemplate, combos: list[dict[str, Any]],
+               backend: str, memory_budget: int | None, lag: int, init_cash: float
+               ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Daily equity changes (C, T) of each combination's combined account (summed over
+    ``m``'s symbols), counters (C, 5) and the backend the kernel ran on.
+
+    Equity changes add across symbol blocks, so a market processed block by block sums
+    them (:mod:`qilin.backtest.market_blocks`).
+    """
     be = get_backend(backend)
     keys, idx, coef = _rule_arrays(template, combos)
     N, T = m.shape
@@ -413,8 +427,7 @@ def _signal_port(m: SweepMarket, template: StrategyTemplate, combos: list[dict[s
                        *(be.asarray(a[sl]) for a in (m.close, m.buy_reject, m.sell_reject,
                                                      m.adj_ratio)),
                        args, port, counters, group, order_d)
-    returns = kcpu.pnl_returns(to_host(port), N * float(init_cash))
-    return returns, to_host(counters), be.name
+    return to_host(port), to_host(counters), be.name
 
 
 def _metrics_table(combos: list[dict[str, Any]], port: np.ndarray, counters: np.ndarray | None,

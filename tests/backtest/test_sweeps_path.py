@@ -18,13 +18,11 @@ from distributed import Client, LocalCluster
 
 from qilin.analysis import DistributedStockAnalyzer
 from qilin.backtest.market_blocks import (
-    block_market,
     read_trading_block,
     sweep_block_symbols,
 )
 from qilin.backtest.strategies import CLOSE, StrategyTemplate
 from qilin.backtest.sweeps import ParameterGrid, prepare_market, run_sweep, run_tile
-from qilin.config import load_market
 from qilin.data.blocks import ParquetSource, scan_axes
 from qilin.data.loader import load_panel, save_bars
 from qilin.data.synthetic import synthetic_bars
@@ -105,16 +103,6 @@ def test_trades_on_the_first_bar_count_in_every_block(market, lag):
     pd.testing.assert_frame_equal(got.table, want.drop(columns="backend"), rtol=1e-12)
     first = np.asarray(panel.valid)[0]
     assert want["n_trades"].iloc[0] >= first.sum() > 0
-
-
-def test_a_padded_block_has_no_tradable_leading_bar(market):
-    path, _ = market
-    src = ParquetSource.open(path)
-    dates, symbols = scan_axes(src)
-    m = block_market(src, symbols[0], symbols[3], dates, load_market("cn"))
-    assert m.shape == (4, len(dates) + 1)
-    assert np.isnan(m.close[:, 0]).all() and not m.can_buy[:, 0].any()
-    assert not m.can_sell[:, 0].any() and (m.adj_ratio[:, 0] == 1.0).all()
 
 
 def test_topk_over_a_path_is_the_panel_sweep_bit_for_bit(market):
