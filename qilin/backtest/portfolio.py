@@ -676,8 +676,7 @@ def run_portfolio(
     inputs = execution_inputs(panel, mr, price)
     arrays = (w_exec, is_reb, inputs["exec_price"], inputs["close"], inputs["adj_ratio"],
               inputs["up"], inputs["down"])
-    if be.is_gpu:
-        arrays = tuple(be.asarray(a) for a in arrays)
+    arrays = tuple(be.asarray(a) for a in arrays)  # on the device where the panel lives
     out = simulate_portfolio(*arrays, float(init_cash), cm.commission_rate, cm.min_commission,
                              cm.slippage, cm.stamp_duty_rate, float(mr.lot_size))
     out = {name: to_host(a) for name, a in out.items()}

@@ -474,7 +474,7 @@ def _topk_port(m: SweepMarket, combos: list[dict[str, Any]], lag: int, init_cash
     arrays = (scores, e["valid"], needed, table, e["exec_price"], e["close"], e["adj_ratio"],
               e["up"], e["down"])
     scores, valid, needed, table, exec_price, close, ratio, up, down = (
-        tuple(be.asarray(a) for a in arrays) if be.is_gpu else arrays)
+        be.asarray(a) for a in arrays)
     xp = be.xp
     ranked = xp.zeros((len(lookbacks), T, int(max(c["k"] for c in combos))), dtype=np.int64)
     n_candidates = xp.zeros((len(lookbacks), T), dtype=np.int64)
@@ -506,12 +506,12 @@ def _run_tile(m: SweepMarket, strategy: str | Any, combos: list[dict[str, Any]],
     template = get_strategy(strategy)
     N, T = m.shape
     if isinstance(template, MomentumTopK):
-        port, counters = _topk_port(m, combos, lag, init_cash)
+        port, counters = _topk_port(m, combos, lag, init_cash, backend)
         table = _metrics_table(combos, port, None, T, m.market.periods_per_year)
         table["n_trades"] = counters[:, 0].astype(np.int64)
         table["turnover"] = counters[:, 1] / T
         table["exposure"] = counters[:, 2] / T
-        table["backend"] = "cpu"
+        table["backend"] = get_backend(backend).name
         return table
     port, counters, used = _signal_port(m, template, combos, backend, memory_budget, lag,
                                         init_cash)
@@ -775,7 +775,7 @@ def combination_returns(panel: Panel, strategy: str | Any, params: Mapping[str, 
     template = get_strategy(strategy)
     m = prepare_market(panel, market, portfolio=isinstance(template, MomentumTopK))
     if isinstance(template, MomentumTopK):
-        port, _ = _topk_port(m, [template.check(params)], lag, init_cash)
+        port, _ = _topk_port(m, [template.check(params)], lag, init_cash, backend)
     else:
         port, _, _ = _signal_port(m, template, [template.check(params)], backend, None, lag,
                                   init_cash)
