@@ -65,18 +65,13 @@ from qilin.backend import Backend, DeviceKernel, array_module, get_backend, to_h
 from qilin.backtest.costs import CostModel
 from qilin.backtest.result import (
     REJECT_CASH,
-    REJECT_LIMIT_DOWN,
-    REJECT_LIMIT_UP,
-    REJECT_NO_VOLUME,
     REJECT_PRECISION,
-    REJECT_SUSPENDED,
     STATUS_FILLED,
     BacktestResult,
     gather_trades,
 )
-from qilin.backtest.rules import LIMIT_TOL, MarketRules
+from qilin.backtest.rules import MarketRules
 from qilin.backtest.signal import (
-    NO_VOLUME_PRICE,
     QTY_EPS,
     ExecPrice,
     align_frame,
@@ -89,7 +84,20 @@ from qilin.backtest.signal import (
 from qilin.config import MarketConfig
 from qilin.data.panel import Panel
 from qilin.errors import BacktestError
-from qilin.kernels.orders import MAX_EXACT, affordable_buy_nb, record_rejection_nb
+from qilin.kernels.orders import (
+    MAX_EXACT,
+    STATUS_NONE,
+    buy_step_nb,
+    commission_nb,
+    fill_buy_nb,
+    floor_nb,
+    halted_nb,
+    holding_after_nb,
+    record_fill_nb,
+    record_rejection_nb,
+    sell_nb,
+    target_quantity_nb,
+)
 from qilin.kernels.targets import core, cuda, gpu_kernel
 
 
@@ -208,27 +216,8 @@ def _leg_weights(sel: np.ndarray, row: np.ndarray, weighting: str) -> np.ndarray
     return sel / sel.sum()
 
 
-def _floor_gpu(x):
-    """:func:`floor_nb` on the GPU: CUDA's ``math.floor`` of a float is a float (the
-    simulator's is a Python int, which has no inf or NaN)."""
-    return float(math.floor(x)) if math.isfinite(x) else x
-
-
-@core(gpu=_floor_gpu)
-def floor_nb(x):
-    """``np.floor`` of a float as a float on both targets (numba's ``math.floor`` is an int
-    on the CPU and numba-cuda has no ``np.floor``).
-
-    Examples
-    --------
-    >>> floor_nb(-2.5), floor_nb(7.0)
-    (-3.0, 7.0)
-    """
-    return np.floor(x)
-
-
 @core(refcounts=False)  # called once a bar with 20 arrays
-def portfolio_bar_nb(i, rebalance, exec_price, close, adj_ratio, up, down, cash,
+def portfolio_bar_nb(i, rebalance, exec_price, close, adj_ratio, buy_reject, sell_reject, cash,
                      commission_rate, min_commission, slippage, stamp_duty, lot, qty, last_close,
                      target, pending, last_reject, tq, dqs, row, qty_out, value_out, rec_side,
                      rec_status, rec_qty, rec_price, rec_cost):
@@ -238,9 +227,11 @@ def portfolio_bar_nb(i, rebalance, exec_price, close, adj_ratio, up, down, cash,
     The account's state is the per-symbol arrays ``qty, last_close, target, pending,
     last_reject`` (``tq, dqs`` are scratch), updated in place. On a ``rebalance`` bar the
     caller has put the new target weights (0 for names to sell out) in ``target`` before the
-    call. Orders and the closing quantities and values are written to row ``row`` of the
-    2-D ``rec_*`` and ``qty_out``/``value_out`` arrays (``row = i`` for a full history,
-    a scratch row for a sweep that keeps only the daily account figures).
+    call. ``buy_reject`` and ``sell_reject`` are the market's rejection codes
+    (:func:`qilin.backtest.rules.trading_arrays`); orders fill through the primitives of
+    :mod:`qilin.kernels.orders`. Orders and the closing quantities and values are written to
+    row ``row`` of the 2-D ``rec_*`` and ``qty_out``/``value_out`` arrays (``row = i`` for a
+    full history, a scratch row for a sweep that keeps only the daily account figures).
     """
     N = qty.shape[0]
     for j in range(N):
@@ -264,57 +255,40 @@ def portfolio_bar_nb(i, rebalance, exec_price, close, adj_ratio, up, down, cash,
                 eq += qty[j] * (p if p == p and p > 0.0 else last_close[j])
         for j in range(N):
             tq[j] = qty[j]
-            if not pending[j]:
-                continue
-            p = exec_price[i, j]
-            if not (p == p and p > 0.0):
-                continue
-            if target[j] > 0.0 and eq > 0.0:
-                tq[j] = floor_nb(target[j] * eq / (p * (1.0 + slippage)
-                                                  * (1.0 + commission_rate)) / lot) * lot
-            elif target[j] < 0.0 and eq > 0.0:  # a short: sized like a long, negated
-                tq[j] = -(floor_nb(-target[j] * eq / (p * (1.0 + slippage)
-                                                     * (1.0 + commission_rate)) / lot) * lot)
-            else:
-                tq[j] = 0.0
+            if pending[j] and not halted_nb(buy_reject[i, j]):
+                w = target[j]
+                if w < 0.0:  # a short: sized like a long, negated
+                    tq[j] = -target_quantity_nb(-w, eq, exec_price[i, j], slippage,
+                                                commission_rate, lot)
+                else:
+                    tq[j] = target_quantity_nb(w, eq, exec_price[i, j], slippage,
+                                               commission_rate, lot)
         # sells first
         for j in range(N):
             if not pending[j]:
                 continue
             p = exec_price[i, j]
             reject = 0
-            if not (p == p and p > 0.0):
-                reject = REJECT_NO_VOLUME if p == NO_VOLUME_PRICE else REJECT_SUSPENDED
-                side = 1 if (target[j] > 0.0 and qty[j] == 0.0) or (
-                    qty[j] < 0.0 and target[j] >= 0.0) else -1
+            side = -1
+            if halted_nb(buy_reject[i, j]):
+                reject = buy_reject[i, j]
+                if (target[j] > 0.0 and qty[j] == 0.0) or (qty[j] < 0.0 and target[j] >= 0.0):
+                    side = 1
             elif tq[j] < qty[j] - QTY_EPS:
-                side = -1
-                if p <= down[i, j] + LIMIT_TOL:
-                    reject = REJECT_LIMIT_DOWN
+                status, dq, fill_px, notional, c = sell_nb(
+                    sell_reject[i, j], tq[j], qty[j], p, lot, commission_rate, min_commission,
+                    slippage, stamp_duty)
+                if status == STATUS_FILLED:
+                    cash += notional - c
+                    qty[j] = holding_after_nb(qty[j], -dq)
+                    record_fill_nb(row, j, -1, dq, fill_px, c, rec_side, rec_status, rec_qty,
+                                   rec_price, rec_cost)
+                    day_cost += c + dq * (p - fill_px)
+                    day_traded += notional
+                if status == STATUS_FILLED or status == STATUS_NONE:
+                    pending[j] = False
                 else:
-                    # out of a long: all of it (fractional shares too), plus the short
-                    dq = qty[j] - tq[j] if tq[j] <= 0.0 < qty[j] else floor_nb(
-                        (qty[j] - tq[j]) / lot + QTY_EPS) * lot
-                    if not dq <= MAX_EXACT:  # a short beyond float precision
-                        reject = REJECT_PRECISION
-                    elif dq > 0.0:
-                        sell_px = p * (1.0 - slippage)
-                        notional = dq * sell_px
-                        c = max(commission_rate * notional, min_commission) \
-                            + stamp_duty * notional
-                        cash += notional - c
-                        qty[j] -= dq
-                        if abs(qty[j]) < QTY_EPS:
-                            qty[j] = 0.0
-                        rec_side[row, j] = -1
-                        rec_status[row, j] = STATUS_FILLED
-                        rec_qty[row, j] = dq
-                        rec_price[row, j] = sell_px
-                        rec_cost[row, j] = c
-                        day_cost += c + dq * (p - sell_px)
-                        day_traded += notional
-                    if reject == 0:
-                        pending[j] = False
+                    reject = status
             elif tq[j] <= qty[j] + QTY_EPS:
                 pending[j] = False
                 if not (target[j] != 0.0 and qty[j] == 0.0):
@@ -328,71 +302,53 @@ def portfolio_bar_nb(i, rebalance, exec_price, close, adj_ratio, up, down, cash,
                     record_rejection_nb(row, j, side, reject, p, rec_side, rec_status,
                                         rec_qty, rec_price, rec_cost)
                 last_reject[j] = reject
-        # buys, scaled down together when cash is short
+        # buys (dqs < 0: none on this bar), scaled down together when cash is short
         need = 0.0
-        buy_px_mult = 1.0 + slippage
         for j in range(N):
-            dqs[j] = 0.0
-            if not pending[j]:
+            dqs[j] = -1.0
+            if not pending[j] or halted_nb(buy_reject[i, j]):
                 continue
             p = exec_price[i, j]
-            if not (p == p and p > 0.0):
-                continue
-            if p >= up[i, j] - LIMIT_TOL:
-                if last_reject[j] != REJECT_LIMIT_UP:
-                    record_rejection_nb(row, j, 1, REJECT_LIMIT_UP, p, rec_side, rec_status,
-                                        rec_qty, rec_price, rec_cost)
-                last_reject[j] = REJECT_LIMIT_UP
-                continue
-            # out of a short: all of it (fractional shares too), plus the long
-            dq = tq[j] - qty[j] if qty[j] < 0.0 <= tq[j] else floor_nb(
-                (tq[j] - qty[j]) / lot + QTY_EPS) * lot
-            if not dq <= MAX_EXACT:  # too many shares for a float (or inf)
-                if last_reject[j] != REJECT_PRECISION:
-                    record_rejection_nb(row, j, 1, REJECT_PRECISION, p, rec_side, rec_status,
-                                        rec_qty, rec_price, rec_cost)
-                last_reject[j] = REJECT_PRECISION
-                dqs[j] = -1.0
-                continue
-            if dq <= 0.0:
-                pending[j] = False
-                continue
-            dqs[j] = dq
-            notional = dq * p * buy_px_mult
-            need += notional + max(commission_rate * notional, min_commission)
+            reject = buy_reject[i, j]
+            if reject == 0:
+                dq = buy_step_nb(tq[j], qty[j], lot)
+                if not dq <= MAX_EXACT:  # too many shares for a float (or inf)
+                    reject = REJECT_PRECISION
+                elif dq <= 0.0:
+                    pending[j] = False
+                else:
+                    dqs[j] = dq
+                    notional = dq * p * (1.0 + slippage)
+                    need += notional + commission_nb(notional, commission_rate,
+                                                     min_commission)
+            if reject != 0:
+                if last_reject[j] != reject:
+                    record_rejection_nb(row, j, 1, reject, p, rec_side, rec_status, rec_qty,
+                                        rec_price, rec_cost)
+                last_reject[j] = reject
         if need > cash:
             scale = max(cash, 0.0) / need
             for j in range(N):
                 if dqs[j] > 0.0:
                     dqs[j] = floor_nb(dqs[j] * scale / lot) * lot
         for j in range(N):
-            if not pending[j] or dqs[j] < 0.0:
+            if dqs[j] < 0.0:
                 continue
             p = exec_price[i, j]
-            if not (p == p and p > 0.0) or p >= up[i, j] - LIMIT_TOL:
+            status, dq, fill_px, notional, c = fill_buy_nb(
+                dqs[j], p, cash, lot, commission_rate, min_commission, slippage)
+            if status != STATUS_FILLED:
+                if last_reject[j] != status:
+                    record_rejection_nb(row, j, 1, status, p, rec_side, rec_status, rec_qty,
+                                        rec_price, rec_cost)
+                last_reject[j] = status
                 continue
-            buy_px = p * buy_px_mult
-            dq = dqs[j]
-            dq = affordable_buy_nb(dq, buy_px, cash, lot, commission_rate, min_commission)
-            if dq <= 0.0:
-                if last_reject[j] != REJECT_CASH:
-                    record_rejection_nb(row, j, 1, REJECT_CASH, p, rec_side, rec_status,
-                                        rec_qty, rec_price, rec_cost)
-                last_reject[j] = REJECT_CASH
-                continue
-            notional = dq * buy_px
-            c = max(commission_rate * notional, min_commission)
             cash -= notional + c
-            qty[j] += dq
-            if abs(qty[j]) < QTY_EPS:
-                qty[j] = 0.0
+            qty[j] = holding_after_nb(qty[j], dq)
             pending[j] = False
-            rec_side[row, j] = 1
-            rec_status[row, j] = STATUS_FILLED
-            rec_qty[row, j] = dq
-            rec_price[row, j] = buy_px
-            rec_cost[row, j] = c
-            day_cost += c + dq * (buy_px - p)
+            record_fill_nb(row, j, 1, dq, fill_px, c, rec_side, rec_status, rec_qty,
+                           rec_price, rec_cost)
+            day_cost += c + dq * (fill_px - p)
             day_traded += notional
     held = 0.0
     for j in range(N):
@@ -420,11 +376,11 @@ def reset_account_nb(qty, last_close, target, pending, last_reject, tq, dqs):
 
 
 @core
-def portfolio_account_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
-                         init_cash, commission_rate, min_commission, slippage, stamp_duty, lot,
-                         qty, last_close, target, pending, last_reject, tq, dqs, equity,
-                         qty_out, value_out, cost_out, traded_out, rec_side, rec_status,
-                         rec_qty, rec_price, rec_cost):
+def portfolio_account_nb(weights, rebalance_row, exec_price, close, adj_ratio, buy_reject,
+                         sell_reject, init_cash, commission_rate, min_commission, slippage,
+                         stamp_duty, lot, qty, last_close, target, pending, last_reject, tq,
+                         dqs, equity, qty_out, value_out, cost_out, traded_out, rec_side,
+                         rec_status, rec_qty, rec_price, rec_cost):
     """The account core: one shared account over all bars, its state arrays passed in.
 
     ``weights[i]`` are the targets executing on bar ``i`` when ``rebalance_row[i]`` (NaN as
@@ -444,53 +400,55 @@ def portfolio_account_nb(weights, rebalance_row, exec_price, close, adj_ratio, u
                 w = weights[i, j]
                 target[j] = w if w == w else 0.0
         cash, day_cost, day_traded, held = portfolio_bar_nb(
-            i, rebalance, exec_price, close, adj_ratio, up, down, cash, commission_rate,
-            min_commission, slippage, stamp_duty, lot, qty, last_close, target, pending,
-            last_reject, tq, dqs, i, qty_out, value_out, rec_side, rec_status, rec_qty,
-            rec_price, rec_cost)
+            i, rebalance, exec_price, close, adj_ratio, buy_reject, sell_reject, cash,
+            commission_rate, min_commission, slippage, stamp_duty, lot, qty, last_close,
+            target, pending, last_reject, tq, dqs, i, qty_out, value_out, rec_side, rec_status,
+            rec_qty, rec_price, rec_cost)
         equity[i, 0] = cash + held
         cost_out[i, 0] = day_cost
         traded_out[i, 0] = day_traded
 
 
 @numba.njit(cache=True)
-def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
-                          init_cash, commission_rate, min_commission, slippage, stamp_duty,
-                          lot, equity, qty_out, value_out, cost_out, traded_out, rec_side,
-                          rec_status, rec_qty, rec_price, rec_cost):
+def simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, buy_reject,
+                          sell_reject, init_cash, commission_rate, min_commission, slippage,
+                          stamp_duty, lot, equity, qty_out, value_out, cost_out, traded_out,
+                          rec_side, rec_status, rec_qty, rec_price, rec_cost):
     """One shared account trading towards target weights (module docstring semantics), on
     the CPU: allocates the account's state and runs :func:`portfolio_account_nb`.
 
     ``weights[i]`` are the targets executing on bar ``i`` when ``rebalance_row[i]``.
     """
     N = weights.shape[1]
-    portfolio_account_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
-                         init_cash, commission_rate, min_commission, slippage, stamp_duty, lot,
-                         np.empty(N), np.empty(N), np.empty(N), np.empty(N, dtype=np.bool_),
-                         np.empty(N, dtype=np.int64), np.empty(N), np.empty(N), equity,
-                         qty_out, value_out, cost_out, traded_out, rec_side, rec_status,
-                         rec_qty, rec_price, rec_cost)
+    portfolio_account_nb(weights, rebalance_row, exec_price, close, adj_ratio, buy_reject,
+                         sell_reject, init_cash, commission_rate, min_commission, slippage,
+                         stamp_duty, lot, np.empty(N), np.empty(N), np.empty(N),
+                         np.empty(N, dtype=np.bool_), np.empty(N, dtype=np.int64), np.empty(N),
+                         np.empty(N), equity, qty_out, value_out, cost_out, traded_out,
+                         rec_side, rec_status, rec_qty, rec_price, rec_cost)
 
 
 def _account_example() -> tuple[Any, ...]:
     T, N = 3, 2
     f2, f1, col = np.zeros((T, N)), np.zeros(N), np.zeros((T, 1))
-    return (f2, np.zeros(T, np.bool_), f2, f2, f2, f2, f2, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
+    codes = np.zeros((T, N), np.int8)
+    return (f2, np.zeros(T, np.bool_), f2, f2, f2, codes, codes, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
             f1, f1, f1, np.zeros(N, np.bool_), np.zeros(N, np.int64), f1, f1, col, f2, f2,
-            col, col, np.zeros((T, N), np.int8), np.zeros((T, N), np.int8), f2, f2, f2)
+            col, col, codes, codes, f2, f2, f2)
 
 
 @gpu_kernel(example=_account_example)
-def _portfolio_account_kernel(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
-                              init_cash, commission_rate, min_commission, slippage, stamp_duty,
-                              lot, qty, last_close, target, pending, last_reject, tq, dqs,
-                              equity, qty_out, value_out, cost_out, traded_out, rec_side,
-                              rec_status, rec_qty, rec_price, rec_cost):
+def _portfolio_account_kernel(weights, rebalance_row, exec_price, close, adj_ratio,
+                              buy_reject, sell_reject, init_cash, commission_rate,
+                              min_commission, slippage, stamp_duty, lot, qty, last_close, target,
+                              pending, last_reject, tq, dqs, equity, qty_out, value_out,
+                              cost_out, traded_out, rec_side, rec_status, rec_qty, rec_price,
+                              rec_cost):
     if cuda.grid(1) == 0:
-        portfolio_account_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
-                             init_cash, commission_rate, min_commission, slippage, stamp_duty,
-                             lot, qty, last_close, target, pending, last_reject, tq, dqs,
-                             equity, qty_out, value_out, cost_out, traded_out, rec_side,
+        portfolio_account_nb(weights, rebalance_row, exec_price, close, adj_ratio, buy_reject,
+                             sell_reject, init_cash, commission_rate, min_commission, slippage,
+                             stamp_duty, lot, qty, last_close, target, pending, last_reject, tq,
+                             dqs, equity, qty_out, value_out, cost_out, traded_out, rec_side,
                              rec_status, rec_qty, rec_price, rec_cost)
 
 
@@ -510,16 +468,17 @@ def _account_outputs(xp: Any, T: int, N: int) -> dict[str, Any]:
 
 def _simulate_portfolio_cpu(weights: np.ndarray, rebalance_row: np.ndarray,
                             exec_price: np.ndarray, close: np.ndarray, adj_ratio: np.ndarray,
-                            up: np.ndarray, down: np.ndarray, *params: float
+                            buy_reject: np.ndarray, sell_reject: np.ndarray, *params: float
                             ) -> dict[str, np.ndarray]:
     out = _account_outputs(np, *weights.shape)
-    simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
-                          *params, *out.values())
+    simulate_portfolio_nb(weights, rebalance_row, exec_price, close, adj_ratio, buy_reject,
+                          sell_reject, *params, *out.values())
     return out
 
 
 def simulate_portfolio_gpu(weights: Any, rebalance_row: Any, exec_price: Any, close: Any,
-                           adj_ratio: Any, up: Any, down: Any, *params: float) -> dict[str, Any]:
+                           adj_ratio: Any, buy_reject: Any, sell_reject: Any,
+                           *params: float) -> dict[str, Any]:
     """:func:`simulate_portfolio` through the GPU kernel compiled from the account core.
 
     The outputs and the account's state are allocated in the inputs' array namespace (CuPy
@@ -531,16 +490,16 @@ def simulate_portfolio_gpu(weights: Any, rebalance_row: Any, exec_price: Any, cl
     (:func:`qilin.backtest.sweep_kernels_cpu.topk_portfolio_sweep_gpu`) is where many accounts
     run at once.
     """
-    inputs = (weights, rebalance_row, exec_price, close, adj_ratio, up, down)
+    inputs = (weights, rebalance_row, exec_price, close, adj_ratio, buy_reject, sell_reject)
     xp = array_module(*inputs)
-    weights, rebalance_row, exec_price, close, adj_ratio, up, down = (
+    weights, rebalance_row, exec_price, close, adj_ratio, buy_reject, sell_reject = (
         xp.ascontiguousarray(a) for a in inputs)
     T, N = weights.shape
     out = _account_outputs(xp, T, N)
     state = (xp.empty(N), xp.empty(N), xp.empty(N), xp.empty(N, dtype=np.bool_),
              xp.empty(N, dtype=np.int64), xp.empty(N), xp.empty(N))
     _portfolio_account_kernel.launch(1, weights, rebalance_row, exec_price, close, adj_ratio,
-                                     up, down, *params, *state, *out.values())
+                                     buy_reject, sell_reject, *params, *state, *out.values())
     return out
 
 
@@ -549,7 +508,7 @@ _simulate_portfolio = DeviceKernel("simulate_portfolio", cpu=_simulate_portfolio
 
 
 def simulate_portfolio(weights: Any, rebalance_row: Any, exec_price: Any, close: Any,
-                       adj_ratio: Any, up: Any, down: Any, init_cash: float,
+                       adj_ratio: Any, buy_reject: Any, sell_reject: Any, init_cash: float,
                        commission_rate: float, min_commission: float, slippage: float,
                        stamp_duty: float, lot: float) -> dict[str, Any]:
     """Run the account over all bars on the device that holds the arrays.
@@ -559,8 +518,11 @@ def simulate_portfolio(weights: Any, rebalance_row: Any, exec_price: Any, close:
     weights : (dates, symbols) float array
         Target weights executing on each bar where ``rebalance_row`` (NaN as 0).
     rebalance_row : (dates,) bool array
-    exec_price, close, adj_ratio, up, down : (dates, symbols) float arrays
-        The execution inputs (:func:`qilin.backtest.signal.execution_inputs`).
+    exec_price, close, adj_ratio : (dates, symbols) float arrays
+    buy_reject, sell_reject : (dates, symbols) int8 arrays
+        The execution inputs (:func:`qilin.backtest.signal.execution_inputs`): prices and
+        the market's rejection codes (:func:`qilin.backtest.rules.trading_arrays`; 0 where
+        an order may fill).
     init_cash, commission_rate, min_commission, slippage, stamp_duty, lot : float
 
     Returns
@@ -573,16 +535,17 @@ def simulate_portfolio(weights: Any, rebalance_row: Any, exec_price: Any, close:
 
     Examples
     --------
-    >>> px = np.array([[10.0], [11.0]])
+    >>> px, open_ = np.array([[10.0], [11.0]]), np.zeros((2, 1), np.int8)
     >>> out = simulate_portfolio(np.array([[1.0], [np.nan]]), np.array([True, False]), px,
-    ...                          px, np.ones_like(px), px * 2, px / 2, 1000.0, 0.0, 0.0, 0.0,
+    ...                          px, np.ones_like(px), open_, open_, 1000.0, 0.0, 0.0, 0.0,
     ...                          0.0, 1.0)
     >>> out["equity"][:, 0].tolist(), out["qty"][:, 0].tolist()
     ([1000.0, 1100.0], [100.0, 100.0])
     """
-    return _simulate_portfolio(weights, rebalance_row, exec_price, close, adj_ratio, up, down,
-                               float(init_cash), float(commission_rate), float(min_commission),
-                               float(slippage), float(stamp_duty), float(lot))
+    return _simulate_portfolio(weights, rebalance_row, exec_price, close, adj_ratio, buy_reject,
+                               sell_reject, float(init_cash), float(commission_rate),
+                               float(min_commission), float(slippage), float(stamp_duty),
+                               float(lot))
 
 
 def run_portfolio(
@@ -675,7 +638,7 @@ def run_portfolio(
     w_exec = np.ascontiguousarray(shift_rows(w, shift))
     inputs = execution_inputs(panel, mr, price)
     arrays = (w_exec, is_reb, inputs["exec_price"], inputs["close"], inputs["adj_ratio"],
-              inputs["up"], inputs["down"])
+              inputs["buy_reject"], inputs["sell_reject"])
     arrays = tuple(be.asarray(a) for a in arrays)  # on the device where the panel lives
     out = simulate_portfolio(*arrays, float(init_cash), cm.commission_rate, cm.min_commission,
                              cm.slippage, cm.stamp_duty_rate, float(mr.lot_size))

@@ -82,7 +82,7 @@ from qilin.kernels.orders import (
     STATUS_NONE,
     buy_nb,
     halted_nb,
-    holding_after_sell_nb,
+    holding_after_nb,
     record_fill_nb,
     record_rejection_nb,
     sell_nb,
@@ -177,7 +177,7 @@ def signal_column_nb(j, target, exec_price, close, adj_ratio, buy_reject, sell_r
                         slippage, stamp_duty)
                     if status == STATUS_FILLED:
                         cash += notional - c
-                        qty = holding_after_sell_nb(qty, dq)
+                        qty = holding_after_nb(qty, -dq)
                         pending = False
                         record_fill_nb(i, j, -1, dq, fill_px, c, rec_side, rec_status,
                                        rec_qty, rec_price, rec_cost)

@@ -56,7 +56,7 @@ from qilin.kernels.orders import (
     STATUS_FILLED,
     STATUS_NONE,
     buy_nb,
-    holding_after_sell_nb,
+    holding_after_nb,
     sell_nb,
     target_quantity_nb,
 )
@@ -522,7 +522,7 @@ def _column_nb(j, close, buy_reject, sell_reject, adj_ratio, lag, init_cash, lot
                     stamp_duty)
                 if status == STATUS_FILLED:
                     cash += notional - fee
-                    qty = holding_after_sell_nb(qty, dq)
+                    qty = holding_after_nb(qty, -dq)
                     pending = False
                     moved = True
                     sold += notional - fee
@@ -872,9 +872,10 @@ TOPK_COUNTER_NAMES = ("n_trades", "turnover_sum", "exposure_sum")
 
 @core
 def topk_combination_nb(c, slot, ranked, n_candidates, combos, lag, exec_price, close,
-                        adj_ratio, up, down, init_cash, commission_rate, min_commission,
-                        slippage, stamp_duty, lot, qty, last_close, target, pending,
-                        last_reject, tq, dqs, discard, rec_side, rec_status, port, counters):
+                        adj_ratio, buy_reject, sell_reject, init_cash, commission_rate,
+                        min_commission, slippage, stamp_duty, lot, qty, last_close, target,
+                        pending, last_reject, tq, dqs, discard, rec_side, rec_status, port,
+                        counters):
     """Combination ``c`` of the top-k sweep, bar by bar through the engine's
     :func:`~qilin.backtest.portfolio.portfolio_bar_nb` (see :func:`topk_portfolio_sweep_nb`).
 
@@ -909,10 +910,10 @@ def topk_combination_nb(c, slot, ranked, n_candidates, combos, lag, exec_price, 
         for j in range(N):
             rec_status[slot, j] = 0
         cash, _, day_traded, held = portfolio_bar_nb(
-            i, rebalance, exec_price, close, adj_ratio, up, down, cash, commission_rate,
-            min_commission, slippage, stamp_duty, lot, qty, last_close, target, pending,
-            last_reject, tq, dqs, slot, discard, discard, rec_side, rec_status, discard,
-            discard, discard)
+            i, rebalance, exec_price, close, adj_ratio, buy_reject, sell_reject, cash,
+            commission_rate, min_commission, slippage, stamp_duty, lot, qty, last_close,
+            target, pending, last_reject, tq, dqs, slot, discard, discard, rec_side, rec_status,
+            discard, discard, discard)
         eq = cash + held
         port[c, i] = eq / prev - 1.0 if i > 0 else 0.0
         if prev > 0.0:
@@ -930,8 +931,9 @@ def topk_combination_nb(c, slot, ranked, n_candidates, combos, lag, exec_price, 
 
 @nb.njit(cache=True, parallel=True)
 def topk_portfolio_sweep_nb(ranked, n_candidates, combos, lag, exec_price, close, adj_ratio,
-                            up, down, init_cash, commission_rate, min_commission, slippage,
-                            stamp_duty, lot, n_workers, port, counters):
+                            buy_reject, sell_reject, init_cash, commission_rate,
+                            min_commission, slippage, stamp_duty, lot, n_workers, port,
+                            counters):
     """Momentum top-k sweep through the portfolio engine's own state machine.
 
     Each combination ``combos[c] = (lookback index, k, rebalance)`` is exactly
@@ -966,7 +968,7 @@ def topk_portfolio_sweep_nb(ranked, n_candidates, combos, lag, exec_price, close
         rec_status = np.empty((1, N), dtype=np.int8)
         for c in range(g, C, n_workers):
             topk_combination_nb(c, 0, ranked, n_candidates, combos, lag, exec_price, close,
-                                adj_ratio, up, down, init_cash, commission_rate,
+                                adj_ratio, buy_reject, sell_reject, init_cash, commission_rate,
                                 min_commission, slippage, stamp_duty, lot, qty, last_close,
                                 target, pending, last_reject, tq, dqs, discard, rec_side,
                                 rec_status, port, counters)
@@ -974,37 +976,37 @@ def topk_portfolio_sweep_nb(ranked, n_candidates, combos, lag, exec_price, close
 
 def _sweep_example() -> tuple[Any, ...]:
     L, T, N, C, depth = 2, 4, 3, 5, 2
-    f2 = np.zeros((T, N))
+    f2, codes = np.zeros((T, N)), np.zeros((T, N), np.int8)
 
     def rows(dtype: Any = np.float64) -> np.ndarray:
         return np.zeros((N, C), dtype).T
 
     return (np.zeros((L, T, depth), np.int64), np.zeros((L, T), np.int64),
-            np.ones((C, 3), np.int64), 0, f2, f2, f2, f2, f2, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
+            np.ones((C, 3), np.int64), 0, f2, f2, f2, codes, codes, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
             rows(), rows(), rows(), rows(np.bool_), rows(np.int64), rows(), rows(), rows(),
             rows(np.int8), rows(np.int8), np.zeros((C, T)),
             np.zeros((C, len(TOPK_COUNTER_NAMES))))
 
 
 @gpu_kernel(example=_sweep_example)
-def _topk_sweep_kernel(ranked, n_candidates, combos, lag, exec_price, close, adj_ratio, up,
-                       down, init_cash, commission_rate, min_commission, slippage, stamp_duty,
-                       lot, qty, last_close, target, pending, last_reject, tq, dqs, discard,
-                       rec_side, rec_status, port, counters):
+def _topk_sweep_kernel(ranked, n_candidates, combos, lag, exec_price, close, adj_ratio,
+                       buy_reject, sell_reject, init_cash, commission_rate, min_commission,
+                       slippage, stamp_duty, lot, qty, last_close, target, pending, last_reject,
+                       tq, dqs, discard, rec_side, rec_status, port, counters):
     c = cuda.grid(1)
     if c < combos.shape[0]:
         topk_combination_nb(c, c, ranked, n_candidates, combos, lag, exec_price, close,
-                            adj_ratio, up, down, init_cash, commission_rate, min_commission,
-                            slippage, stamp_duty, lot, qty[c], last_close[c], target[c],
-                            pending[c], last_reject[c], tq[c], dqs[c], discard, rec_side,
-                            rec_status, port, counters)
+                            adj_ratio, buy_reject, sell_reject, init_cash, commission_rate,
+                            min_commission, slippage, stamp_duty, lot, qty[c], last_close[c],
+                            target[c], pending[c], last_reject[c], tq[c], dqs[c], discard,
+                            rec_side, rec_status, port, counters)
 
 
 def topk_portfolio_sweep_gpu(ranked: Any, n_candidates: Any, combos: Any, lag: int,
-                             exec_price: Any, close: Any, adj_ratio: Any, up: Any, down: Any,
-                             init_cash: float, commission_rate: float, min_commission: float,
-                             slippage: float, stamp_duty: float, lot: float, port: Any,
-                             counters: Any) -> None:
+                             exec_price: Any, close: Any, adj_ratio: Any, buy_reject: Any,
+                             sell_reject: Any, init_cash: float, commission_rate: float,
+                             min_commission: float, slippage: float, stamp_duty: float,
+                             lot: float, port: Any, counters: Any) -> None:
     """:func:`topk_portfolio_sweep_nb` on the GPU: one thread per combination, each with its
     row of ``(combinations, symbols)`` state and scratch arrays, allocated in the inputs'
     namespace (CuPy on a GPU, NumPy under numba-cuda's simulator). The rows are columns of
@@ -1017,14 +1019,14 @@ def topk_portfolio_sweep_gpu(ranked: Any, n_candidates: Any, combos: Any, lag: i
     def rows(dtype: Any = np.float64) -> Any:
         return xp.empty((N, C), dtype=dtype).T
 
-    ranked, n_candidates, combos, exec_price, close, adj_ratio, up, down = (
+    ranked, n_candidates, combos, exec_price, close, adj_ratio, buy_reject, sell_reject = (
         xp.ascontiguousarray(a) for a in (ranked, n_candidates, combos, exec_price, close,
-                                          adj_ratio, up, down))
+                                          adj_ratio, buy_reject, sell_reject))
     _topk_sweep_kernel.launch(
-        C, ranked, n_candidates, combos, int(lag), exec_price, close, adj_ratio, up, down,
-        float(init_cash), float(commission_rate), float(min_commission), float(slippage),
-        float(stamp_duty), float(lot), rows(), rows(), rows(), rows(np.bool_), rows(np.int64),
-        rows(), rows(), rows(), rows(np.int8), rows(np.int8), port, counters)
+        C, ranked, n_candidates, combos, int(lag), exec_price, close, adj_ratio, buy_reject,
+        sell_reject, float(init_cash), float(commission_rate), float(min_commission),
+        float(slippage), float(stamp_duty), float(lot), rows(), rows(), rows(), rows(np.bool_),
+        rows(np.int64), rows(), rows(), rows(), rows(np.int8), rows(np.int8), port, counters)
 
 
 def _topk_sweep_cpu(ranked: np.ndarray, n_candidates: np.ndarray, combos: np.ndarray, lag: int,
@@ -1038,7 +1040,7 @@ def _topk_sweep_cpu(ranked: np.ndarray, n_candidates: np.ndarray, combos: np.nda
 topk_candidates = DeviceKernel("topk_candidates", cpu=topk_candidates_nb,
                                gpu=topk_candidates_gpu)
 #: The top-k sweep on the device that holds the arrays: ``topk_portfolio_sweep(ranked,
-#: n_candidates, combos, lag, exec_price, close, adj_ratio, up, down, init_cash,
+#: n_candidates, combos, lag, exec_price, close, adj_ratio, buy_reject, sell_reject, init_cash,
 #: commission_rate, min_commission, slippage, stamp_duty, lot, port, counters)``
 #: (:func:`topk_portfolio_sweep_nb` with its worker count chosen, or
 #: :func:`topk_portfolio_sweep_gpu`).

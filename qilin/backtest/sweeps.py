@@ -290,8 +290,9 @@ class SweepMarket:
     adj_ratio: np.ndarray
     signal_px: np.ndarray
     market: MarketConfig
-    #: Portfolio-engine inputs (``dates x symbols``: exec_price, close, adj_ratio, up, down,
-    #: valid) for portfolio sweeps (``momentum_topk``); None for signal sweeps.
+    #: Portfolio-engine inputs (``dates x symbols``: exec_price, close, adj_ratio,
+    #: buy_reject, sell_reject, valid) for portfolio sweeps (``momentum_topk``); None for
+    #: signal sweeps.
     portfolio: dict[str, np.ndarray] | None = None
 
     @property
@@ -472,8 +473,8 @@ def _topk_port(m: SweepMarket, combos: list[dict[str, Any]], lag: int, init_cash
     for r in set(table[:, 2].tolist()):
         needed[::r] = True
     arrays = (scores, e["valid"], needed, table, e["exec_price"], e["close"], e["adj_ratio"],
-              e["up"], e["down"])
-    scores, valid, needed, table, exec_price, close, ratio, up, down = (
+              e["buy_reject"], e["sell_reject"])
+    scores, valid, needed, table, exec_price, close, ratio, buy_reject, sell_reject = (
         be.asarray(a) for a in arrays)
     xp = be.xp
     ranked = xp.zeros((len(lookbacks), T, int(max(c["k"] for c in combos))), dtype=np.int64)
@@ -482,7 +483,7 @@ def _topk_port(m: SweepMarket, combos: list[dict[str, Any]], lag: int, init_cash
     port = xp.zeros((len(combos), T))
     counters = xp.zeros((len(combos), len(kcpu.TOPK_COUNTER_NAMES)))
     kcpu.topk_portfolio_sweep(
-        ranked, n_candidates, table, int(lag), exec_price, close, ratio, up, down,
+        ranked, n_candidates, table, int(lag), exec_price, close, ratio, buy_reject, sell_reject,
         float(init_cash), float(mc.commission_rate), float(mc.min_commission),
         float(mc.slippage_bps) / 1e4, float(mc.stamp_duty_rate), float(mc.lot_size), port,
         counters)

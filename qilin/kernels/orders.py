@@ -7,14 +7,16 @@ none of them writes out fill arithmetic of its own.
 
 - **Sizing.** :func:`target_quantity_nb`: whole lots worth ``exposure`` of the equity at
   the buy-side fill price grossed up by the commission rate.
-- **Buys** (:func:`buy_nb`): the whole-lot step from the held to the target quantity, cut
-  to what cash affords after commission (:func:`affordable_buy_nb`, closed form), at the
-  slippage-adjusted price ``p * (1 + slippage)``; commission
-  ``max(rate * notional, min_commission)``.
-- **Sells** (:func:`sell_nb`): the whole-lot step down to the target, or the whole holding
-  when the target is 0, at ``p * (1 - slippage)``; commission plus stamp duty.
-  T+1 holds by construction: an engine sends at most one order per column and bar, so
-  shares bought on a day are never sold that day.
+- **Buys** (:func:`buy_nb`): the step from the held to the target quantity
+  (:func:`buy_step_nb`: whole lots, or the whole short plus the long when covering), filled
+  by :func:`fill_buy_nb` within what cash affords after commission
+  (:func:`affordable_buy_nb`, closed form) at the slippage-adjusted price
+  ``p * (1 + slippage)``; commission ``max(rate * notional, min_commission)``.
+- **Sells** (:func:`sell_nb`): the whole-lot step down to the target, or the whole long
+  (plus any short) when the target is at or below 0 (:func:`sell_step_nb`), at
+  ``p * (1 - slippage)``; commission plus stamp duty. The holding after a fill is
+  :func:`holding_after_nb`. T+1 holds by construction: an engine sends at most one order
+  per column and bar, so shares bought on a day are never sold that day.
 - **Rejections and fills** as dense records (:func:`record_rejection_nb`,
   :func:`record_fill_nb`), with the status codes below.
 
@@ -162,47 +164,97 @@ def target_quantity_nb(exposure, equity, price, slippage, commission_rate, lot):
 
 
 @core(inline="always")
+def buy_step_nb(target_qty, qty, lot):
+    """Shares a buy from ``qty`` towards ``target_qty`` trades, before cash is checked.
+
+    Covering a short (``qty < 0 <= target_qty``) buys all of it, fractional shares
+    included, plus the long; from no holding the target itself (already whole lots);
+    otherwise the whole-lot step ``floor((target_qty - qty) / lot + QTY_EPS) * lot``.
+    Not bounded: callers reject a step beyond :data:`MAX_EXACT`.
+
+    Examples
+    --------
+    >>> buy_step_nb(500.0, 0.0, 100.0), buy_step_nb(500.0, 120.0, 100.0)
+    (500.0, 300.0)
+    >>> buy_step_nb(200.0, -150.5, 100.0)
+    350.5
+    """
+    if qty < 0.0 <= target_qty or (qty == 0.0 and target_qty <= MAX_EXACT):
+        return target_qty - qty
+    return floor_nb((target_qty - qty) / lot + QTY_EPS) * lot
+
+
+@core(inline="always")
+def fill_buy_nb(dq, price, cash, lot, commission_rate, min_commission, slippage):
+    """Fill up to ``dq`` shares (whole lots, at most :data:`MAX_EXACT`) at
+    ``price * (1 + slippage)``, cut to what ``cash`` affords after commission.
+
+    Returns ``(status, quantity, fill price, notional, commission)``: ``insufficient_cash``
+    when not one lot is affordable (or ``dq`` is 0).
+
+    Examples
+    --------
+    >>> fill_buy_nb(1000.0, 10.0, 5000.0, 100.0, 0.001, 5.0, 0.0)[1:]
+    (400.0, 10.0, 4000.0, 5.0)
+    """
+    fill_px = price * (1.0 + slippage)
+    q = affordable_buy_nb(dq, fill_px, cash, lot, commission_rate, min_commission)
+    if q <= 0.0:
+        return REJECT_CASH, 0.0, fill_px, 0.0, 0.0
+    notional = q * fill_px
+    return STATUS_FILLED, q, fill_px, notional, commission_nb(notional, commission_rate,
+                                                              min_commission)
+
+
+@core(inline="always")
 def buy_nb(blocked, target_qty, qty, price, cash, lot, commission_rate, min_commission,
            slippage):
     """Fill a buy from ``qty`` towards ``target_qty`` within ``cash`` and whole lots.
 
-    ``blocked`` is the bar's buy rejection code (0: buys allowed). Returns ``(status,
-    quantity, fill price, notional, commission)``; a quantity beyond :data:`MAX_EXACT` is
-    rejected ``beyond_precision``, one lot more than cash affords ``insufficient_cash``.
+    ``blocked`` is the bar's buy rejection code (0: buys allowed). The step is
+    :func:`buy_step_nb`, the fill :func:`fill_buy_nb`. Returns ``(status, quantity, fill
+    price, notional, commission)``; a step beyond :data:`MAX_EXACT` is rejected
+    ``beyond_precision``, one lot more than cash affords ``insufficient_cash``.
     """
-    fill_px = price * (1.0 + slippage)
-    status = STATUS_NONE
-    dq = 0.0
-    notional = 0.0
-    cost = 0.0
     if blocked != 0:
-        status = int(blocked)
-    else:
-        if qty == 0.0 and target_qty <= MAX_EXACT:
-            step = target_qty  # already whole lots, exactly (no division needed)
-        else:
-            step = floor_nb((target_qty - qty) / lot + QTY_EPS) * lot
-        if not step <= MAX_EXACT:  # too many shares for a float (or inf)
-            status = REJECT_PRECISION
-        elif step > 0.0:
-            dq = affordable_buy_nb(step, fill_px, cash, lot, commission_rate, min_commission)
-            if dq <= 0.0:
-                dq = 0.0
-                status = REJECT_CASH
-            else:
-                status = STATUS_FILLED
-                notional = dq * fill_px
-                cost = commission_nb(notional, commission_rate, min_commission)
-    return status, dq, fill_px, notional, cost
+        return int(blocked), 0.0, price * (1.0 + slippage), 0.0, 0.0
+    step = buy_step_nb(target_qty, qty, lot)
+    if not step <= MAX_EXACT:  # too many shares for a float (or inf)
+        return REJECT_PRECISION, 0.0, price * (1.0 + slippage), 0.0, 0.0
+    if step > 0.0:
+        return fill_buy_nb(step, price, cash, lot, commission_rate, min_commission, slippage)
+    return STATUS_NONE, 0.0, price * (1.0 + slippage), 0.0, 0.0
+
+
+@core(inline="always")
+def sell_step_nb(target_qty, qty, lot):
+    """Shares a sell from ``qty`` down to ``target_qty`` trades.
+
+    Out of a long (``target_qty <= 0 < qty``): all of it, fractional shares included,
+    plus the short; otherwise the whole-lot step ``floor((qty - target_qty) / lot +
+    QTY_EPS) * lot``.
+
+    Examples
+    --------
+    >>> sell_step_nb(0.0, 150.5, 100.0), sell_step_nb(100.0, 350.0, 100.0)
+    (150.5, 200.0)
+    >>> sell_step_nb(-200.0, 150.0, 100.0)
+    350.0
+    """
+    if target_qty <= 0.0 < qty:
+        return qty - target_qty
+    return floor_nb((qty - target_qty) / lot + QTY_EPS) * lot
 
 
 @core(inline="always")
 def sell_nb(blocked, target_qty, qty, price, lot, commission_rate, min_commission, slippage,
             stamp_duty):
-    """Fill a sell from ``qty`` down to ``target_qty`` (everything when it is 0) in whole
-    lots; ``blocked`` is the bar's sell rejection code (0: sells allowed).
+    """Fill a sell from ``qty`` down to ``target_qty`` (:func:`sell_step_nb`) at
+    ``price * (1 - slippage)``; ``blocked`` is the bar's sell rejection code (0: sells
+    allowed).
 
-    Returns ``(status, quantity, fill price, notional, commission + stamp duty)``.
+    Returns ``(status, quantity, fill price, notional, commission + stamp duty)``; a step
+    beyond :data:`MAX_EXACT` (a short too large for a float) is rejected ``beyond_precision``.
     """
     fill_px = price * (1.0 - slippage)
     status = STATUS_NONE
@@ -212,8 +264,10 @@ def sell_nb(blocked, target_qty, qty, price, lot, commission_rate, min_commissio
     if blocked != 0:
         status = int(blocked)
     else:
-        step = qty if target_qty <= 0.0 else floor_nb((qty - target_qty) / lot + QTY_EPS) * lot
-        if not step <= 0.0:
+        step = sell_step_nb(target_qty, qty, lot)
+        if not step <= MAX_EXACT:
+            status = REJECT_PRECISION
+        elif step > 0.0:
             status = STATUS_FILLED
             dq = step
             notional = dq * fill_px
@@ -223,10 +277,17 @@ def sell_nb(blocked, target_qty, qty, price, lot, commission_rate, min_commissio
 
 
 @core(inline="always")
-def holding_after_sell_nb(qty, sold):
-    """Shares left after selling ``sold`` of ``qty`` (a remainder below :data:`QTY_EPS` is 0)."""
-    left = qty - sold
-    return 0.0 if left < QTY_EPS else left
+def holding_after_nb(qty, traded):
+    """Shares held after a fill of ``traded`` shares (positive bought, negative sold); a
+    holding within :data:`QTY_EPS` of 0 is 0.
+
+    Examples
+    --------
+    >>> holding_after_nb(300.0, -300.0 + 1e-12), holding_after_nb(-150.0, 350.0)
+    (0.0, 200.0)
+    """
+    held = qty + traded
+    return 0.0 if abs(held) < QTY_EPS else held
 
 
 @core

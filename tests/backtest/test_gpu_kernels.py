@@ -85,7 +85,8 @@ def test_gpu_floor_equals_numpy_floor_everywhere():
 
 
 def test_order_primitives_compile_as_device_functions():
-    for fn in (orders.buy_nb, orders.sell_nb, orders.target_quantity_nb,
+    for fn in (orders.buy_nb, orders.sell_nb, orders.target_quantity_nb, orders.buy_step_nb,
+               orders.sell_step_nb, orders.fill_buy_nb, orders.holding_after_nb,
                orders.record_rejection_nb, orders.record_fill_nb, orders.halted_nb):
         assert device(fn) is device(fn)  # compiled once, the simulator's device function
 
@@ -108,7 +109,24 @@ def test_buy_and_sell_primitives():
     assert (status, qty, px) == (filled, 123.5, 5.0)
     assert cost == max(0.001 * notional, 5.0) + 0.01 * notional
     assert orders.sell_nb(0, 150.0, 200.0, 10.0, 100.0, 0.0, 0.0, 0.0, 0.0)[0] == none
-    assert orders.holding_after_sell_nb(100.0, 100.0 - 1e-12) == 0.0
+    assert orders.holding_after_nb(100.0, -(100.0 - 1e-12)) == 0.0
+    assert orders.holding_after_nb(-150.0, 350.0) == 200.0
+
+
+def test_short_side_steps():
+    # out of a long into a short sells the whole long (fractional shares too) plus the short;
+    # covering a short buys the whole short plus the long
+    assert orders.sell_step_nb(-200.0, 150.5, 100.0) == 350.5
+    assert orders.sell_step_nb(-300.0, -100.0, 100.0) == 200.0  # a larger short: whole lots
+    assert orders.buy_step_nb(200.0, -150.5, 100.0) == 350.5
+    assert orders.buy_step_nb(-100.0, -350.0, 100.0) == 200.0  # a smaller short
+    status, qty, px, notional, cost = orders.sell_nb(0, -200.0, 150.0, 10.0, 100.0, 0.0, 0.0,
+                                                    0.0, 0.0)
+    assert (status, qty, notional) == (orders.STATUS_FILLED, 350.0, 3500.0)
+    assert orders.sell_nb(0, -1e18, 0.0, 10.0, 1.0, 0.0, 0.0, 0.0, 0.0)[0] == \
+        orders.REJECT_PRECISION
+    # a buy scaled to 0 lots by the caller is short of cash, not "nothing to do"
+    assert orders.fill_buy_nb(0.0, 10.0, 1e6, 100.0, 0.0, 0.0, 0.0)[0] == orders.REJECT_CASH
 
 
 # ------------------------------------------------------------------ the signal engine

@@ -77,13 +77,15 @@ def synthetic_case(seed: int, init_cash: float, shorts: bool):
     rng = np.random.default_rng(seed)
     T, N = panel.shape
     px = inp["exec_price"].copy()
-    px[rng.random((T, N)) < 0.03] = NO_VOLUME_PRICE
-    px[rng.random((T, N)) < 0.03] = np.nan
-    up, down = inp["up"].copy(), inp["down"].copy()
-    hit = rng.random((T, N)) < 0.06
-    up[hit] = px[hit]
-    hit = rng.random((T, N)) < 0.06
-    down[hit] = px[hit]
+    no_volume = rng.random((T, N)) < 0.03
+    px[no_volume] = NO_VOLUME_PRICE
+    missing = rng.random((T, N)) < 0.03
+    px[missing] = np.nan
+    buy, sell = inp["buy_reject"].copy(), inp["sell_reject"].copy()
+    buy[rng.random((T, N)) < 0.06] = REJECT_LIMIT_UP
+    sell[rng.random((T, N)) < 0.06] = REJECT_LIMIT_DOWN
+    for closed, code in ((no_volume, REJECT_NO_VOLUME), (missing, REJECT_SUSPENDED)):
+        buy[closed] = sell[closed] = code
     ratio = inp["adj_ratio"].copy()
     ratio[rng.random((T, N)) < 0.01] = 1.5  # bonus shares
     w = rng.random((T, N)) * (rng.random((T, N)) < 0.4)
@@ -92,7 +94,7 @@ def synthetic_case(seed: int, init_cash: float, shorts: bool):
     w /= np.maximum(np.abs(w).sum(axis=1, keepdims=True), 1.0)
     w[rng.random((T, N)) < 0.05] = np.nan
     rebalance = rng.random(T) < 0.3
-    return (w, rebalance, px, inp["close"], ratio, up, down, init_cash, cm.commission_rate,
+    return (w, rebalance, px, inp["close"], ratio, buy, sell, init_cash, cm.commission_rate,
             cm.min_commission, cm.slippage, cm.stamp_duty_rate, 100.0)
 
 
