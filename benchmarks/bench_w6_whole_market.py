@@ -138,7 +138,8 @@ def run_streamed(src: Path, out: Path, memory_limit: str, workers: int | None,
     return {"wall": mon.wall, "cells": res.cells, "peak": mon.peak, "cpu_pct": mon.cpu_pct,
             "blocks": res.blocks, "block_symbols": res.block_symbols, "workers": res.workers,
             "rows": res.rows, "phases": phases, "files": len(files),
-            "bytes": sum(p.stat().st_size for p in files), "partition_by": partition_by}
+            "bytes": sum(p.stat().st_size for p in files), "partition_by": partition_by,
+            "codec": codec}
 
 
 def same_rows(block_out: Path, year_out: Path) -> bool:
@@ -218,7 +219,7 @@ def report(r: dict[str, Any]) -> None:
     s = r["streamed"]
     cells = r["dates"] * r["symbols"] * N_FACTORS
     print(f"\nW6 {r['name']}: {r['dates']} dates x {r['symbols']} symbols x 158 = "
-          f"{cells / 1e9:.2f} G feature-cells (Alpha158, adjusted, float32, zstd)")
+          f"{cells / 1e9:.2f} G feature-cells (Alpha158, adjusted, float32, {s['codec']})")
     print(f"  streamed end to end: {s['wall']:.1f} s, {cells / s['wall'] / 1e6:.1f} M "
           f"feature-cells/s, peak RSS {s['peak'] / 2**30:.2f} GiB, CPU {s['cpu_pct']:.0f} %, "
           f"{s['blocks']} blocks of {s['block_symbols']} symbols on {s['workers']} worker(s), "
