@@ -306,8 +306,8 @@ def portfolio_bar_nb(i, rebalance, exec_price, close, adj_ratio, buy_reject, sel
         need = 0.0
         for j in range(N):
             dqs[j] = -1.0
-            if not pending[j] or halted_nb(buy_reject[i, j]):
-                continue
+            if not pending[j] or halted_nb(buy_reject[i, j]) or not tq[j] > qty[j] + QTY_EPS:
+                continue  # not a buy (a sell rejected above stays pending for the next bar)
             p = exec_price[i, j]
             reject = buy_reject[i, j]
             if reject == 0:

@@ -117,7 +117,8 @@ def reference_portfolio(panel, scores, market, top_k, n_drop=None, band=0, rebal
                     todo[j] = False
             buys = {}
             for j in range(N):
-                if todo[j] and ok[j] and not (m.price_limits and px[j] >= up[i, j] - 1e-9):
+                if todo[j] and ok[j] and want[j] > qty[j] + 1e-9 and not (
+                        m.price_limits and px[j] >= up[i, j] - 1e-9):
                     n = math.floor((want[j] - qty[j]) / lot + 1e-9) * lot
                     if n <= 0:
                         todo[j] = False
@@ -216,6 +217,22 @@ def test_limit_up_buy_rejected_then_retried():
     assert t["status"].tolist() == ["rejected", "filled"]
     assert t["reason"].tolist() == ["limit_up", ""]
     assert t["date"].tolist() == [p.dates[1], p.dates[2]]
+
+
+def test_limit_down_sell_retried_until_it_fills():
+    # bought on day 0; the rebalance on day 1 sells everything, but 600000.SH closes at its
+    # -10% limit on days 1 and 2: the sell stays pending (no new rebalance) and fills on day 3
+    close = np.array([[10.0], [9.0], [8.1], [8.0], [8.2]])
+    p = Panel.from_arrays({"close": close}, pd.date_range("2021-01-04", periods=5),
+                          ["600000.SH"])
+    w = np.array([[1.0], [0.0], [np.nan], [np.nan], [np.nan]])
+    res = run_portfolio(p, weights=w, market="cn", init_cash=100_000.0)
+    t = res.trades
+    assert t["side"].tolist() == ["buy", "sell", "sell"]
+    assert t["status"].tolist() == ["filled", "rejected", "filled"]
+    assert t["reason"].tolist() == ["", "limit_down", ""]
+    assert t["date"].tolist() == [p.dates[0], p.dates[1], p.dates[3]]
+    assert res.positions[:, 0].tolist()[-2:] == [0.0, 0.0]
 
 
 def test_bad_inputs():

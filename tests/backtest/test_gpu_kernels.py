@@ -120,8 +120,8 @@ def test_short_side_steps():
     assert orders.sell_step_nb(-300.0, -100.0, 100.0) == 200.0  # a larger short: whole lots
     assert orders.buy_step_nb(200.0, -150.5, 100.0) == 350.5
     assert orders.buy_step_nb(-100.0, -350.0, 100.0) == 200.0  # a smaller short
-    status, qty, px, notional, cost = orders.sell_nb(0, -200.0, 150.0, 10.0, 100.0, 0.0, 0.0,
-                                                    0.0, 0.0)
+    status, qty, _, notional, _ = orders.sell_nb(0, -200.0, 150.0, 10.0, 100.0, 0.0, 0.0,
+                                                0.0, 0.0)
     assert (status, qty, notional) == (orders.STATUS_FILLED, 350.0, 3500.0)
     assert orders.sell_nb(0, -1e18, 0.0, 10.0, 1.0, 0.0, 0.0, 0.0, 0.0)[0] == \
         orders.REJECT_PRECISION
