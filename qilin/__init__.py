@@ -29,6 +29,9 @@ __version__ = "0.1.0"
 
 from qilin.backend import Backend, get_backend
 from qilin.errors import QilinError
+from qilin.warmup import drop_stale_kernel_caches
+
+drop_stale_kernel_caches()
 
 __all__ = ["Backend", "QilinError", "__version__", "get_backend", "synthetic_market"]
 

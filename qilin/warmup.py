@@ -33,6 +33,16 @@ KERNEL_MODULES = (
     "monitoring/anomaly.py",
 )
 
+#: Every module whose functions numba compiles for the CPU. A kernel inlines the cores of
+#: other modules (the top-k sweep runs the portfolio engine's bar, which fills through
+#: :mod:`qilin.kernels.orders`), but numba checks a cached kernel only against its own file:
+#: :func:`drop_stale_kernel_caches` covers the rest.
+KERNEL_SOURCES = (*KERNEL_MODULES, "factors/qlib_window.py", "kernels/orders.py",
+                  "kernels/targets.py")
+
+#: File in each cache folder naming the kernel sources its caches were compiled from.
+SOURCES_STAMP = "qilin-kernel-sources.sha1"
+
 #: What a first compilation costs on a 2-core machine (`qilin warmup` on a fresh clone: 48 s).
 FIRST_COMPILE_NOTE = "about a minute on 2 cores, once; cached afterwards"
 
@@ -60,6 +70,64 @@ def _cache_folder(src: Path) -> Path:
         digest = hashlib.sha1(folder.encode()).hexdigest()
         return Path(os.path.abspath(custom)) / f"{os.path.basename(folder)}_{digest}"
     return src.parent / "__pycache__"
+
+
+def kernel_sources_fingerprint(root: Path | None = None) -> str:
+    """SHA-1 of the path, modification time and size of every :data:`KERNEL_SOURCES` file."""
+    root = Path(__file__).resolve().parent if root is None else root
+    digest = hashlib.sha1()
+    for rel in sorted(KERNEL_SOURCES):
+        try:
+            st = (root / rel).stat()
+        except OSError:
+            continue
+        digest.update(f"{rel} {st.st_mtime_ns} {st.st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def drop_stale_kernel_caches(root: Path | None = None) -> list[Path]:
+    """Remove qilin's numba caches when any kernel source changed since they were written.
+
+    numba keys a cached kernel on its own file's time stamp only, so after an edit or a
+    ``git pull`` that touches ``portfolio.py`` alone, the cached top-k sweep (in
+    ``sweep_kernels_cpu.py``) would still run the old portfolio bar. Each cache folder keeps
+    the :func:`kernel_sources_fingerprint` its caches came from (:data:`SOURCES_STAMP`);
+    where it differs, the folder's caches of kernel modules are deleted and compile again on
+    first use. Called on ``import qilin`` (a few file stats). Returns the files removed.
+
+    Examples
+    --------
+    >>> drop_stale_kernel_caches() == []  # the stamps are current after the import
+    True
+    """
+    root = Path(__file__).resolve().parent if root is None else root
+    fingerprint = kernel_sources_fingerprint(root)
+    folders: dict[Path, set[str]] = {}
+    for rel in KERNEL_SOURCES:
+        folders.setdefault(_cache_folder(root / rel), set()).add(Path(rel).stem)
+    removed = []
+    for folder, stems in folders.items():
+        stamp = folder / SOURCES_STAMP
+        try:
+            if stamp.read_text().strip() == fingerprint:
+                continue
+        except OSError:
+            pass
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.suffix in (".nbi", ".nbc") and path.name.split(".")[0] in stems:
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except OSError:
+                    pass  # another process removed it first
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{SOURCES_STAMP}.{os.getpid()}.tmp"
+            tmp.write_text(fingerprint + "\n")
+            os.replace(tmp, stamp)
+        except OSError:
+            pass  # a read-only install: numba caches elsewhere and installs stamp every file
+    return removed
 
 
 def kernels_cached() -> bool:
