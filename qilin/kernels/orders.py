@@ -179,7 +179,9 @@ def buy_step_nb(target_qty, qty, lot):
     >>> buy_step_nb(200.0, -150.5, 100.0)
     350.5
     """
-    if qty < 0.0 <= target_qty or (qty == 0.0 and target_qty <= MAX_EXACT):
+    if qty == 0.0 and target_qty <= MAX_EXACT:
+        return target_qty  # already whole lots, exactly (no division needed)
+    if qty < 0.0 <= target_qty:
         return target_qty - qty
     return floor_nb((target_qty - qty) / lot + QTY_EPS) * lot
 
@@ -216,14 +218,21 @@ def buy_nb(blocked, target_qty, qty, price, cash, lot, commission_rate, min_comm
     price, notional, commission)``; a step beyond :data:`MAX_EXACT` is rejected
     ``beyond_precision``, one lot more than cash affords ``insufficient_cash``.
     """
+    fill_px = price * (1.0 + slippage)
+    status = STATUS_NONE
+    dq = 0.0
+    notional = 0.0
+    cost = 0.0
     if blocked != 0:
-        return int(blocked), 0.0, price * (1.0 + slippage), 0.0, 0.0
-    step = buy_step_nb(target_qty, qty, lot)
-    if not step <= MAX_EXACT:  # too many shares for a float (or inf)
-        return REJECT_PRECISION, 0.0, price * (1.0 + slippage), 0.0, 0.0
-    if step > 0.0:
-        return fill_buy_nb(step, price, cash, lot, commission_rate, min_commission, slippage)
-    return STATUS_NONE, 0.0, price * (1.0 + slippage), 0.0, 0.0
+        status = int(blocked)
+    else:
+        step = buy_step_nb(target_qty, qty, lot)
+        if not step <= MAX_EXACT:  # too many shares for a float (or inf)
+            status = REJECT_PRECISION
+        elif step > 0.0:
+            status, dq, fill_px, notional, cost = fill_buy_nb(
+                step, price, cash, lot, commission_rate, min_commission, slippage)
+    return status, dq, fill_px, notional, cost
 
 
 @core(inline="always")
