@@ -175,8 +175,6 @@ class TradingArrays:
         price: missing, suspended, not positive), ``REJECT_NO_VOLUME``, ``REJECT_LIMIT_UP``
         (buys only), ``REJECT_LIMIT_DOWN`` (sells only). A bar closed to both sides carries
         the same code in both (:func:`qilin.kernels.orders.halted_nb`).
-    up, down : float64
-        Limit prices (:func:`limit_arrays`) the codes were derived from.
     """
 
     price: np.ndarray
@@ -184,8 +182,6 @@ class TradingArrays:
     adj_ratio: np.ndarray
     buy_reject: np.ndarray
     sell_reject: np.ndarray
-    up: np.ndarray
-    down: np.ndarray
 
 
 def trading_arrays(panel: Panel, rules: MarketRules, price: str = "close") -> TradingArrays:
@@ -221,7 +217,7 @@ def trading_arrays(panel: Panel, rules: MarketRules, price: str = "close") -> Tr
         at_down = px <= down + LIMIT_TOL
     buy = np.where(usable, np.where(at_up, REJECT_LIMIT_UP, 0), closed).astype(np.int8)
     sell = np.where(usable, np.where(at_down, REJECT_LIMIT_DOWN, 0), closed).astype(np.int8)
-    return TradingArrays(px, close, adj_ratio(panel), buy, sell, up, down)
+    return TradingArrays(px, close, adj_ratio(panel), buy, sell)
 
 
 def adj_ratio(panel: Panel) -> np.ndarray:

@@ -359,13 +359,13 @@ def execution_inputs(panel: Panel, rules: MarketRules, price: str) -> dict[str, 
 
     ``exec_price`` is :data:`NO_VOLUME_PRICE` on bars that have a price but no volume (the
     price the engines record for an order rejected there; NaN on a missing or suspended
-    bar). Keys: ``exec_price close adj_ratio buy_reject sell_reject up down``.
+    bar). Keys: ``exec_price close adj_ratio buy_reject sell_reject``.
     """
     arrays = trading_arrays(panel, rules, price)
     px = np.where(arrays.buy_reject == REJECT_NO_VOLUME, NO_VOLUME_PRICE, arrays.price)
     return {"exec_price": np.ascontiguousarray(px), "close": arrays.close,
             "adj_ratio": arrays.adj_ratio, "buy_reject": arrays.buy_reject,
-            "sell_reject": arrays.sell_reject, "up": arrays.up, "down": arrays.down}
+            "sell_reject": arrays.sell_reject}
 
 
 def run_signals(
