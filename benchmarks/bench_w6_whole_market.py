@@ -127,19 +127,21 @@ def write_market(path: Path, n_symbols: int, n_days: int) -> Path:
 
 
 def run_streamed(src: Path, out: Path, memory_limit: str, workers: int | None,
-                 codec: str, partition_by: str = "block") -> dict[str, Any]:
+                 codec: str, partition_by: str = "block",
+                 direct_io: bool = True) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     with TreeMonitor() as mon:
         res = stream_factors(src, out, "alpha158", dtype="float32", adjust=True,
                              memory_limit=memory_limit, workers=workers, codec=codec,
-                             progress=sys.stderr.isatty(), partition_by=partition_by)
+                             progress=sys.stderr.isatty(), partition_by=partition_by,
+                             direct_io=direct_io)
     phases = {k: sum(s.get(k, 0.0) for s in res.summaries) for k in ("read", "compute", "write")}
     files = dataset_files(out)
     return {"wall": mon.wall, "cells": res.cells, "peak": mon.peak, "cpu_pct": mon.cpu_pct,
             "blocks": res.blocks, "block_symbols": res.block_symbols, "workers": res.workers,
             "rows": res.rows, "phases": phases, "files": len(files),
             "bytes": sum(p.stat().st_size for p in files), "partition_by": partition_by,
-            "codec": codec}
+            "codec": codec, "direct_io": direct_io}
 
 
 def same_rows(block_out: Path, year_out: Path) -> bool:
@@ -197,6 +199,11 @@ def bench(name: str, src: Path, work: Path, args: argparse.Namespace) -> dict[st
         by_year = run_streamed(src, work / f"{name}-years", args.memory_limit, args.workers,
                                args.codec, "year")
         by_year["same_rows"] = same_rows(work / f"{name}-out", work / f"{name}-years")
+    buffered = None
+    if args.buffered_too:  # the same job writing through the page cache
+        buffered = run_streamed(src, work / f"{name}-buffered", args.memory_limit,
+                                args.workers, args.codec, layouts[0], direct_io=False)
+        shutil.rmtree(work / f"{name}-buffered", ignore_errors=True)
     scaling = {}
     if args.scaling:  # 1 vs N local worker processes, same budget
         for w in sorted({1, args.workers or psutil.cpu_count() or 1}):
@@ -209,7 +216,7 @@ def bench(name: str, src: Path, work: Path, args: argparse.Namespace) -> dict[st
     scale_mem = len(all_symbols) / len(mem_syms)
     scale_pd = len(all_symbols) / len(pd_syms)
     return {"name": name, "dates": n_dates, "symbols": len(all_symbols), "streamed": streamed,
-            "by_year": by_year, "inmem": inmem, "scaling": scaling,
+            "by_year": by_year, "buffered": buffered, "inmem": inmem, "scaling": scaling,
             "inmem_scaled": inmem["wall"] * scale_mem,
             "inmem_compute_scaled": inmem["compute"] * scale_mem,
             "pandas": pandas, "pandas_scaled": pandas["wall"] * scale_pd}
@@ -224,16 +231,24 @@ def report(r: dict[str, Any]) -> None:
           f"feature-cells/s, peak RSS {s['peak'] / 2**30:.2f} GiB, CPU {s['cpu_pct']:.0f} %, "
           f"{s['blocks']} blocks of {s['block_symbols']} symbols on {s['workers']} worker(s), "
           f"{s['rows']} rows, {s['files']} files ({s['partition_by']} layout), "
-          f"{s['bytes'] / 2**20:.0f} MiB written")
+          f"{s['bytes'] / 2**20:.0f} MiB written "
+          f"({'O_DIRECT where allowed' if s['direct_io'] else 'through the page cache'})")
+    ph = s["phases"]
+    print(f"  time in blocks (summed over workers): read {ph['read']:.1f} s, compute "
+          f"{ph['compute']:.1f} s, write {ph['write']:.1f} s")
+    b = r["buffered"]
+    if b is not None:
+        ph = b["phases"]
+        print(f"  the same writing through the page cache: {b['wall']:.1f} s "
+              f"({cells / b['wall'] / 1e6:.1f} M feature-cells/s, CPU {b['cpu_pct']:.0f} %, "
+              f"peak RSS {b['peak'] / 2**30:.2f} GiB); read {ph['read']:.1f} s, compute "
+              f"{ph['compute']:.1f} s, write {ph['write']:.1f} s")
     y = r["by_year"]
     if y is not None:
         print(f"  partitioned by year as well: {y['wall']:.1f} s ({cells / y['wall'] / 1e6:.1f} M "
               f"feature-cells/s, peak RSS {y['peak'] / 2**30:.2f} GiB), {y['files']} files, "
               f"{y['bytes'] / 2**20:.0f} MiB; same rows as the block layout: "
               f"{'yes' if y['same_rows'] else 'NO'}")
-    ph = s["phases"]
-    print(f"  time in blocks (summed over workers): read {ph['read']:.1f} s, compute "
-          f"{ph['compute']:.1f} s, write {ph['write']:.1f} s")
     for w, sc in r["scaling"].items():
         per_block = sc["wall"] / sc["blocks"]
         print(f"  scaling: {w} worker(s): {sc['wall']:.1f} s ({cells / sc['wall'] / 1e6:.1f} M "
@@ -269,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ashare", action="store_true")
     parser.add_argument("--partition-by", default=None, choices=["block", "year", "both"],
                         help="output layout of the streamed job (default block; --ci: both)")
+    parser.add_argument("--buffered-too", action="store_true",
+                        help="also run the streamed job writing through the page cache "
+                             "(direct_io=False), to compare")
     parser.add_argument("--scaling", action="store_true",
                         help="also run with 1 and with --workers local worker processes")
     args = parser.parse_args(argv)

@@ -178,7 +178,8 @@ def _compute_streamed(args: argparse.Namespace, factors: Any) -> int:
             validate=validate, memory_limit=args.memory_limit,
             block_symbols=args.block_symbols, workers=args.workers, client=client,
             codec=args.codec, resume=not args.no_resume, progress=not args.quiet,
-            extra=_calculator_options(args), partition_by=args.partition_by)
+            extra=_calculator_options(args), partition_by=args.partition_by,
+            direct_io=not args.buffered_write)
     by_year = ", split by year" if args.partition_by == "year" else ""
     print(f"wrote {res.blocks} partition{'s' * (res.blocks != 1)}{by_year} ({res.computed} "
           f"computed, {res.skipped} kept from an earlier run) with {res.rows} rows to "
@@ -264,6 +265,9 @@ def register(subparsers: Any) -> None:
                          help="--out-dir: one file per symbol block (block, the default), or "
                               "per block and calendar year in hive folders "
                               "year=YYYY/part-NNNNN.parquet (year)")
+    compute.add_argument("--buffered-write", action="store_true",
+                         help="--out-dir: write partitions through the page cache (default: "
+                              "O_DIRECT where the file system allows it)")
     compute.add_argument("--no-resume", action="store_true",
                          help="--out-dir: recompute every block even if finished")
     compute.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

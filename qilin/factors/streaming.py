@@ -76,6 +76,7 @@ from qilin.atomic import atomic_path, write_json_atomic
 from qilin.backend import numba_threads
 from qilin.data.blocks import ParquetSource, read_block, scan_axes
 from qilin.data.panel import Panel
+from qilin.direct_io import open_large_write
 from qilin.errors import ClusterError, DataError, ExpressionError, ParameterError
 from qilin.factors.cache import FactorCache, data_fingerprint, field_fingerprints
 
@@ -124,6 +125,9 @@ class StreamSettings:
         ``block``: one file per block, ``part-NNNNN.parquet``; ``year``: one per block and
         calendar year, ``year=YYYY/part-NNNNN.parquet`` (hive layout). Part of the key (a
         block's files are its layout's), though not of its values.
+    direct_io : bool
+        Write partitions with ``O_DIRECT`` where the file system allows it
+        (:func:`qilin.direct_io.open_large_write`); not part of the key (same bytes).
     """
 
     factors: tuple[tuple[str, str], ...]
@@ -134,6 +138,7 @@ class StreamSettings:
     level: int | None = None
     extra: tuple[tuple[str, str], ...] = ()
     partition_by: str = "block"
+    direct_io: bool = True
 
     def key_text(self) -> str:
         """Settings that change values or files, as text (the ``extra`` of the cache key).
@@ -386,6 +391,7 @@ def plan_stream(
     threads: int | None = None,
     min_blocks: int | None = None,
     partition_by: str = "block",
+    direct_io: bool = True,
 ) -> StreamPlan:
     """Scan the source's axes, size the blocks and describe one task per block.
 
@@ -436,7 +442,8 @@ def plan_stream(
     block_symbols = max(1, min(block_symbols, len(symbols)))
     settings = StreamSettings(tuple(items), dtype, adjust, validate, codec, level,
                               tuple(sorted((str(k), json.dumps(v, sort_keys=True, default=str))
-                                           for k, v in (extra or {}).items())), partition_by)
+                                           for k, v in (extra or {}).items())), partition_by,
+                              bool(direct_io))
     n_threads = threads if threads is not None else (
         max(1, (os.cpu_count() or 1) // workers))
     tasks = []
@@ -699,9 +706,9 @@ def _write_parquet(task: BlockTask, table: Any, path: Path) -> None:
     s = task.settings
     level = s.level if s.level is not None else (1 if s.codec == "zstd" else None)
     floats = [n for n in table.column_names if n not in ("date", "symbol")]
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, open_large_write(tmp, s.direct_io) as sink:
         pq.write_table(
-            table, tmp, compression=s.codec, compression_level=level,
+            table, sink, compression=s.codec, compression_level=level,
             use_dictionary=["symbol"], write_statistics=["date", "symbol"],
             use_byte_stream_split=floats if s.codec != "none" else False,
             row_group_size=256 * 1024,
@@ -948,6 +955,7 @@ def stream_factors(
     progress: bool = True,
     progress_stream: Any = None,
     partition_by: str = "block",
+    direct_io: bool = True,
 ) -> StreamResult:
     """Compute a time-series factor set over a Parquet market into a partitioned dataset.
 
@@ -993,6 +1001,10 @@ def stream_factors(
         one per block and calendar year, ``year=YYYY/part-NNNNN.parquet``, so that readers
         can select years by their folders (``filters=[("year", ">=", 2020)]``). Values and
         rows are the same in both; a rerun with the other layout recomputes every block.
+    direct_io : bool
+        Write partitions with ``O_DIRECT``, past the page cache, where the file system
+        allows it (default; the same bytes, written about twice as fast where the cache's
+        writeback is slow, see :mod:`qilin.direct_io`). False writes through the cache.
 
     Returns
     -------
@@ -1015,13 +1027,14 @@ def stream_factors(
     plan = plan_stream(data, out_dir, factors, dtype, adjust, validate, memory_limit,
                        block_symbols, local_workers, codec, level, extra,
                        threads=1 if client is not None else None, min_blocks=min_blocks,
-                       partition_by=partition_by)
+                       partition_by=partition_by, direct_io=direct_io)
     if client is None and workers is None and local_workers > 1 and \
             plan.cells < SMALL_JOB_CELLS:
         # starting processes (each loads the compiled kernels) costs more than it saves
         n_workers = local_workers = 1
         plan = plan_stream(data, out_dir, factors, dtype, adjust, validate, memory_limit,
-                           block_symbols, 1, codec, level, extra, partition_by=partition_by)
+                           block_symbols, 1, codec, level, extra, partition_by=partition_by,
+                           direct_io=direct_io)
     if not resume:
         _remove_stale(plan, keep=set())
     plan.out_dir.mkdir(parents=True, exist_ok=True)
