@@ -124,7 +124,8 @@ class DirectFile(io.RawIOBase):
             self._wait_for_pending()
             if self._fill:
                 _stop_direct(self._fd)
-                _write_all(self._fd, self._views[self._current][:self._fill])
+                with self._views[self._current][:self._fill] as tail:
+                    _write_all(self._fd, tail)
                 self._fill = 0
         finally:
             self._flusher.shutdown(wait=True)

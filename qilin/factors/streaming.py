@@ -82,8 +82,9 @@ from qilin.factors.cache import FactorCache, data_fingerprint, field_fingerprint
 
 log = logging.getLogger(__name__)
 
-#: Bump when the partition layout changes (it is part of every block key).
-LAYOUT_VERSION = "1"
+#: Bump when the partition layout changes (it is part of every block key). 2: columns are
+#: required (not nullable): factor values are NaN where undefined, never null.
+LAYOUT_VERSION = "2"
 CODECS = ("zstd", "lz4", "snappy", "none")
 #: Output layouts: one file per symbol block, or per symbol block and calendar year.
 PARTITIONS = ("block", "year")
@@ -428,6 +429,7 @@ def plan_stream(
         raise DataError(f"{source.files[0]}: no rows to compute")
     limit = parse_memory(memory_limit)
     itemsize = np.dtype(dtype).itemsize
+    sized_here = block_symbols is None
     if block_symbols is None:
         if limit is None:
             block_symbols = 500
@@ -446,13 +448,45 @@ def plan_stream(
                               bool(direct_io))
     n_threads = threads if threads is not None else (
         max(1, (os.cpu_count() or 1) // workers))
+    slots = (min_blocks // 2 if min_blocks is not None else workers) if sized_here else 1
     tasks = []
-    for i, start in enumerate(range(0, len(symbols), block_symbols)):
-        block = symbols[start:start + block_symbols]
+    start = 0
+    for i, size in enumerate(block_sizes(len(symbols), block_symbols, slots)):
+        block = symbols[start:start + size]
+        start += size
         tasks.append(BlockTask(source, os.fspath(out_dir), i, str(block[0]), str(block[-1]),
                                len(block), settings, n_threads))
     return StreamPlan(source, Path(out_dir), settings, dates, tasks, block_symbols, workers,
                       fields)
+
+
+def block_sizes(n_symbols: int, block_symbols: int, slots: int = 1) -> list[int]:
+    """Symbols per block, in order: blocks of ``block_symbols``, with a smaller tail.
+
+    With ``slots`` > 1 blocks running at once, the symbols left once no more than
+    ``slots`` full blocks remain are cut into ``2 * slots`` near-equal blocks, so that the
+    workers finish within about half a small block of each other rather than one idling
+    while another computes a whole last block (blocks are handed out in order).
+
+    Examples
+    --------
+    >>> block_sizes(10, 4)
+    [4, 4, 2]
+    >>> block_sizes(5000, 290, slots=2)  # doctest: +ELLIPSIS
+    [290, 290, ..., 290, 90, 90, 90, 90]
+    >>> len(block_sizes(5000, 290, slots=2)), sum(block_sizes(5000, 290, slots=2))
+    (20, 5000)
+    """
+    if slots <= 1:
+        return [block_symbols] * (n_symbols // block_symbols) + \
+            ([n_symbols % block_symbols] if n_symbols % block_symbols else [])
+    sizes = []
+    rest = n_symbols
+    while rest > slots * block_symbols:
+        sizes.append(block_symbols)
+        rest -= block_symbols
+    pieces = min(2 * slots, rest)
+    return sizes + [rest // pieces + (j < rest % pieces) for j in range(pieces)]
 
 
 def _write_dataset_meta(plan: StreamPlan) -> None:
@@ -463,6 +497,7 @@ def _write_dataset_meta(plan: StreamPlan) -> None:
         "dtype": plan.settings.dtype, "adjust": plan.settings.adjust,
         "validate": plan.settings.validate, "extra": dict(plan.settings.extra),
         "codec": plan.settings.codec, "partition_by": plan.settings.partition_by,
+        "direct_io": plan.settings.direct_io,
         "block_symbols": plan.block_symbols,
         "fields": plan.fields,
         "dates": [str(d.date()) if d == d.normalize() else d.isoformat() for d in plan.dates],
@@ -644,7 +679,9 @@ def partition_table(result: Any, valid: np.ndarray) -> Any:
 
     The symbol-major order is the arrays' own memory order (Fortran, one column per
     symbol), so a block with every bar present is written from views of the result arrays;
-    otherwise each column is compacted once with the ``valid`` mask.
+    otherwise each column is compacted once with the ``valid`` mask. Every column is
+    required (not nullable): an undefined factor value is NaN, so Parquet stores no
+    definition levels (about 10 % less time to write and to read).
     """
     import pyarrow as pa
 
@@ -667,7 +704,11 @@ def partition_table(result: Any, valid: np.ndarray) -> Any:
         arr = result.values[name]
         flat = arr.ravel(order="F")  # a view of a Fortran-ordered array
         cols.append(pa.array(flat if full else flat[vflat]))
-    return pa.Table.from_arrays(cols, names=["date", "symbol", *result.names])
+    schema = pa.schema([pa.field("date", pa.timestamp("ns"), nullable=False),
+                        pa.field("symbol", pa.string(), nullable=False),
+                        *(pa.field(name, col.type, nullable=False)
+                          for name, col in zip(result.names, cols[2:], strict=True))])
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def write_partition(task: BlockTask, table: Any) -> dict[str, int]:

@@ -373,3 +373,38 @@ def test_cli_partition_by_year(source, tmp_path, capsys):
     assert "wrote 2 partitions, split by year (2 computed" in capsys.readouterr().out
     assert _year_files(out) == [f"year={y}/part-0000{b}.parquet" for y in (2016, 2017)
                                 for b in range(2)]
+
+
+def test_direct_and_buffered_writes_give_the_same_bytes(source, tmp_path, capsys):
+    direct, buffered = tmp_path / "direct", tmp_path / "buffered"
+    inline = "; ".join(f"{k}={v}" for k, v in SMALL.items())
+    for out, flags in ((direct, []), (buffered, ["--buffered-write"])):
+        assert main(["factors", "compute", "--data", str(source), "--factors", inline,
+                     "--out-dir", str(out), "--block-symbols", "15", "--workers", "1",
+                     "-q", *flags]) == 0
+        assert "wrote 3 partitions" in capsys.readouterr().out
+    assert json.loads((direct / "_qilin" / "dataset.json").read_text())["direct_io"] is True
+    assert json.loads((buffered / "_qilin" / "dataset.json").read_text())["direct_io"] is False
+    names = sorted(p.name for p in direct.glob("part-*.parquet"))
+    assert names == sorted(p.name for p in buffered.glob("part-*.parquet")) and len(names) == 3
+    for name in names:
+        assert (direct / name).read_bytes() == (buffered / name).read_bytes(), name
+    assert not list(direct.glob(".*")) and not list(buffered.glob(".*"))  # no temp files
+    # values are NaN where undefined, never null: the columns are required
+    schema = pq.read_schema(direct / names[0])
+    assert not any(f.nullable for f in schema)
+
+
+def test_blocks_sized_from_the_budget_end_with_smaller_ones(source, tmp_path):
+    from qilin.factors.streaming import plan_stream
+
+    sizes = [t.n_symbols for t in plan_stream(source, tmp_path / "a", SMALL,
+                                              memory_limit="8GiB", workers=2).tasks]
+    # 40 symbols, at least 2 blocks per worker: 10 per block, the last 20 in 4 blocks of 5
+    assert sizes == [10, 10, 5, 5, 5, 5]
+    given = [t.n_symbols for t in plan_stream(source, tmp_path / "b", SMALL, block_symbols=15,
+                                              workers=2).tasks]
+    assert given == [15, 15, 10]  # a block size the user gave is kept
+    one = [t.n_symbols for t in plan_stream(source, tmp_path / "c", SMALL,
+                                            memory_limit="8GiB", workers=1).tasks]
+    assert one == [10, 10, 10, 10]  # in-process: reads, computes and writes overlap anyway
