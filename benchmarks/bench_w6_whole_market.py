@@ -33,7 +33,9 @@ way when present.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -64,7 +66,8 @@ CHUNK = 500
 
 
 class TreeMonitor:
-    """Peak RSS of this process and its children, and CPU time including finished children."""
+    """Peak RSS of this process and its descendants; CPU time of the tree (this process, its
+    finished children, and the live descendants' time since the start)."""
 
     def __init__(self, interval: float = 0.02) -> None:
         self.proc = psutil.Process()
@@ -84,7 +87,14 @@ class TreeMonitor:
 
     def _cpu(self) -> float:
         t = self.proc.cpu_times()
-        return t.user + t.system + t.children_user + t.children_system
+        total = t.user + t.system + t.children_user + t.children_system
+        for p in self.proc.children(recursive=True):
+            try:
+                c = p.cpu_times()
+            except psutil.Error:
+                continue
+            total += c.user + c.system
+        return total
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -136,12 +146,96 @@ def run_streamed(src: Path, out: Path, memory_limit: str, workers: int | None,
                              progress=sys.stderr.isatty(), partition_by=partition_by,
                              direct_io=direct_io)
     phases = {k: sum(s.get(k, 0.0) for s in res.summaries) for k in ("read", "compute", "write")}
+    done = [s for s in res.summaries if not s.get("skipped")]
+    busy = sum(s["finished"] - s["started"] for s in done)
     files = dataset_files(out)
     return {"wall": mon.wall, "cells": res.cells, "peak": mon.peak, "cpu_pct": mon.cpu_pct,
             "blocks": res.blocks, "block_symbols": res.block_symbols, "workers": res.workers,
             "rows": res.rows, "phases": phases, "files": len(files),
             "bytes": sum(p.stat().st_size for p in files), "partition_by": partition_by,
-            "codec": codec, "direct_io": direct_io}
+            "codec": codec, "direct_io": direct_io, "busy": busy, "tasks": len(done),
+            "outside_phases": busy - sum(phases.values())}
+
+
+def dataset_digest(out: Path) -> dict[str, str]:
+    """A digest per column of a streamed dataset's rows in file order (a few MB at a time).
+
+    Each column is hashed as one stream of values, so two datasets with the same rows in
+    the same order have the same digests whatever their block and row-group boundaries.
+    """
+    digests: dict[str, Any] = {}
+    for path in dataset_files(out):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 18):
+            for name, col in zip(batch.schema.names, batch.columns, strict=True):
+                h = digests.setdefault(name, hashlib.blake2b(digest_size=16))
+                if pa.types.is_string(col.type):  # lengths and characters: two streams
+                    offsets = np.frombuffer(col.buffers()[1], dtype=np.int32,
+                                            count=len(col) + 1, offset=4 * col.offset)
+                    lengths = digests.setdefault(f"{name} lengths",
+                                                 hashlib.blake2b(digest_size=16))
+                    lengths.update(np.diff(offsets).tobytes())
+                    h.update(col.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]])
+                else:
+                    h.update(col.to_numpy(zero_copy_only=False).tobytes())
+    return {name: h.hexdigest() for name, h in digests.items()}
+
+
+def run_on_cluster(src: Path, out: Path, work: Path, memory_limit: str, n_workers: int,
+                   codec: str) -> dict[str, Any]:
+    """The same job on a real ``dask scheduler`` and ``n_workers`` ``dask worker`` processes
+    on 127.0.0.1 (one thread each, no nanny), the whole tree within ``memory_limit``: each
+    worker gets an equal share of it after 1 GiB for the scheduler and this process."""
+    from distributed import Client
+
+    from qilin.factors.streaming import parse_memory
+
+    dask_cli = Path(sys.executable).with_name("dask")
+    per_worker = (parse_memory(memory_limit) - 2**30) // n_workers
+    folder = work / "cluster"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    sched_file = folder / "scheduler.json"
+    procs: list[subprocess.Popen] = []
+    logs = []
+    try:
+        def start(args: list[str], name: str) -> None:
+            log = open(folder / f"{name}.log", "wb")
+            logs.append(log)
+            procs.append(subprocess.Popen([str(dask_cli), *args], stdout=log,
+                                          stderr=subprocess.STDOUT, cwd=folder))
+
+        start(["scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+               "127.0.0.1:0", "--scheduler-file", str(sched_file)], "scheduler")
+        for i in range(n_workers):
+            start(["worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
+                   "--no-nanny", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
+                   "--memory-limit", str(per_worker), "--local-directory",
+                   str(folder / f"w{i}")], f"worker-{i}")
+        deadline = time.monotonic() + 120
+        while not sched_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("dask scheduler did not start")
+            time.sleep(0.05)
+        shutil.rmtree(out, ignore_errors=True)
+        with Client(scheduler_file=str(sched_file), timeout="60s") as client:
+            client.wait_for_workers(n_workers, timeout=120)
+            with TreeMonitor() as mon:
+                res = stream_factors(src, out, "alpha158", dtype="float32", adjust=True,
+                                     memory_limit=per_worker, client=client, codec=codec,
+                                     progress=False)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for log in logs:
+            log.close()
+    return {"wall": mon.wall, "peak": mon.peak, "cpu_pct": mon.cpu_pct, "blocks": res.blocks,
+            "block_symbols": res.block_symbols, "workers": n_workers, "rows": res.rows,
+            "per_worker": per_worker}
 
 
 def same_rows(block_out: Path, year_out: Path) -> bool:
@@ -199,6 +293,16 @@ def bench(name: str, src: Path, work: Path, args: argparse.Namespace) -> dict[st
         by_year = run_streamed(src, work / f"{name}-years", args.memory_limit, args.workers,
                                args.codec, "year")
         by_year["same_rows"] = same_rows(work / f"{name}-out", work / f"{name}-years")
+    cluster = None
+    if args.cluster:
+        cluster = run_on_cluster(src, work / f"{name}-cluster", work, args.memory_limit,
+                                 args.cluster, args.codec)
+        t0 = time.perf_counter()
+        cluster["identical"] = dataset_digest(work / f"{name}-cluster") == \
+            dataset_digest(work / f"{name}-out")
+        cluster["compare_s"] = time.perf_counter() - t0
+        if cluster["identical"]:
+            shutil.rmtree(work / f"{name}-cluster", ignore_errors=True)
     buffered = None
     if args.buffered_too:  # the same job writing through the page cache
         buffered = run_streamed(src, work / f"{name}-buffered", args.memory_limit,
@@ -209,6 +313,7 @@ def bench(name: str, src: Path, work: Path, args: argparse.Namespace) -> dict[st
         for w in sorted({1, args.workers or psutil.cpu_count() or 1}):
             scaling[w] = run_streamed(src, work / f"{name}-w{w}", args.memory_limit, w,
                                       args.codec)
+            shutil.rmtree(work / f"{name}-w{w}", ignore_errors=True)
     mem_syms = all_symbols[:min(args.inmem_symbols, len(all_symbols))]
     inmem = run_in_memory(src, mem_syms, work / "inmem.parquet")
     pd_syms = all_symbols[:min(args.pandas_symbols, len(all_symbols))]
@@ -216,7 +321,8 @@ def bench(name: str, src: Path, work: Path, args: argparse.Namespace) -> dict[st
     scale_mem = len(all_symbols) / len(mem_syms)
     scale_pd = len(all_symbols) / len(pd_syms)
     return {"name": name, "dates": n_dates, "symbols": len(all_symbols), "streamed": streamed,
-            "by_year": by_year, "buffered": buffered, "inmem": inmem, "scaling": scaling,
+            "by_year": by_year, "buffered": buffered, "cluster": cluster, "inmem": inmem,
+            "scaling": scaling,
             "inmem_scaled": inmem["wall"] * scale_mem,
             "inmem_compute_scaled": inmem["compute"] * scale_mem,
             "pandas": pandas, "pandas_scaled": pandas["wall"] * scale_pd}
@@ -236,6 +342,21 @@ def report(r: dict[str, Any]) -> None:
     ph = s["phases"]
     print(f"  time in blocks (summed over workers): read {ph['read']:.1f} s, compute "
           f"{ph['compute']:.1f} s, write {ph['write']:.1f} s")
+    if s["workers"] > 1:  # in-process, the phases of consecutive blocks overlap
+        idle = s["workers"] * s["wall"] - s["busy"]
+        print(f"  per-task overhead (task time outside read/compute/write): "
+              f"{1e3 * s['outside_phases'] / max(1, s['tasks']):.0f} ms over {s['tasks']} "
+              f"tasks; worker time outside tasks (start-up, planning, the last blocks): "
+              f"{idle:.1f} s of {s['workers']} x {s['wall']:.1f} s")
+    c = r["cluster"]
+    if c is not None:
+        print(f"  on a local process cluster (dask scheduler + {c['workers']} dask worker "
+              f"processes on 127.0.0.1, 1 thread and {c['per_worker'] / 2**30:.2f} GiB each): "
+              f"{c['wall']:.1f} s ({cells / c['wall'] / 1e6:.1f} M feature-cells/s, CPU "
+              f"{c['cpu_pct']:.0f} %, peak RSS of the whole tree {c['peak'] / 2**30:.2f} GiB), "
+              f"{c['blocks']} blocks of {c['block_symbols']} symbols; same rows and values as "
+              f"the one-machine run: {'yes' if c['identical'] else 'NO'} (digests of every "
+              f"column, {c['compare_s']:.0f} s)")
     b = r["buffered"]
     if b is not None:
         ph = b["phases"]
@@ -284,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ashare", action="store_true")
     parser.add_argument("--partition-by", default=None, choices=["block", "year", "both"],
                         help="output layout of the streamed job (default block; --ci: both)")
+    parser.add_argument("--cluster", type=int, default=0, metavar="N",
+                        help="also run on a real dask scheduler + N dask worker processes "
+                             "on 127.0.0.1 within --memory-limit, and check its output "
+                             "equals the one-machine run")
     parser.add_argument("--buffered-too", action="store_true",
                         help="also run the streamed job writing through the page cache "
                              "(direct_io=False), to compare")

@@ -222,7 +222,8 @@ class StreamResult:
     block_symbols : int
     workers : int
     summaries : list of dict
-        One small summary per block (index, rows, seconds of each phase, skipped).
+        One small summary per block (index, rows, bytes, skipped; for a computed block the
+        seconds of each phase, the worker's pid and the Unix times it started and finished).
     """
 
     out_dir: Path
@@ -757,14 +758,16 @@ def _write_parquet(task: BlockTask, table: Any, path: Path) -> None:
 
 
 def _finish_block(task: BlockTask, key: str, params_key: str, source_sig: str, rows: int,
-                  files: dict[str, int], seconds: dict[str, float]) -> dict[str, Any]:
+                  files: dict[str, int], seconds: dict[str, float],
+                  started: float) -> dict[str, Any]:
     nbytes = sum(files.values())
+    times = {"started": started, "finished": time.time()}
     marker = {"key": key, "params_key": params_key, "source": source_sig, "rows": rows,
               "bytes": nbytes, "files": files, "first": task.first, "last": task.last,
-              "n_symbols": task.n_symbols, "seconds": seconds, "pid": os.getpid()}
+              "n_symbols": task.n_symbols, "seconds": seconds, "pid": os.getpid(), **times}
     write_json_atomic(task.marker_path, marker)
     return {"index": task.index, "rows": rows, "bytes": nbytes, "skipped": False,
-            "pid": os.getpid(), **seconds}
+            "pid": os.getpid(), **seconds, **times}
 
 
 class _BlockRun:
@@ -778,6 +781,7 @@ class _BlockRun:
         self.params_key = task.params_key(self.dates_key)
         self.source_sig = task.source.signature()
         self.seconds: dict[str, float] = {}
+        self.started: float | None = None  # Unix time the task began (run_block) or its read
 
     def quick_skip(self) -> dict[str, Any] | None:
         """Skip without reading when the marker matches and the source files are unchanged."""
@@ -789,6 +793,8 @@ class _BlockRun:
         return None
 
     def read(self) -> tuple[Panel, str] | dict[str, Any]:
+        if self.started is None:
+            self.started = time.time()
         t0 = time.perf_counter()
         panel = load_block(self.task, self.dates, self.fields)
         key = _block_key(self.task, panel)
@@ -817,7 +823,8 @@ class _BlockRun:
         del table
         self.seconds["write"] = time.perf_counter() - t0
         return _finish_block(self.task, key, self.params_key, self.source_sig, rows, files,
-                             self.seconds)
+                             self.seconds,
+                             self.started if self.started is not None else time.time())
 
 
 def run_block(task: BlockTask) -> dict[str, Any]:
@@ -825,11 +832,14 @@ def run_block(task: BlockTask) -> dict[str, Any]:
 
     The date axis and field list come from ``out_dir/_qilin/dataset.json`` (written by
     :func:`stream_factors` before any task runs), so the task itself stays small. Returns a
-    small summary (index, rows, bytes, skipped, seconds per phase).
+    small summary (index, rows, bytes, skipped, seconds per phase, and the Unix times the
+    task started and finished).
     """
+    started = time.time()
     meta = read_dataset_meta(task.out_dir)
     dates = read_dates(task.out_dir)
     run = _BlockRun(task, dates, list(meta["fields"]))
+    run.started = started
     done = run.quick_skip()
     if done is not None:
         return done
