@@ -9,14 +9,17 @@ A synthetic market (default 5,000 symbols x 7,500 days, about 30 years; ``--ci``
 is first written to Parquet (sorted by symbol, row groups of 64 symbols, generated 500
 symbols at a time so the generator stays small; each chunk's codes get a two-digit prefix so
 they are unique), then the whole-market job runs end to end with
-:func:`qilin.factors.streaming.stream_factors`: Alpha158, back-adjusted, float32, zstd, to a
-partitioned dataset within ``--memory-limit`` (``--partition-by``: one file per symbol
-block, the default, or per block and year; ``both`` runs the year layout too and checks it
-holds the same rows; ``--ci`` runs both). Reported: wall time, feature-cells/s
-(dates x symbols x 158 / wall), peak RSS of the process tree (psutil, sampled every 20 ms),
-CPU utilisation (user + system time of the process and its finished children / wall; 200 %
-is two busy cores), and where the time went (read / compute / write per block, summed over
-workers).
+:func:`qilin.factors.streaming.stream_factors`: Alpha158, back-adjusted, float32, lz4
+(``--codec``), to a partitioned dataset within ``--memory-limit`` (``--partition-by``: one
+file per symbol block, the default, or per block and year; ``both`` runs the year layout too
+and checks it holds the same rows; ``--ci`` runs both). Reported: wall time,
+feature-cells/s (dates x symbols x 158 / wall), peak RSS of the process tree (psutil,
+sampled every 20 ms), CPU utilisation (user + system time of the process, its finished
+children and its live descendants / wall; 200 % is two busy cores), and where the time went
+(read / compute / write per block, summed over workers; per-task overhead).
+``--cluster N`` repeats the job on a real ``dask scheduler`` + N ``dask worker`` processes on
+127.0.0.1 and checks it wrote the same rows and values; ``--buffered-too`` repeats it
+through the page cache; ``--scaling`` with 1 and N local worker processes.
 
 Compared in the same run, both on a subset of symbols and scaled linearly per symbol (the
 output says so):
@@ -398,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-limit", default="8GiB")
     parser.add_argument("--workers", type=int, default=None,
                         help="local worker processes (default: CPU count)")
-    parser.add_argument("--codec", default="zstd")
+    parser.add_argument("--codec", default="lz4", help="Parquet codec of the outputs "
+                        "(default lz4, as stream_factors)")
     parser.add_argument("--inmem-symbols", type=int, default=300)
     parser.add_argument("--pandas-symbols", type=int, default=20)
     parser.add_argument("--workdir", default=None, help="folder for the market and outputs")

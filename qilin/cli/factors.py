@@ -259,8 +259,9 @@ def register(subparsers: Any) -> None:
                          help="--out-dir: local worker processes (default: CPU count, 1 for jobs "
                               "under 3e8 feature-cells; 1 runs in-process with "
                               "read-ahead/write-behind threads)")
-    compute.add_argument("--codec", default="zstd", choices=["zstd", "lz4", "snappy", "none"],
-                         help="--out-dir: Parquet compression (default zstd, level 1)")
+    compute.add_argument("--codec", default="lz4", choices=["lz4", "zstd", "snappy", "none"],
+                         help="--out-dir: Parquet compression (default lz4; zstd, at level 1, "
+                              "writes about 11%% smaller files more slowly)")
     compute.add_argument("--partition-by", default="block", choices=["block", "year"],
                          help="--out-dir: one file per symbol block (block, the default), or "
                               "per block and calendar year in hive folders "
