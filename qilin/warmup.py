@@ -138,8 +138,8 @@ def kernels_cached() -> bool:
 def warm_up(say: Callable[[str], None] = print) -> float:
     """Compile every kernel on a tiny synthetic market; returns the seconds it took.
 
-    Runs Alpha158, the signal and portfolio engines, a sweep of each strategy and the
-    monitors, so that later runs load compiled code from numba's cache.
+    Runs Alpha158, a Rank IC, the signal and portfolio engines, a sweep of each strategy and
+    the monitors, so that later runs load compiled code from numba's cache.
     """
     import numpy as np
 
@@ -149,6 +149,7 @@ def warm_up(say: Callable[[str], None] = print) -> float:
     from qilin.data.synthetic import synthetic_market
     from qilin.factors.alpha158 import alpha158_features
     from qilin.factors.calculator import FactorCalculator
+    from qilin.factors.evaluation import information_coefficient
     from qilin.monitoring.anomaly import AnomalyDetector
     from qilin.monitoring.price_monitor import PriceMonitor
 
@@ -158,6 +159,8 @@ def warm_up(say: Callable[[str], None] = print) -> float:
     steps: list[tuple[str, Callable[[], object]]] = [
         ("factors (Alpha158)",
          lambda: FactorCalculator(alpha158_features(), progress=False).compute(panel)),
+        ("factor evaluation (Rank IC)", lambda: information_coefficient(
+            panel["close"], panel["volume"], "spearman")),
         ("signal engine", lambda: run_signals(
             panel, *get_strategy("ma_cross").signals(panel, fast=3, slow=8), market="cn")),
         ("portfolio engine", lambda: run_portfolio(

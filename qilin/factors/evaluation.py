@@ -137,7 +137,9 @@ def forward_returns(
 def rank_rows(x: Any) -> Any:
     """Average ranks (1-based, ties share their mean rank) of each row; NaN stays NaN.
 
-    Works on NumPy and CuPy arrays alike (sort, cumsum and bincount, no Python loop).
+    NumPy arrays go to the numba kernel (rows in parallel), CuPy arrays to its GPU twin:
+    one row core, :func:`qilin.factors.kernels_cpu.rank_row_nb`, which ``cs_rank`` shares.
+    +-inf count as missing, as everywhere in factor evaluation.
 
     Examples
     --------
@@ -145,25 +147,13 @@ def rank_rows(x: Any) -> Any:
     >>> rank_rows(np.array([[3.0, 1.0, 3.0, np.nan], [2.0, 2.0, 2.0, 1.0]])).tolist()
     [[2.5, 1.0, 2.5, nan], [3.0, 3.0, 3.0, 1.0]]
     """
-    xp = array_module(x)
-    x = xp.asarray(x, dtype=xp.float64)
-    n_rows, n_cols = x.shape
-    if x.size == 0:
-        return x.copy()
-    order = xp.argsort(x, axis=1)  # NaN sorts last in NumPy and CuPy
-    s = xp.take_along_axis(x, order, axis=1)
-    starts = xp.ones(x.shape, dtype=bool)
-    starts[:, 1:] = s[:, 1:] != s[:, :-1]  # NaN != NaN: each NaN is its own group
-    group = xp.cumsum(starts, axis=1) - 1
-    row_base = (xp.arange(n_rows) * n_cols)[:, None]
-    flat = (group + row_base).ravel()
-    counts = xp.bincount(flat, minlength=n_rows * n_cols)
-    first = (xp.cumsum(counts) - counts)[flat].reshape(x.shape) - row_base
-    avg_sorted = first + (counts[flat].reshape(x.shape) + 1) / 2.0
-    ranks = xp.empty_like(x)
-    ranks[xp.arange(n_rows)[:, None], order] = avg_sorted
-    ranks[xp.isnan(x)] = xp.nan
-    return ranks
+    from qilin.factors import kernels_cpu as kc
+
+    if array_module(x) is np:
+        return kc.rank_rows_nb(np.ascontiguousarray(x, dtype=np.float64), False)
+    from qilin.factors import kernels_gpu as kg
+
+    return kg.rank_rows_gpu(x, False)
 
 
 def _pearson_rows(x: Any, y: Any, mask: Any) -> Any:

@@ -740,12 +740,24 @@ def _argsort_nb(values, m, order):
 
 
 @core
-def cs_rank_row_nb(row, dest, vals, cols, order):
-    """Average rank / count of each finite entry of ``row`` into ``dest``; NaN when the row
-    has < 2 finite entries. ``vals``, ``cols`` and ``order`` are scratch as long as the row.
+def rank_row_nb(row, dest, vals, cols, order, as_fraction):
+    """Average rank of each finite entry of ``row`` into ``dest`` (NaN elsewhere).
 
-    Sorts the row's finite values once and walks the runs of ties. Shared by the CPU driver
-    and the GPU kernel.
+    Ranks are 1-based and ties share their mean rank; with ``as_fraction`` each is divided
+    by the count of finite entries and a row with fewer than two is all NaN (``cs_rank``).
+    ``vals``, ``cols`` and ``order`` are scratch as long as the row. Sorts the row's finite
+    values once and walks the runs of ties. Shared by the CPU drivers and the GPU kernel.
+
+    Examples
+    --------
+    >>> dest, vals = np.empty(4), np.empty(4)
+    >>> cols, order = np.empty(4, np.int64), np.empty(4, np.int64)
+    >>> rank_row_nb(np.array([3.0, 1.0, 3.0, np.nan]), dest, vals, cols, order, False)
+    >>> dest.tolist()
+    [2.5, 1.0, 2.5, nan]
+    >>> rank_row_nb(np.array([3.0, 1.0, 3.0, np.nan]), dest, vals, cols, order, True)
+    >>> dest.tolist()
+    [0.8333333333333334, 0.3333333333333333, 0.8333333333333334, nan]
     """
     m = 0
     for j in range(row.shape[0]):
@@ -755,29 +767,35 @@ def cs_rank_row_nb(row, dest, vals, cols, order):
             vals[m] = v
             cols[m] = j
             m += 1
-    if m < 2:
+    if m < 2 and (as_fraction or m == 0):
         return
     _argsort_nb(vals, m, order)
+    scale = 2.0 * m if as_fraction else 2.0
     k = 0
     while k < m:
         e = k
         while e + 1 < m and vals[order[e + 1]] == vals[order[k]]:
             e += 1
-        r = (k + e + 2.0) / (2.0 * m)
+        r = (k + e + 2.0) / scale
         for q in range(k, e + 1):
             dest[cols[order[q]]] = r
         k = e + 1
 
 
 @njit(parallel=True, cache=True)
-def cs_rank_nb(x):
-    """Average rank / count of each finite entry within its row; NaN for rows < 2 finite."""
+def rank_rows_nb(x, as_fraction):
+    """:func:`rank_row_nb` of every row, rows in parallel (a new C-ordered array)."""
     n_rows, n_cols = x.shape
     out = np.empty((n_rows, n_cols))
     for i in prange(n_rows):
-        cs_rank_row_nb(x[i], out[i], np.empty(n_cols), np.empty(n_cols, np.int64),
-                       np.empty(n_cols, np.int64))
+        rank_row_nb(x[i], out[i], np.empty(n_cols), np.empty(n_cols, np.int64),
+                    np.empty(n_cols, np.int64), as_fraction)
     return out
+
+
+def cs_rank_nb(x):
+    """Average rank / count of each finite entry within its row; NaN for rows < 2 finite."""
+    return rank_rows_nb(x, True)
 
 
 # ------------------------------------------------------------------------------------------

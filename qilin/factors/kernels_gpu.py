@@ -31,8 +31,8 @@ import numpy as np
 from qilin.backend import array_module
 from qilin.factors import kernels_cpu as kc
 from qilin.factors.kernels_cpu import (
-    cs_rank_row_nb,
     ind_column_nb,
+    rank_row_nb,
     ts1_column_nb,
     ts2_column_nb,
 )
@@ -71,15 +71,15 @@ def _ts2_kernel(x, y, out, op, w, idx, xv, yv):
         ts2_column_nb(x[:, j], y[:, j], out[:, j], op, w, idx[:, j], xv[:, j], yv[:, j])
 
 
-def _cs_rank_example() -> tuple[Any, ...]:
-    return _panel(), _panel(), _panel(), _panel(dtype=np.int64), _panel(dtype=np.int64)
+def _rank_example() -> tuple[Any, ...]:
+    return _panel(), _panel(), _panel(), _panel(dtype=np.int64), _panel(dtype=np.int64), True
 
 
-@gpu_kernel(example=_cs_rank_example)
-def _cs_rank_kernel(x, out, vals, cols, order):
+@gpu_kernel(example=_rank_example)
+def _rank_kernel(x, out, vals, cols, order, as_fraction):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        cs_rank_row_nb(x[i], out[i], vals[i], cols[i], order[i])
+        rank_row_nb(x[i], out[i], vals[i], cols[i], order[i], as_fraction)
 
 
 def _ind_example() -> tuple[Any, ...]:
@@ -135,16 +135,22 @@ def ts2_gpu(x: Any, y: Any, op: int, w: int) -> Any:
     return out
 
 
-def cs_rank_gpu(x: Any) -> Any:
-    """GPU twin of :func:`qilin.factors.kernels_cpu.cs_rank_nb` (one thread per date row)."""
+def rank_rows_gpu(x: Any, as_fraction: bool) -> Any:
+    """GPU twin of :func:`qilin.factors.kernels_cpu.rank_rows_nb` (one thread per row)."""
     xp = array_module(x)
     x = _panel_input(xp, x)
     n_rows, n_cols = x.shape
     out = xp.empty((n_rows, n_cols), dtype=xp.float64)
-    _cs_rank_kernel.launch(
+    _rank_kernel.launch(
         n_rows, x, out, xp.empty((n_rows, n_cols), dtype=xp.float64),
-        xp.empty((n_rows, n_cols), dtype=xp.int64), xp.empty((n_rows, n_cols), dtype=xp.int64))
+        xp.empty((n_rows, n_cols), dtype=xp.int64), xp.empty((n_rows, n_cols), dtype=xp.int64),
+        bool(as_fraction))
     return out
+
+
+def cs_rank_gpu(x: Any) -> Any:
+    """GPU twin of :func:`qilin.factors.kernels_cpu.cs_rank_nb` (one thread per date row)."""
+    return rank_rows_gpu(x, True)
 
 
 def ind_gpu(high: Any, low: Any, close: Any, volume: Any, op: int, p1: int, p2: int, p3: int,

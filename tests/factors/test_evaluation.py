@@ -160,6 +160,20 @@ def test_rank_rows_matches_scipy_average_ranks():
         assert np.isnan(r[t][~ok]).all()
 
 
+def test_rank_rows_edge_rows():
+    x = np.array([[np.nan, 4.0, np.nan], [np.nan] * 3, [np.inf, 1.0, -np.inf]])
+    r = rank_rows(x)
+    assert r[0].tolist()[1] == 1.0 and np.isnan(r[0][[0, 2]]).all()  # one name: rank 1
+    assert np.isnan(r[1]).all()
+    assert np.isnan(r[2][[0, 2]]).all() and r[2][1] == 1.0  # +-inf count as missing
+    assert rank_rows(np.empty((0, 4))).shape == (0, 4)
+    assert rank_rows(np.empty((3, 0))).shape == (3, 0)
+    # integer, float32 and Fortran-ordered input: the same ranks
+    f = np.asfortranarray(np.array([[3, 1, 3], [2, 2, 5]]))
+    assert rank_rows(f).tolist() == rank_rows(f.astype(np.float32)).tolist() == \
+        [[2.5, 1.0, 2.5], [1.5, 1.5, 3.0]]
+
+
 def test_grouped_ranks_match_pandas_groupby_rank():
     rng = np.random.default_rng(8)
     x = rng.integers(0, 5, size=(30, 17)).astype(float)

@@ -197,6 +197,15 @@ def test_cs_rank_kernel_equals_cpu_with_ties_and_sparse_rows() -> None:
 
 
 @kernels_run
+def test_rank_rows_kernel_equals_cpu_with_ties_and_sparse_rows() -> None:
+    x = _ranked(D["close"])
+    got = kg.rank_rows_gpu(x, False)
+    want = kc.rank_rows_nb(np.ascontiguousarray(x), False)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert np.nansum(want[5]) == 1.0 and np.isfinite(want[5]).sum() == 1  # one name: rank 1
+
+
+@kernels_run
 @pytest.mark.parametrize(("op", "p1", "p2", "p3", "f"), IND_CASES, ids=_ids(IND_CASES, "IND_"))
 def test_indicator_kernel_equals_cpu(op: int, p1: int, p2: int, p3: int, f: float) -> None:
     check_ind(D, op, p1, p2, p3, f)
