@@ -157,21 +157,20 @@ def rank_rows(x: Any) -> Any:
 
 
 def _pearson_rows(x: Any, y: Any, mask: Any) -> Any:
-    """Pearson correlation of each row of ``x`` and ``y`` over the columns in ``mask``."""
-    xp = array_module(x, y)
-    n = mask.sum(axis=1)
-    safe_n = xp.maximum(n, 1)
-    mx = xp.where(mask, x, 0.0).sum(axis=1) / safe_n
-    my = xp.where(mask, y, 0.0).sum(axis=1) / safe_n
-    dx = xp.where(mask, x - mx[:, None], 0.0)
-    dy = xp.where(mask, y - my[:, None], 0.0)
-    sxy = (dx * dy).sum(axis=1)
-    sxx = (dx * dx).sum(axis=1)
-    syy = (dy * dy).sum(axis=1)
-    ok = (n >= 2) & (sxx > 0) & (syy > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = sxy / xp.sqrt(xp.where(ok, sxx * syy, 1.0))
-    return xp.where(ok, xp.clip(r, -1.0, 1.0), xp.nan)
+    """Pearson correlation of each row of ``x`` and ``y`` over the columns in ``mask``.
+
+    One row core, :func:`qilin.factors.kernels_cpu.pearson_row_nb`: a numba kernel over
+    rows in parallel for NumPy arrays, its GPU twin for CuPy arrays.
+    """
+    from qilin.factors import kernels_cpu as kc
+
+    if array_module(x, y, mask) is np:
+        return kc.pearson_rows_nb(np.ascontiguousarray(x, dtype=np.float64),
+                                  np.ascontiguousarray(y, dtype=np.float64),
+                                  np.ascontiguousarray(mask, dtype=np.bool_))
+    from qilin.factors import kernels_gpu as kg
+
+    return kg.pearson_rows_gpu(x, y, mask)
 
 
 def _masked(x: Any, mask: Any) -> Any:

@@ -798,6 +798,56 @@ def cs_rank_nb(x):
     return rank_rows_nb(x, True)
 
 
+@core
+def pearson_row_nb(x, y, mask):
+    """Pearson correlation of ``x`` and ``y`` over the entries where ``mask`` is True.
+
+    Means first, then the sums of products of deviations (two passes, no temporaries);
+    NaN for fewer than two entries or a constant side; clipped to [-1, 1].
+
+    Examples
+    --------
+    >>> pearson_row_nb(np.array([1.0, 2.0, 3.0, 9.0]), np.array([2.0, 4.0, 7.0, 0.0]),
+    ...                np.array([True, True, True, False]))
+    0.9933992677987828
+    """
+    n = 0
+    sx = 0.0
+    sy = 0.0
+    for j in range(x.shape[0]):
+        if mask[j]:
+            n += 1
+            sx += x[j]
+            sy += y[j]
+    if n < 2:
+        return math.nan
+    mx = sx / n
+    my = sy / n
+    sxy = 0.0
+    sxx = 0.0
+    syy = 0.0
+    for j in range(x.shape[0]):
+        if mask[j]:
+            dx = x[j] - mx
+            dy = y[j] - my
+            sxy += dx * dy
+            sxx += dx * dx
+            syy += dy * dy
+    if not (sxx > 0.0 and syy > 0.0):
+        return math.nan
+    r = sxy / math.sqrt(sxx * syy)
+    return min(1.0, max(-1.0, r))
+
+
+@njit(parallel=True, cache=True)
+def pearson_rows_nb(x, y, mask):
+    """:func:`pearson_row_nb` of every row, rows in parallel."""
+    out = np.empty(x.shape[0])
+    for i in prange(x.shape[0]):
+        out[i] = pearson_row_nb(x[i], y[i], mask[i])
+    return out
+
+
 # ------------------------------------------------------------------------------------------
 # indicators: TA-Lib's algorithms on the dense series of rows where all inputs are finite
 # ------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from qilin.backend import array_module
 from qilin.factors import kernels_cpu as kc
 from qilin.factors.kernels_cpu import (
     ind_column_nb,
+    pearson_row_nb,
     rank_row_nb,
     ts1_column_nb,
     ts2_column_nb,
@@ -80,6 +81,17 @@ def _rank_kernel(x, out, vals, cols, order, as_fraction):
     i = cuda.grid(1)
     if i < x.shape[0]:
         rank_row_nb(x[i], out[i], vals[i], cols[i], order[i], as_fraction)
+
+
+def _pearson_example() -> tuple[Any, ...]:
+    return _panel(), _panel(), _panel(dtype=np.bool_), np.zeros(4)
+
+
+@gpu_kernel(example=_pearson_example)
+def _pearson_kernel(x, y, mask, out):
+    i = cuda.grid(1)
+    if i < x.shape[0]:
+        out[i] = pearson_row_nb(x[i], y[i], mask[i])
 
 
 def _ind_example() -> tuple[Any, ...]:
@@ -145,6 +157,16 @@ def rank_rows_gpu(x: Any, as_fraction: bool) -> Any:
         n_rows, x, out, xp.empty((n_rows, n_cols), dtype=xp.float64),
         xp.empty((n_rows, n_cols), dtype=xp.int64), xp.empty((n_rows, n_cols), dtype=xp.int64),
         bool(as_fraction))
+    return out
+
+
+def pearson_rows_gpu(x: Any, y: Any, mask: Any) -> Any:
+    """GPU twin of :func:`qilin.factors.kernels_cpu.pearson_rows_nb` (one thread per row)."""
+    xp = array_module(x, y, mask)
+    x, y = _panel_input(xp, x), _panel_input(xp, y)
+    mask = xp.ascontiguousarray(mask, dtype=xp.bool_)
+    out = xp.empty(x.shape[0], dtype=xp.float64)
+    _pearson_kernel.launch(x.shape[0], x, y, mask, out)
     return out
 
 

@@ -160,6 +160,27 @@ def test_rank_rows_matches_scipy_average_ranks():
         assert np.isnan(r[t][~ok]).all()
 
 
+def test_pearson_rows_match_numpy_corrcoef_per_row():
+    from qilin.factors.evaluation import _pearson_rows
+
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((40, 30)), rng.standard_normal((40, 30))
+    y[:, :10] += 3 * x[:, :10]
+    mask = rng.random(x.shape) < 0.7
+    mask[0] = False
+    mask[1, 1:] = False
+    x[2] = 4.0  # a constant cross-section
+    got = _pearson_rows(x, y, mask)
+    assert np.isnan(got[:3]).all()
+    for t in range(3, 40):
+        m = mask[t]
+        assert got[t] == pytest.approx(np.corrcoef(x[t][m], y[t][m])[0, 1], abs=1e-14)
+    # cells outside the mask do not matter, even NaN or inf ones
+    x2 = np.where(mask, x, np.nan)
+    x2[~mask & (rng.random(x.shape) < 0.5)] = np.inf
+    np.testing.assert_array_equal(_pearson_rows(x2, y, mask), got)
+
+
 def test_rank_rows_edge_rows():
     x = np.array([[np.nan, 4.0, np.nan], [np.nan] * 3, [np.inf, 1.0, -np.inf]])
     r = rank_rows(x)

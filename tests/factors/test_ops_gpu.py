@@ -206,6 +206,18 @@ def test_rank_rows_kernel_equals_cpu_with_ties_and_sparse_rows() -> None:
 
 
 @kernels_run
+def test_pearson_rows_kernel_equals_cpu() -> None:
+    x, y = D["close"], D["other"]
+    mask = np.isfinite(x) & np.isfinite(y)
+    mask[3] = False  # no names: NaN
+    mask[4, 1:] = False  # one name: NaN
+    want = kc.pearson_rows_nb(np.ascontiguousarray(x), np.ascontiguousarray(y), mask)
+    got = kg.pearson_rows_gpu(x, y, mask)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert np.isnan(want[[3, 4]]).all() and np.isfinite(want[5:]).all()
+
+
+@kernels_run
 @pytest.mark.parametrize(("op", "p1", "p2", "p3", "f"), IND_CASES, ids=_ids(IND_CASES, "IND_"))
 def test_indicator_kernel_equals_cpu(op: int, p1: int, p2: int, p3: int, f: float) -> None:
     check_ind(D, op, p1, p2, p3, f)
