@@ -836,7 +836,11 @@ def pearson_row_nb(x, y, mask):
     if not (sxx > 0.0 and syy > 0.0):
         return math.nan
     r = sxy / math.sqrt(sxx * syy)
-    return min(1.0, max(-1.0, r))
+    if r > 1.0:
+        return 1.0
+    if r < -1.0:
+        return -1.0
+    return r  # NaN stays NaN (an infinite value under the mask)
 
 
 @njit(parallel=True, cache=True)
