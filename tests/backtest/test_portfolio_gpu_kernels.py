@@ -196,7 +196,8 @@ def cpu_and_gpu_sweeps(monkeypatch, m, grid: str, lag: int):
 
 
 def test_topk_sweep_kernel_matches_the_cpu_over_two_blocks_of_threads(monkeypatch):
-    m = prepare_market(synthetic_market(12, 80, seed=4), "cn", portfolio=True)
+    # the simulator runs a thread at a time: a short market keeps this under a minute
+    m = prepare_market(synthetic_market(10, 40, seed=4), "cn", portfolio=True)
     combos, (port, counters) = cpu_and_gpu_sweeps(
         monkeypatch, m, "lookback=3,5,10 k=1:8:1 rebalance=1:6:1", lag=1)
     assert len(combos) == 144  # more than one block of 128 threads, the last one partial
