@@ -119,8 +119,8 @@ class StreamSettings:
         Validation policy applied per block, or None.
     codec : {"lz4", "zstd", "snappy", "none"}
         Parquet compression (not part of the key: it does not change values). lz4 by
-        default: on the W6 whole-market job it is 10-20 % faster end to end than zstd
-        level 1 for 1.12x the bytes (``benchmarks/RESULTS.md``).
+        default: on the W6 whole-market job it took 51-55 s end to end against zstd level
+        1's 58-63 s, for 1.12x the bytes (``benchmarks/RESULTS.md``).
     level : int or None
         Codec level (zstd: 1 by default).
     extra : tuple of (str, str)
