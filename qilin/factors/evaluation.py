@@ -45,9 +45,18 @@ import pandas as pd
 from scipy import stats
 
 from qilin.atomic import write_json_atomic
-from qilin.backend import Backend, BackendName, array_module, get_backend, to_host
+from qilin.backend import (
+    Backend,
+    BackendName,
+    DeviceKernel,
+    array_module,
+    get_backend,
+    to_host,
+)
 from qilin.data.panel import Panel
 from qilin.errors import DataError, ParameterError
+from qilin.factors import kernels_cpu as kc
+from qilin.factors import kernels_gpu as kg
 
 DEFAULT_HORIZONS: tuple[int, ...] = (1, 5, 10, 20)
 DropPolicy = Literal["all", "each"]
@@ -134,6 +143,21 @@ def forward_returns(
 
 
 # ------------------------------------------------------------------ per-row primitives
+def _rank_rows_cpu(x: np.ndarray, as_fraction: bool) -> np.ndarray:
+    return kc.rank_rows_nb(np.ascontiguousarray(x, dtype=np.float64), as_fraction)
+
+
+def _pearson_rows_cpu(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return kc.pearson_rows_nb(np.ascontiguousarray(x, dtype=np.float64),
+                              np.ascontiguousarray(y, dtype=np.float64),
+                              np.ascontiguousarray(mask, dtype=np.bool_))
+
+
+_rank_rows = DeviceKernel("rank_rows", cpu=_rank_rows_cpu, gpu=kg.rank_rows_gpu)
+_pearson_rows_kernel = DeviceKernel("pearson_rows", cpu=_pearson_rows_cpu,
+                                    gpu=kg.pearson_rows_gpu)
+
+
 def rank_rows(x: Any) -> Any:
     """Average ranks (1-based, ties share their mean rank) of each row; NaN stays NaN.
 
@@ -147,13 +171,7 @@ def rank_rows(x: Any) -> Any:
     >>> rank_rows(np.array([[3.0, 1.0, 3.0, np.nan], [2.0, 2.0, 2.0, 1.0]])).tolist()
     [[2.5, 1.0, 2.5, nan], [3.0, 3.0, 3.0, 1.0]]
     """
-    from qilin.factors import kernels_cpu as kc
-
-    if array_module(x) is np:
-        return kc.rank_rows_nb(np.ascontiguousarray(x, dtype=np.float64), False)
-    from qilin.factors import kernels_gpu as kg
-
-    return kg.rank_rows_gpu(x, False)
+    return _rank_rows(x, False)
 
 
 def _pearson_rows(x: Any, y: Any, mask: Any) -> Any:
@@ -162,15 +180,7 @@ def _pearson_rows(x: Any, y: Any, mask: Any) -> Any:
     One row core, :func:`qilin.factors.kernels_cpu.pearson_row_nb`: a numba kernel over
     rows in parallel for NumPy arrays, its GPU twin for CuPy arrays.
     """
-    from qilin.factors import kernels_cpu as kc
-
-    if array_module(x, y, mask) is np:
-        return kc.pearson_rows_nb(np.ascontiguousarray(x, dtype=np.float64),
-                                  np.ascontiguousarray(y, dtype=np.float64),
-                                  np.ascontiguousarray(mask, dtype=np.bool_))
-    from qilin.factors import kernels_gpu as kg
-
-    return kg.pearson_rows_gpu(x, y, mask)
+    return _pearson_rows_kernel(x, y, mask)
 
 
 def _masked(x: Any, mask: Any) -> Any:
